@@ -1,0 +1,61 @@
+//! The one error type of the extension, mapped to real SQLSTATEs with hints.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{PgLogLevel, PgSqlErrorCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersonalizeError {
+    /// A parameter that can never work (SQLSTATE 22023).
+    #[error("{message}")]
+    InvalidParameter { message: String, hint: String },
+    /// Data that breaks the tracking plan, raised in strict mode (SQLSTATE 23514).
+    #[error("{message}")]
+    PlanViolation { message: String, hint: String },
+    /// A size limit (SQLSTATE 54000).
+    #[error("{message}")]
+    LimitExceeded { message: String, hint: String },
+    /// The extension's own objects are missing or broken (SQLSTATE 55000).
+    #[error("{message}")]
+    NotReady { message: String, hint: String },
+}
+
+impl PersonalizeError {
+    pub fn invalid(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self::InvalidParameter {
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+
+    fn parts(&self) -> (PgSqlErrorCode, &str, &str) {
+        match self {
+            Self::InvalidParameter { message, hint } => (
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                message,
+                hint,
+            ),
+            Self::PlanViolation { message, hint } => {
+                (PgSqlErrorCode::ERRCODE_CHECK_VIOLATION, message, hint)
+            }
+            Self::LimitExceeded { message, hint } => (
+                PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+                message,
+                hint,
+            ),
+            Self::NotReady { message, hint } => (
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                message,
+                hint,
+            ),
+        }
+    }
+
+    /// Raises the error in Postgres (never returns).
+    pub fn raise(self) -> ! {
+        let (code, message, hint) = self.parts();
+        ErrorReport::new(code, format!("pg_personalize: {message}"), "pg_personalize")
+            .set_hint(hint.to_owned())
+            .report(PgLogLevel::ERROR);
+        unreachable!("ERROR does not return")
+    }
+}

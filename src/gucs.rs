@@ -1,0 +1,64 @@
+//! Settings under the `personalize.` prefix. Limits are superuser-only (SUSET) so a caller
+//! cannot lift them for its own session.
+
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+
+use crate::core::tracking::Limits;
+
+pub static MAX_EVENT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(32 * 1024);
+pub static MAX_EVENT_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(16);
+pub static MAX_FUTURE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(86_400);
+pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+
+pub fn init() {
+    GucRegistry::define_int_guc(
+        c"personalize.max_event_bytes",
+        c"Largest accepted event, in bytes of JSON text.",
+        c"Larger events are quarantined in personalize.rejected_events with reason oversize.",
+        &MAX_EVENT_BYTES,
+        256,
+        16 * 1024 * 1024,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"personalize.max_event_depth",
+        c"Deepest accepted nesting of objects and arrays in an event.",
+        c"Deeper events are quarantined with reason too_deep.",
+        &MAX_EVENT_DEPTH,
+        2,
+        100,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"personalize.max_future_seconds",
+        c"How far in the future occurred_at may lie (clock skew).",
+        c"Events further in the future are quarantined with reason timestamp_out_of_range.",
+        &MAX_FUTURE_SECONDS,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"personalize.max_batch_events",
+        c"Most events one track_batch call accepts.",
+        c"Larger batches are refused with SQLSTATE 54000; split them.",
+        &MAX_BATCH_EVENTS,
+        1,
+        10_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+/// The validation limits in force now.
+pub fn limits() -> Limits {
+    Limits {
+        max_event_bytes: MAX_EVENT_BYTES.get() as usize,
+        max_depth: MAX_EVENT_DEPTH.get() as usize,
+        max_id_chars: 256,
+        max_future_seconds: MAX_FUTURE_SECONDS.get() as i64,
+    }
+}

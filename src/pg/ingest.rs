@@ -1,0 +1,261 @@
+//! Bulk ingestion: validate a chunk of events in Rust, then store the valid ones with one
+//! INSERT … SELECT FROM unnest(…) and quarantine the rest with another. Two SPI calls per chunk,
+//! whatever its size; every input event ends up accepted, duplicate or rejected.
+
+use std::rc::Rc;
+
+use chrono::{DateTime, Utc};
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use serde_json::{json, Value};
+
+use crate::core::tracking::{check_event_text, Limits, TrackingPlan, Verdict, Violation};
+use crate::error::PersonalizeError;
+
+/// The functions calling into this module pin `search_path = pg_catalog, pg_temp`, so the
+/// unqualified built-ins below cannot be shadowed; our own tables are qualified.
+const INSERT_EVENTS: &str = "\
+INSERT INTO personalize.events
+       (event_type, user_id, item_id, session_id, occurred_at, client_event_id, properties)
+SELECT x.t, x.u, x.i, x.s, COALESCE(CAST(x.o AS timestamptz), now()), x.c,
+       CASE WHEN x.hp THEN jsonb_extract_path(CAST(x.r AS jsonb), 'properties')
+            ELSE CAST('{}' AS jsonb) END
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+              $7::text[], $8::boolean[]) AS x(t, u, i, s, o, c, r, hp)
+ON CONFLICT (client_event_id) WHERE client_event_id IS NOT NULL DO NOTHING
+RETURNING event_id";
+
+const INSERT_REJECTED: &str = "\
+INSERT INTO personalize.rejected_events
+       (source, batch_position, event_type, user_id, client_event_id, reasons, violations, payload)
+SELECT $1, x.p, x.t, x.u, x.c, string_to_array(x.rs, ' '), CAST(x.v AS jsonb), CAST(x.r AS jsonb)
+  FROM unnest($2::integer[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+              $8::text[]) AS x(p, t, u, c, rs, v, r)";
+
+/// Counts of one ingestion call, summed over its chunks.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    pub accepted: i64,
+    pub duplicates: i64,
+    pub rejected: i64,
+    pub rejected_positions: Vec<i32>,
+    /// The id of the first stored event of the last chunk (used by single-event `track`).
+    pub first_event_id: Option<i64>,
+}
+
+/// One ingestion call: the plan and limits are read once, then chunks are fed in.
+pub struct Ingest {
+    source: &'static str,
+    strict: bool,
+    plan: Rc<TrackingPlan>,
+    limits: Limits,
+    now: DateTime<Utc>,
+    pub tally: Tally,
+}
+
+/// Salvaged text for the quarantine row: no NUL bytes, bounded length.
+fn salvage(s: &Option<String>) -> Option<String> {
+    s.as_ref()
+        .map(|s| s.replace('\0', "").chars().take(256).collect())
+}
+
+fn violations_json(v: &[Violation]) -> String {
+    Value::Array(
+        v.iter()
+            .map(|v| json!({"code": v.code, "path": v.path, "message": v.message}))
+            .collect(),
+    )
+    .to_string()
+}
+
+fn spi_failed(what: &str, e: impl std::fmt::Display) -> ! {
+    PersonalizeError::NotReady {
+        message: format!("{what} failed: {e}"),
+        hint: "Check that the extension's tables exist and the role may write to them.".into(),
+    }
+    .raise()
+}
+
+impl Ingest {
+    pub fn new(source: &'static str, strict: bool) -> Self {
+        Ingest {
+            source,
+            strict,
+            plan: crate::pg::plan_cache::current(),
+            limits: crate::gucs::limits(),
+            now: crate::core::tracking::now_utc(),
+            tally: Tally::default(),
+        }
+    }
+
+    /// Validates and stores one chunk of `(position, event JSON text)`; `None` is a NULL event.
+    pub fn chunk(&mut self, client: &mut SpiClient<'_>, events: &[(i64, Option<String>)]) {
+        let verdicts: Vec<Verdict> = events
+            .iter()
+            .map(|(_, text)| check_event_text(text.as_deref(), &self.plan, &self.limits, self.now))
+            .collect();
+
+        if self.strict {
+            if let Some(((pos, _), verdict)) = events
+                .iter()
+                .zip(&verdicts)
+                .find(|(_, v)| matches!(v, Verdict::Rejected(_)))
+            {
+                let list: Vec<String> =
+                    verdict.violations().iter().map(|v| v.to_string()).collect();
+                PersonalizeError::PlanViolation {
+                    message: format!(
+                        "event {pos} violates the tracking plan: {}",
+                        list.join("; ")
+                    ),
+                    hint: "Fix the event, or call without strict => true to keep invalid events \
+                           in personalize.rejected_events. Nothing from this call was stored."
+                        .into(),
+                }
+                .raise();
+            }
+        }
+
+        let n = events.len();
+        let (mut t, mut u, mut i, mut s, mut o, mut c, mut r, mut hp) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut rp, mut rt, mut ru, mut rc, mut rs, mut rv, mut rr) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for ((pos, text), verdict) in events.iter().zip(verdicts) {
+            match verdict {
+                Verdict::Valid(e) => {
+                    t.push(Some(e.event_type));
+                    u.push(Some(e.user_id));
+                    i.push(e.item_id);
+                    s.push(e.session_id);
+                    o.push(e.occurred_at);
+                    c.push(e.client_event_id);
+                    r.push(text.clone());
+                    hp.push(e.has_properties);
+                }
+                Verdict::Rejected(rej) => {
+                    let unparsable = rej
+                        .violations
+                        .iter()
+                        .any(|v| matches!(v.code, "malformed_json" | "invalid_string"));
+                    // A payload that is not storable JSON is kept as a JSON string of its text.
+                    let payload = match text {
+                        None => None,
+                        Some(t) if unparsable => {
+                            Some(Value::String(t.replace('\0', "")).to_string())
+                        }
+                        Some(t) => Some(t.clone()),
+                    };
+                    rp.push(i32::try_from(*pos).unwrap_or(i32::MAX));
+                    rt.push(salvage(&rej.event_type));
+                    ru.push(salvage(&rej.user_id));
+                    rc.push(salvage(&rej.client_event_id));
+                    let codes: Vec<&str> = rej.violations.iter().map(|v| v.code).collect();
+                    rs.push(Some(codes.join(" ")));
+                    rv.push(Some(violations_json(&rej.violations)));
+                    rr.push(payload);
+                }
+            }
+        }
+
+        let valid = t.len() as i64;
+        if valid > 0 {
+            let args: [DatumWithOid; 8] = [
+                t.into(),
+                u.into(),
+                i.into(),
+                s.into(),
+                o.into(),
+                c.into(),
+                r.into(),
+                hp.into(),
+            ];
+            let stored = client
+                .update(INSERT_EVENTS, None, &args)
+                .unwrap_or_else(|e| spi_failed("storing events", e));
+            let inserted = stored.len() as i64;
+            self.tally.first_event_id = if inserted > 0 {
+                stored.first().get::<i64>(1).ok().flatten()
+            } else {
+                None
+            };
+            self.tally.accepted += inserted;
+            self.tally.duplicates += valid - inserted;
+        } else {
+            self.tally.first_event_id = None;
+        }
+
+        if !rp.is_empty() {
+            self.tally.rejected += rp.len() as i64;
+            self.tally.rejected_positions.extend_from_slice(&rp);
+            let args: [DatumWithOid; 8] = [
+                self.source.into(),
+                rp.into(),
+                rt.into(),
+                ru.into(),
+                rc.into(),
+                rs.into(),
+                rv.into(),
+                rr.into(),
+            ];
+            client
+                .update(INSERT_REJECTED, None, &args)
+                .unwrap_or_else(|e| spi_failed("quarantining rejected events", e));
+        }
+    }
+}
+
+/// Runs `query` (whose rows are turned into event JSON text by `to_event`) through a cursor in
+/// chunks, so an import of any size needs only one chunk of memory. Checks for query cancel
+/// between chunks.
+pub fn ingest_query(
+    query: &str,
+    source: &'static str,
+    strict: bool,
+    chunk_rows: i64,
+    to_event: impl Fn(&[Option<String>]) -> Option<String>,
+) -> Tally {
+    let mut ingest = Ingest::new(source, strict);
+    Spi::connect_mut(|client| {
+        let mut cursor = client
+            .try_open_cursor(query, &[])
+            .unwrap_or_else(|e| spi_failed("reading the source", e));
+        let mut position: i64 = 0;
+        loop {
+            pgrx::check_for_interrupts!();
+            let table = cursor
+                .fetch(chunk_rows)
+                .unwrap_or_else(|e| spi_failed("reading the source", e));
+            if table.is_empty() {
+                break;
+            }
+            let ncols = table.columns().unwrap_or(0);
+            let mut chunk = Vec::with_capacity(table.len());
+            for row in table {
+                position += 1;
+                let cols: Vec<Option<String>> = (1..=ncols)
+                    .map(|k| row.get::<String>(k).ok().flatten())
+                    .collect();
+                chunk.push((position, to_event(&cols)));
+            }
+            ingest.chunk(client, &chunk);
+        }
+    });
+    ingest.tally
+}
