@@ -130,6 +130,25 @@ LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT personalize._validate_one(CAST(event AS pg_catalog.text)) $$;
 
 ------------------------------------------------------------------------------------------
+-- Loaders (regclass resolves the table name in the caller's search_path)
+------------------------------------------------------------------------------------------
+
+CREATE FUNCTION personalize.import_events(source regclass, strict boolean DEFAULT false)
+RETURNS TABLE (accepted bigint, duplicates bigint, rejected bigint)
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+AS $$ SELECT * FROM personalize._import_events(CAST(source AS pg_catalog.oid), strict) $$;
+
+CREATE FUNCTION personalize.import_online_retail(source regclass)
+RETURNS TABLE (accepted bigint, duplicates bigint, rejected bigint)
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+AS $$ SELECT * FROM personalize._import_online_retail(CAST(source AS pg_catalog.oid)) $$;
+
+CREATE FUNCTION personalize.import_retailrocket(source regclass)
+RETURNS TABLE (accepted bigint, duplicates bigint, rejected bigint)
+LANGUAGE sql VOLATILE PARALLEL UNSAFE
+AS $$ SELECT * FROM personalize._import_retailrocket(CAST(source AS pg_catalog.oid)) $$;
+
+------------------------------------------------------------------------------------------
 -- Catalogue
 ------------------------------------------------------------------------------------------
 
@@ -252,3 +271,17 @@ COMMENT ON FUNCTION personalize.upsert_item(text, text, text, jsonb, boolean, nu
 COMMENT ON FUNCTION personalize.upsert_items(jsonb) IS 'Inserts or replaces catalogue items from a JSON array of objects; returns how many rows were written';
 COMMENT ON FUNCTION personalize._event_types_before_write() IS 'Trigger: validates a tracking-plan schema on write and tracks default vs shop rows';
 COMMENT ON FUNCTION personalize._event_types_changed() IS 'Trigger: tells every backend to recompile the tracking plan';
+COMMENT ON FUNCTION personalize.import_events(regclass, boolean) IS 'Imports a table (e.g. filled by COPY from CSV) whose columns are envelope fields: type, user_id, item_id, session_id, occurred_at, client_event_id, properties (jsonb). Every row is accepted, a duplicate, or quarantined with its violations.';
+COMMENT ON FUNCTION personalize.import_online_retail(regclass) IS 'Imports UCI Online Retail rows from a table with columns invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country: purchases, cancellations as refund events, rows without a customer quarantined. Re-importing stores nothing twice.';
+COMMENT ON FUNCTION personalize.import_retailrocket(regclass) IS 'Imports RetailRocket-style rows from a table with columns timestamp (Unix ms), visitorid, event (view/addtocart/transaction), itemid, transactionid.';
+COMMENT ON FUNCTION personalize._track_one(text, boolean) IS 'Internal: track() on the event''s JSON text';
+COMMENT ON FUNCTION personalize._track_many(text[], boolean) IS 'Internal: track_batch() on the events'' JSON texts';
+COMMENT ON FUNCTION personalize._validate_one(text) IS 'Internal: validate_event() on the event''s JSON text';
+COMMENT ON FUNCTION personalize._import_events(oid, boolean) IS 'Internal: import_events() by relation OID';
+COMMENT ON FUNCTION personalize._import_online_retail(oid) IS 'Internal: import_online_retail() by relation OID';
+COMMENT ON FUNCTION personalize._import_retailrocket(oid) IS 'Internal: import_retailrocket() by relation OID';
+COMMENT ON FUNCTION personalize._plan_schema_problem(text) IS 'Internal: why a properties schema cannot be compiled, NULL when it can';
+COMMENT ON FUNCTION personalize._invalidate_plan_cache() IS 'Internal: makes every backend recompile the tracking plan at commit';
+COMMENT ON FUNCTION personalize.synthetic_items(integer, bigint) IS 'The deterministic synthetic catalogue (item_id, category, title, price) for a number of items and a seed';
+COMMENT ON FUNCTION personalize.synthetic_events(bigint, integer, integer, bigint, timestamptz, integer) IS 'The deterministic synthetic shop''s events as track() JSON, in time order: events, users, items, seed, start, days';
+COMMENT ON FUNCTION personalize.generate_shop(bigint, integer, integer, bigint, timestamptz, integer) IS 'Fills personalize.items with the synthetic catalogue and tracks the synthetic events through the tracking plan; idempotent for the same arguments (client_event_ids repeat)';

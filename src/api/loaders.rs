@@ -11,16 +11,14 @@ use crate::pg::ingest::{ingest_query, Tally};
 
 const CHUNK_ROWS: i64 = 5_000;
 
-type Counts = TableIterator<
+fn counts(t: Tally) -> TableIterator<
     'static,
     (
         name!(accepted, i64),
         name!(duplicates, i64),
         name!(rejected, i64),
     ),
->;
-
-fn counts(t: Tally) -> Counts {
+> {
     TableIterator::once((t.accepted, t.duplicates, t.rejected))
 }
 
@@ -83,7 +81,14 @@ fn strict_flag(strict: Option<bool>) -> bool {
 /// occurred_at, client_event_id, properties); any other column is a violation.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn _import_events(source: pg_sys::Oid, strict: Option<bool>) -> Counts {
+fn _import_events(source: pg_sys::Oid, strict: Option<bool>) -> TableIterator<
+    'static,
+    (
+        name!(accepted, i64),
+        name!(duplicates, i64),
+        name!(rejected, i64),
+    ),
+> {
     let strict = strict_flag(strict);
     let relation = relation_sql(source);
     require_columns(
@@ -117,7 +122,14 @@ const ONLINE_RETAIL_COLUMNS: [&str; 8] = [
 /// Imports UCI Online Retail rows (see core::loaders::online_retail_event for the mapping).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn _import_online_retail(source: pg_sys::Oid) -> Counts {
+fn _import_online_retail(source: pg_sys::Oid) -> TableIterator<
+    'static,
+    (
+        name!(accepted, i64),
+        name!(duplicates, i64),
+        name!(rejected, i64),
+    ),
+> {
     let relation = relation_sql(source);
     require_columns(
         source,
@@ -145,7 +157,14 @@ const RETAILROCKET_COLUMNS: [&str; 5] =
 /// Imports RetailRocket-style rows: timestamp (Unix ms), visitorid, event, itemid, transactionid.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn _import_retailrocket(source: pg_sys::Oid) -> Counts {
+fn _import_retailrocket(source: pg_sys::Oid) -> TableIterator<
+    'static,
+    (
+        name!(accepted, i64),
+        name!(duplicates, i64),
+        name!(rejected, i64),
+    ),
+> {
     let relation = relation_sql(source);
     require_columns(
         source,

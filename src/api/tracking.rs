@@ -120,3 +120,66 @@ fn _validate_one(event: Option<&str>) -> Vec<String> {
     .map(|v| v.to_string())
     .collect()
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn one<T: pgrx::IntoDatum + pgrx::FromDatum>(sql: &str) -> Option<T> {
+        Spi::get_one::<T>(sql).expect("query runs")
+    }
+
+    #[pg_test]
+    fn a_retry_with_the_same_client_event_id_is_stored_once() {
+        let e = r#"'{"type":"view","user_id":"u1","item_id":"i1","client_event_id":"c-1"}'"#;
+        let first: Option<i64> = one(&format!("SELECT personalize.track({e})"));
+        let second: Option<i64> = one(&format!("SELECT personalize.track({e})"));
+        assert!(first.is_some());
+        assert_eq!(first, second);
+        let n: Option<i64> = one("SELECT count(*) FROM personalize.events");
+        assert_eq!(n, Some(1));
+    }
+
+    #[pg_test]
+    fn a_plan_change_applies_to_the_next_statement() {
+        let e = r#"'{"type":"view","user_id":"u1","item_id":"i1","properties":{"colour":"red"}}'"#;
+        let before: Option<Vec<String>> =
+            one(&format!("SELECT personalize.validate_event({e})"));
+        assert_eq!(before.map(|v| v.len()), Some(1));
+        Spi::run(
+            "UPDATE personalize.event_types SET properties_schema = \
+             '{\"type\":\"object\",\"properties\":{\"colour\":{\"type\":\"string\"}}}' \
+             WHERE event_type = 'view'",
+        )
+        .expect("update runs");
+        let after: Option<Vec<String>> = one(&format!("SELECT personalize.validate_event({e})"));
+        assert_eq!(after, Some(vec![]));
+    }
+
+    #[pg_test]
+    fn nothing_is_lost_from_a_mixed_batch() {
+        let r: Option<i32> = one(
+            r#"SELECT accepted + duplicates + rejected FROM personalize.track_batch(ARRAY[
+                 '{"type":"view","user_id":"u","item_id":"i"}', NULL, '[]',
+                 '{"type":"search","user_id":"u","properties":{"query":"q"}}',
+                 '{"type":"nope","user_id":"u"}']::jsonb[])"#,
+        );
+        assert_eq!(r, Some(5));
+        let stored: Option<i64> = one(
+            "SELECT (SELECT count(*) FROM personalize.events) \
+                  + (SELECT count(*) FROM personalize.rejected_events)",
+        );
+        assert_eq!(stored, Some(5));
+    }
+
+    #[pg_test(error = "pg_personalize: event 2 violates the tracking plan: $.user_id: is required: the id of the user (or anonymous visitor) who did this (missing_field)")]
+    fn strict_mode_raises_and_stores_nothing() {
+        Spi::run(
+            r#"SELECT * FROM personalize.track_batch(ARRAY[
+                 '{"type":"view","user_id":"u","item_id":"i"}',
+                 '{"type":"view","item_id":"i"}']::jsonb[], strict => true)"#,
+        )
+        .unwrap();
+    }
+}

@@ -646,11 +646,12 @@ fn check_properties(rule: &EventTypeRule, props: &Value, out: &mut Vec<Violation
         };
         let mut path = String::from("$.properties");
         path.push_str(&pointer_to_path(err.instance_path().as_str())[1..]);
-        out.push(Violation::new(
-            code,
-            path,
-            format!("{} (schema keyword \"{}\")", err, keyword),
-        ));
+        let message = if code == "schema_violation" {
+            format!("{err} (schema keyword \"{keyword}\")")
+        } else {
+            err.to_string()
+        };
+        out.push(Violation::new(code, path, message));
     }
 }
 

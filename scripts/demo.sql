@@ -1,0 +1,41 @@
+-- The main job on a synthetic shop. Run by scripts/demo.sh; :events is the shop's size.
+\pset footer off
+\set QUIET on
+SET client_min_messages = warning;
+CREATE EXTENSION pg_personalize;
+
+\echo
+\echo '1. The tracking plan installed by CREATE EXTENSION (edit it with plain SQL):'
+SELECT event_type, requires_item, weight, half_life, description FROM personalize.event_types ORDER BY weight, event_type;
+
+\echo '2. A synthetic shop: catalogue + behaviour events, every event validated against the plan.'
+\timing on
+SELECT * FROM personalize.generate_shop(:events, users => 2000, items => 800, seed => 42);
+\timing off
+
+\echo '3. An app sends a batch with some bad events: they are quarantined with reasons, never lost.'
+SELECT * FROM personalize.track_batch(ARRAY[
+  '{"type":"view","user_id":"U0000001","item_id":"P0000003","session_id":"web-1","properties":{"price":19.99}}',
+  '{"type":"add_to_cart","user_id":"U0000001","item_id":"P0000003","properties":{"quantity":1,"price":19.99}}',
+  '{"type":"purchase","user_id":"U0000001","item_id":"P0000003","client_event_id":"order-77:1","properties":{"order_id":"77","quantity":1,"price":19.99,"currency":"EUR"}}',
+  '{"type":"purchase","user_id":"U0000001","item_id":"P0000003","client_event_id":"order-77:1","properties":{"order_id":"77","quantity":1,"price":19.99,"currency":"EUR"}}',
+  '{"type":"view","user_id":"U0000002"}',
+  '{"type":"purchase","user_id":"U0000002","item_id":"P0000004","properties":{"quantity":0,"price":"free","coupon":"X"}}',
+  '{"type":"wishlist_add","user_id":"U0000003","item_id":"P0000005"}',
+  '{"type":"search","user_id":"U0000004","occurred_at":"1970-01-01T00:00:00Z","properties":{"query":"lens"}}',
+  '{"type":"view","user_id":"U0000005","item_id":"P0000006","properties":{"price":1e400}}',
+  NULL
+]::jsonb[]);
+
+\echo 'What was quarantined, and why (personalize.rejected_events):'
+SELECT batch_position AS pos, event_type, user_id, v->>'path' AS path, v->>'message' AS problem
+  FROM personalize.rejected_events, jsonb_array_elements(violations) v
+ WHERE source = 'track_batch' ORDER BY batch_position, path;
+
+\echo '4. validate_event() checks without storing (e.g. in a CI test of the app):'
+SELECT personalize.validate_event('{"type":"add_to_cart","user_id":"U1","item_id":"P1","properties":{"quantity":"two"}}') AS violations;
+
+\echo '5. personalize.status:'
+SELECT * FROM personalize.status ORDER BY section, name;
+
+\echo 'Coming next on this same command: training, recommendations, segments and the campaign outbox.'

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Every test: plain-Rust unit tests and #[pg_test]s (cargo pgrx test), the pg_regress suite,
+# a pg_dump/restore round trip, and the real-data test on ../shared/data (skipped, with a
+# message, when the file is absent). Ends with one "N passed, M failed" line.
+source "$(dirname "$0")/lib.sh"
+
+passed=0; failed=0; failures=()
+step() {  # step NAME COMMAND...: runs one suite and tallies it
+    local name=$1; shift
+    say "$name"
+    if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("$name"); fi
+}
+
+install_prereqs
+
+unit_and_pg_tests() {
+    cd "$ROOT"
+    local pgdata=$ROOT/target/pgrx-test-pgdata
+    rm -rf "$pgdata"
+    if [ "$(id -u)" = 0 ]; then
+        cargo pgrx test pg15 --runas postgres --pgdata "$pgdata"
+    else
+        cargo pgrx test pg15
+    fi
+}
+step "cargo pgrx test (unit tests + #[pg_test])" unit_and_pg_tests
+
+install_extension
+start_cluster
+
+regress() {
+    local out=$PP_RUN/regress
+    rm -rf "$out"; mkdir -p "$out"
+    local tests; tests=$(cd "$ROOT/tests/pg_regress/sql" && ls *.sql | sed 's/\.sql$//' | sort)
+    /usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+        --use-existing --host="$PP_SOCK" --port="$PP_PORT" --user=postgres \
+        --inputdir="$ROOT/tests/pg_regress" --outputdir="$out" \
+        --dbname=pg_personalize_regress $tests \
+      || { [ -f "$out/regression.diffs" ] && head -200 "$out/regression.diffs"; return 1; }
+}
+step "pg_regress suite" regress
+step "pg_dump / restore round trip" bash "$ROOT/tests/dump_restore.sh"
+step "real data: UCI Online Retail" bash "$ROOT/tests/real_data.sh"
+
+say "Summary"
+[ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
