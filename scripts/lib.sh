@@ -83,5 +83,6 @@ stop_cluster() {
 
 # Drops and recreates a database on our cluster.
 fresh_db() {
-    psql -q -d postgres -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
+    PGOPTIONS="-c client_min_messages=warning" psql -q -d postgres -v ON_ERROR_STOP=1 \
+        -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
 }

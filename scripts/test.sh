@@ -31,6 +31,7 @@ start_cluster
 regress() {
     local out=$PP_RUN/regress
     rm -rf "$out"; mkdir -p "$out"
+    fresh_db pg_personalize_regress
     local tests; tests=$(cd "$ROOT/tests/pg_regress/sql" && ls *.sql | sed 's/\.sql$//' | sort)
     /usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
         --use-existing --host="$PP_SOCK" --port="$PP_PORT" --user=postgres \

@@ -195,10 +195,15 @@ BEGIN
                   HINT = 'Each item is an object with a string item_id and optionally category, '
                       || 'title, attributes (object), available (boolean), price (number >= 0).';
     END IF;
+    -- Keys an object leaves out keep their stored values; the last object for an id wins.
     INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price)
     SELECT r.item_id, r.category, r.title, COALESCE(r.attributes, '{}'), COALESCE(r.available, true), r.price
-      FROM jsonb_to_recordset(items) AS r(item_id text, category text, title text,
-                                          attributes jsonb, available boolean, price numeric)
+      FROM (SELECT DISTINCT ON (x.e ->> 'item_id') x.e
+              FROM jsonb_array_elements(items) WITH ORDINALITY AS x(e, n)
+             ORDER BY x.e ->> 'item_id', x.n DESC) AS latest
+      LEFT JOIN personalize.items AS cur ON cur.item_id = latest.e ->> 'item_id',
+           jsonb_populate_record(NULL::personalize.items,
+               COALESCE(to_jsonb(cur), '{}') || latest.e) AS r
     ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE
        SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes,
            available = EXCLUDED.available, price = EXCLUDED.price, updated_at = now();
@@ -267,8 +272,8 @@ COMMENT ON VIEW personalize.status IS 'Counts of events by type, rejections by r
 COMMENT ON FUNCTION personalize.track(jsonb, boolean) IS 'Tracks one event: stores it in personalize.events and returns its event_id (the earlier id for a repeated client_event_id), or quarantines it in personalize.rejected_events and returns NULL. strict => true raises instead (SQLSTATE 23514).';
 COMMENT ON FUNCTION personalize.track_batch(jsonb[], boolean) IS 'Tracks many events in one call: returns how many were accepted, duplicates of stored client_event_ids, rejected (quarantined), and the 1-based positions of the rejected ones. strict => true raises on the first invalid event and stores nothing.';
 COMMENT ON FUNCTION personalize.validate_event(jsonb) IS 'Checks one event against the tracking plan without storing it: every violation as "path: message (code)", empty when valid';
-COMMENT ON FUNCTION personalize.upsert_item(text, text, text, jsonb, boolean, numeric) IS 'Inserts or replaces one catalogue item';
-COMMENT ON FUNCTION personalize.upsert_items(jsonb) IS 'Inserts or replaces catalogue items from a JSON array of objects; returns how many rows were written';
+COMMENT ON FUNCTION personalize.upsert_item(text, text, text, jsonb, boolean, numeric) IS 'Inserts or replaces one catalogue item (every field: omitted arguments take their defaults)';
+COMMENT ON FUNCTION personalize.upsert_items(jsonb) IS 'Inserts or updates catalogue items from a JSON array of objects: keys an object leaves out keep their stored values; returns how many items were written';
 COMMENT ON FUNCTION personalize._event_types_before_write() IS 'Trigger: validates a tracking-plan schema on write and tracks default vs shop rows';
 COMMENT ON FUNCTION personalize._event_types_changed() IS 'Trigger: tells every backend to recompile the tracking plan';
 COMMENT ON FUNCTION personalize.import_events(regclass, boolean) IS 'Imports a table (e.g. filled by COPY from CSV) whose columns are envelope fields: type, user_id, item_id, session_id, occurred_at, client_event_id, properties (jsonb). Every row is accepted, a duplicate, or quarantined with its violations.';

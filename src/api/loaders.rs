@@ -11,7 +11,9 @@ use crate::pg::ingest::{ingest_query, Tally};
 
 const CHUNK_ROWS: i64 = 5_000;
 
-fn counts(t: Tally) -> TableIterator<
+fn counts(
+    t: Tally,
+) -> TableIterator<
     'static,
     (
         name!(accepted, i64),
@@ -81,7 +83,10 @@ fn strict_flag(strict: Option<bool>) -> bool {
 /// occurred_at, client_event_id, properties); any other column is a violation.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn _import_events(source: pg_sys::Oid, strict: Option<bool>) -> TableIterator<
+fn _import_events(
+    source: pg_sys::Oid,
+    strict: Option<bool>,
+) -> TableIterator<
     'static,
     (
         name!(accepted, i64),
@@ -122,7 +127,9 @@ const ONLINE_RETAIL_COLUMNS: [&str; 8] = [
 /// Imports UCI Online Retail rows (see core::loaders::online_retail_event for the mapping).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn _import_online_retail(source: pg_sys::Oid) -> TableIterator<
+fn _import_online_retail(
+    source: pg_sys::Oid,
+) -> TableIterator<
     'static,
     (
         name!(accepted, i64),
@@ -157,7 +164,9 @@ const RETAILROCKET_COLUMNS: [&str; 5] =
 /// Imports RetailRocket-style rows: timestamp (Unix ms), visitorid, event, itemid, transactionid.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn _import_retailrocket(source: pg_sys::Oid) -> TableIterator<
+fn _import_retailrocket(
+    source: pg_sys::Oid,
+) -> TableIterator<
     'static,
     (
         name!(accepted, i64),

@@ -25,18 +25,17 @@ fn strict_flag(strict: Option<bool>) -> bool {
 fn _track_one(event: Option<&str>, strict: Option<bool>) -> Option<i64> {
     let strict = strict_flag(strict);
     let mut ingest = Ingest::new("track", strict);
-    let text = event.map(str::to_owned);
-    let client_event_id = text
-        .as_deref()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-        .and_then(|v| v.get("client_event_id").cloned());
-    Spi::connect_mut(|client| ingest.chunk(client, &[(1, text)]));
+    Spi::connect_mut(|client| ingest.chunk(client, &[(1, event.map(str::to_owned))]));
     let tally = &ingest.tally;
     if tally.accepted == 1 {
         return tally.first_event_id;
     }
     if tally.duplicates == 1 {
-        // Same client_event_id as a stored event: answer with that event's id.
+        // Same client_event_id as a stored event: answer with that event's id. (Only this
+        // rare path parses the event a second time.)
+        let client_event_id = event
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .and_then(|v| v.get("client_event_id").cloned());
         let id = match client_event_id {
             Some(serde_json::Value::String(s)) => Some(s),
             Some(serde_json::Value::Number(n)) => Some(n.to_string()),
@@ -144,8 +143,7 @@ mod tests {
     #[pg_test]
     fn a_plan_change_applies_to_the_next_statement() {
         let e = r#"'{"type":"view","user_id":"u1","item_id":"i1","properties":{"colour":"red"}}'"#;
-        let before: Option<Vec<String>> =
-            one(&format!("SELECT personalize.validate_event({e})"));
+        let before: Option<Vec<String>> = one(&format!("SELECT personalize.validate_event({e})"));
         assert_eq!(before.map(|v| v.len()), Some(1));
         Spi::run(
             "UPDATE personalize.event_types SET properties_schema = \
@@ -166,14 +164,14 @@ mod tests {
                  '{"type":"nope","user_id":"u"}']::jsonb[])"#,
         );
         assert_eq!(r, Some(5));
-        let stored: Option<i64> = one(
-            "SELECT (SELECT count(*) FROM personalize.events) \
-                  + (SELECT count(*) FROM personalize.rejected_events)",
-        );
+        let stored: Option<i64> = one("SELECT (SELECT count(*) FROM personalize.events) \
+                  + (SELECT count(*) FROM personalize.rejected_events)");
         assert_eq!(stored, Some(5));
     }
 
-    #[pg_test(error = "pg_personalize: event 2 violates the tracking plan: $.user_id: is required: the id of the user (or anonymous visitor) who did this (missing_field)")]
+    #[pg_test(
+        error = "pg_personalize: event 2 violates the tracking plan: $.user_id: is required: the id of the user (or anonymous visitor) who did this (missing_field)"
+    )]
     fn strict_mode_raises_and_stores_nothing() {
         Spi::run(
             r#"SELECT * FROM personalize.track_batch(ARRAY[

@@ -270,9 +270,16 @@ pub fn parse_json(text: &str) -> Result<Value, Violation> {
     }
 }
 
+/// Paths deeper than this are cut (with "…"): hostile nesting must not make messages huge.
+const MAX_PATH_SEGMENTS: usize = 20;
+
 fn serde_path_to_json_path(path: &serde_path_to_error::Path) -> String {
     let mut out = String::from("$");
-    for seg in path.iter() {
+    for (n, seg) in path.iter().enumerate() {
+        if n == MAX_PATH_SEGMENTS {
+            out.push('…');
+            break;
+        }
         match seg {
             serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
             serde_path_to_error::Segment::Map { key } => push_key(&mut out, key),
@@ -769,6 +776,8 @@ mod tests {
             r#"{{"type":"search","user_id":"u","properties":{{"query":"x","d":{deep}}}}}"#
         ));
         assert_eq!(v.violations()[0].code, "too_deep");
+        assert!(v.violations()[0].path.ends_with("…"));
+        assert!(v.violations()[0].path.len() < 120);
         let moderately_deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
         let v = check(&format!(
             r#"{{"type":"search","user_id":"u","properties":{{"query":"x","d":{moderately_deep}}}}}"#

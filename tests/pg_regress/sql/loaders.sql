@@ -1,6 +1,7 @@
 -- Loaders and the synthetic shop: every input row is accounted for.
-CREATE EXTENSION pg_personalize;
 SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS pg_personalize CASCADE;
+CREATE EXTENSION pg_personalize;
 SET TimeZone = 'UTC';
 CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN EXECUTE q; RETURN 'no error';

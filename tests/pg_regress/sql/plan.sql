@@ -1,6 +1,7 @@
 -- The tracking plan: defaults, changes applied immediately, schemas checked on write.
-CREATE EXTENSION pg_personalize;
 SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS pg_personalize CASCADE;
+CREATE EXTENSION pg_personalize;
 CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN EXECUTE q; RETURN 'no error';
 EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
@@ -40,7 +41,11 @@ SELECT pg_temp.err($q$UPDATE personalize.event_types SET weight = 1000 WHERE eve
 SELECT personalize.upsert_item('85123A', 'decor', 'White hanging heart', '{"colour":"white"}', true, 2.55);
 SELECT personalize.upsert_items('[{"item_id":"22423","category":"kitchen","price":12.75},{"item_id":"85123A","category":"decor","available":false}]');
 SELECT item_id, category, title, attributes, available, price FROM personalize.items ORDER BY item_id;
+-- The last object for an id wins; a JSON null clears a field.
+SELECT personalize.upsert_items('[{"item_id":"22423","price":1},{"item_id":"22423","price":13.5,"title":null}]');
+SELECT item_id, title, price FROM personalize.items WHERE item_id = '22423';
 SELECT pg_temp.err($q$SELECT personalize.upsert_items('{"item_id":"x"}')$q$);
 SELECT pg_temp.err($q$SELECT personalize.upsert_items('[{"item_id":"x","colour":"red"}]')$q$);
 SELECT pg_temp.err($q$SELECT personalize.upsert_items('[{"item_id":"x","price":-1}]')$q$);
+SELECT pg_temp.err($q$SELECT personalize.upsert_items('[{"item_id":"x","price":"cheap"}]')$q$);
 SELECT pg_temp.err($q$SELECT personalize.upsert_item(NULL)$q$);

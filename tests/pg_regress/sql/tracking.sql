@@ -1,6 +1,7 @@
 -- Tracking: validation, ingestion, dedup, quarantine, strict mode, hostile input.
-CREATE EXTENSION pg_personalize;
 SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS pg_personalize CASCADE;
+CREATE EXTENSION pg_personalize;
 -- Shows an error's SQLSTATE and message instead of aborting the script.
 CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN EXECUTE q; RETURN 'no error';
