@@ -50,13 +50,17 @@ install_prereqs() {
 }
 
 # Builds the extension and installs it into the system's PostgreSQL 15 directories.
+# PP_PROFILE=dev (the test command) reuses the dependencies `cargo pgrx test` just built;
+# the demo and the benchmarks use release.
 install_extension() {
-    say "Building and installing pg_personalize"
+    local profile=()
+    [ "${PP_PROFILE:-release}" = release ] && profile=(--release)
+    say "Building and installing pg_personalize (${PP_PROFILE:-release} build)"
     cd "$ROOT"
     if [ "$(id -u)" = 0 ]; then
-        cargo pgrx install --release --pg-config "$PG_CONFIG"
+        cargo pgrx install "${profile[@]}" --pg-config "$PG_CONFIG"
     else
-        cargo pgrx install --release --sudo --pg-config "$PG_CONFIG"
+        cargo pgrx install "${profile[@]}" --sudo --pg-config "$PG_CONFIG"
     fi
 }
 

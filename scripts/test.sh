@@ -15,9 +15,13 @@ install_prereqs
 
 unit_and_pg_tests() {
     cd "$ROOT"
-    local pgdata=$ROOT/target/pgrx-test-pgdata
-    rm -rf "$pgdata"
+    # An empty PGDATA parent the postgres user owns (it creates its cluster inside).
+    local pgdata=$PP_RUN/pgrx-test-pgdata
+    as_root rm -rf "$pgdata"
+    mkdir -p "$pgdata"
     if [ "$(id -u)" = 0 ]; then
+        chmod 755 "$PP_RUN"
+        chown postgres "$pgdata"
         cargo pgrx test pg15 --runas postgres --pgdata "$pgdata"
     else
         cargo pgrx test pg15
@@ -25,7 +29,7 @@ unit_and_pg_tests() {
 }
 step "cargo pgrx test (unit tests + #[pg_test])" unit_and_pg_tests
 
-install_extension
+PP_PROFILE=${PP_PROFILE:-dev} install_extension
 start_cluster
 
 regress() {

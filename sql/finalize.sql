@@ -213,6 +213,64 @@ END
 $$;
 
 ------------------------------------------------------------------------------------------
+-- Models
+------------------------------------------------------------------------------------------
+
+CREATE FUNCTION personalize.activate_model(model_id bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    model_name text;
+BEGIN
+    SELECT m.name INTO model_name FROM personalize.models m WHERE m.model_id = activate_model.model_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'model % does not exist', activate_model.model_id
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT model_id, name, status FROM personalize.models;';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('pg_personalize.model:' || model_name));
+    UPDATE personalize.models m SET status = 'inactive' WHERE m.name = model_name AND m.status = 'active';
+    UPDATE personalize.models m SET status = 'active' WHERE m.model_id = activate_model.model_id;
+END
+$$;
+
+CREATE FUNCTION personalize.drop_model(model_id bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    model_status text;
+BEGIN
+    SELECT m.status INTO model_status FROM personalize.models m WHERE m.model_id = drop_model.model_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'model % does not exist', drop_model.model_id
+            USING ERRCODE = 'undefined_object', HINT = 'SELECT model_id, name, status FROM personalize.models;';
+    END IF;
+    IF model_status = 'active' THEN
+        RAISE EXCEPTION 'model % is the active model of its name', drop_model.model_id
+            USING ERRCODE = 'object_in_use',
+                  HINT = 'Activate another version (personalize.activate_model) or train a new one first.';
+    END IF;
+    DELETE FROM personalize.models m WHERE m.model_id = drop_model.model_id;
+END
+$$;
+
+CREATE FUNCTION personalize.prune_models(model_name text DEFAULT 'default', keep integer DEFAULT 2)
+RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    IF keep IS NULL OR keep < 0 THEN
+        RAISE EXCEPTION 'keep must be >= 0, not %', COALESCE(keep::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'keep is how many inactive versions to keep.';
+    END IF;
+    DELETE FROM personalize.models m
+     WHERE m.model_id IN (SELECT x.model_id FROM personalize.models x
+                           WHERE x.name = prune_models.model_name AND x.status = 'inactive'
+                           ORDER BY x.model_id DESC OFFSET keep);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+------------------------------------------------------------------------------------------
 -- Status
 ------------------------------------------------------------------------------------------
 
@@ -232,7 +290,16 @@ UNION ALL
 SELECT 'totals', 'available items',
        (SELECT pg_catalog.count(*) FROM personalize.items i WHERE i.available)
 UNION ALL
-SELECT 'totals', 'event types', (SELECT pg_catalog.count(*) FROM personalize.event_types);
+SELECT 'totals', 'event types', (SELECT pg_catalog.count(*) FROM personalize.event_types)
+UNION ALL
+SELECT 'active models', m.name || ' #' || m.model_id || ': users', m.n_users
+  FROM personalize.models m WHERE m.status = 'active'
+UNION ALL
+SELECT 'active models', m.name || ' #' || m.model_id || ': items', m.n_items
+  FROM personalize.models m WHERE m.status = 'active'
+UNION ALL
+SELECT 'active models', m.name || ' #' || m.model_id || ': interactions', m.n_interactions
+  FROM personalize.models m WHERE m.status = 'active';
 
 ------------------------------------------------------------------------------------------
 -- pg_dump keeps the shop's data (extension tables are skipped unless registered).
@@ -244,6 +311,12 @@ SELECT pg_catalog.pg_extension_config_dump('personalize.events_event_id_seq', ''
 SELECT pg_catalog.pg_extension_config_dump('personalize.rejected_events', '');
 SELECT pg_catalog.pg_extension_config_dump('personalize.rejected_events_rejected_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('personalize.items', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.models', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.models_model_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.model_users', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.model_items', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.evaluations', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.evaluations_evaluation_id_seq', '');
 
 ------------------------------------------------------------------------------------------
 -- Internal helpers are not for direct use.
@@ -267,7 +340,17 @@ COMMENT ON COLUMN personalize.rejected_events.reasons IS 'Violation codes (missi
 COMMENT ON COLUMN personalize.rejected_events.violations IS 'Array of {code, path, message}, one per violation';
 COMMENT ON COLUMN personalize.rejected_events.batch_position IS '1-based position of the event in its batch (or row number of an import)';
 COMMENT ON TABLE personalize.items IS 'The catalogue: recommendations can be filtered by category and availability';
-COMMENT ON VIEW personalize.status IS 'Counts of events by type, rejections by reason and catalogue size';
+COMMENT ON VIEW personalize.status IS 'Counts of events by type, rejections by reason, catalogue size and the active models';
+COMMENT ON TABLE personalize.models IS 'Trained models, one row per training run; at most one active model per name';
+COMMENT ON COLUMN personalize.models.as_of IS 'Time decay was measured back from this time (default: the newest event)';
+COMMENT ON TABLE personalize.model_users IS 'User factors of each model';
+COMMENT ON TABLE personalize.model_items IS 'Item factors of each model';
+COMMENT ON TABLE personalize.evaluations IS 'Offline evaluations: temporal hold-out metrics of ALS and a popularity baseline';
+COMMENT ON FUNCTION personalize.train(text, integer, integer, real, real, interval, timestamptz, bigint, text, integer) IS 'Trains implicit-feedback ALS (conjugate gradient or Cholesky) on the event log: confidence = 1 + alpha * (sum of event-type weights, each halved every half-life before as_of). Writes the model and makes it the active model of its name in this transaction. NOTICE per iteration; honours cancel and statement_timeout.';
+COMMENT ON FUNCTION personalize.evaluate(text, integer, double precision, integer, integer, real, real, interval, timestamptz, bigint, text, integer) IS 'Temporal hold-out (each user''s latest test_fraction of items): trains on the rest and returns precision, recall, NDCG, MAP @k and coverage for ALS and a popularity baseline; stores them in personalize.evaluations';
+COMMENT ON FUNCTION personalize.activate_model(bigint) IS 'Makes a model version the active model of its name (e.g. to roll back)';
+COMMENT ON FUNCTION personalize.drop_model(bigint) IS 'Deletes an inactive model version and its factors';
+COMMENT ON FUNCTION personalize.prune_models(text, integer) IS 'Deletes all but the newest keep inactive versions of a model name; returns how many were deleted';
 
 COMMENT ON FUNCTION personalize.track(jsonb, boolean) IS 'Tracks one event: stores it in personalize.events and returns its event_id (the earlier id for a repeated client_event_id), or quarantines it in personalize.rejected_events and returns NULL. strict => true raises instead (SQLSTATE 23514).';
 COMMENT ON FUNCTION personalize.track_batch(jsonb[], boolean) IS 'Tracks many events in one call: returns how many were accepted, duplicates of stored client_event_ids, rejected (quarantined), and the 1-based positions of the rejected ones. strict => true raises on the first invalid event and stores nothing.';

@@ -9,6 +9,8 @@ pub static MAX_EVENT_BYTES: GucSetting<i32> = GucSetting::<i32>::new(32 * 1024);
 pub static MAX_EVENT_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(16);
 pub static MAX_FUTURE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
+pub static TRAINING_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static TRAINING_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(4096);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -48,6 +50,26 @@ pub fn init() {
         &MAX_BATCH_EVENTS,
         1,
         10_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"personalize.training_threads",
+        c"Threads train() and evaluate() use (0: one per CPU core).",
+        c"Each call builds its own thread pool of this size.",
+        &TRAINING_THREADS,
+        0,
+        256,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"personalize.training_memory_mb",
+        c"Largest memory a training run may plan to use, in MB.",
+        c"A run whose estimate exceeds it is refused before allocating (SQLSTATE 54000).",
+        &TRAINING_MEMORY_MB,
+        1,
+        1_048_576,
         GucContext::Suset,
         GucFlags::default(),
     );

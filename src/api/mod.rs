@@ -5,3 +5,4 @@ mod loaders;
 mod plan;
 mod synthetic;
 mod tracking;
+mod training;

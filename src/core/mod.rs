@@ -1,6 +1,9 @@
 //! Plain Rust, no pgrx: everything here is tested with `cargo test` and knows nothing of
 //! Postgres.
 
+pub mod als;
+pub mod csr;
 pub mod loaders;
+pub mod metrics;
 pub mod synthetic;
 pub mod tracking;

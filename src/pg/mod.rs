@@ -1,4 +1,6 @@
 //! Postgres plumbing: the compiled tracking plan per backend and bulk ingestion through SPI.
 
 pub mod ingest;
+pub mod interactions;
+pub mod model_store;
 pub mod plan_cache;

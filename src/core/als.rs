@@ -1,0 +1,605 @@
+//! Implicit-feedback ALS (Hu, Koren, Volinsky 2008) with the conjugate-gradient solver of
+//! Takács et al. as in the `implicit` library: a few CG steps per row, warm-started from the
+//! previous iteration, YᵀY computed once per half-step. An exact Cholesky solver is an option.
+//!
+//! The input holds confidences c_ui = 1 + alpha · strength for the observed pairs; every other
+//! pair has confidence 1 and preference 0. Plain Rust: the caller hands in a rayon pool and a
+//! `between_steps` callback that runs on the calling thread between blocks of rows (the
+//! Postgres side checks for query cancel there), never inside the pool.
+
+use std::time::Instant;
+
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+use crate::core::csr::Csr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Solver {
+    ConjugateGradient,
+    Cholesky,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlsParams {
+    pub factors: usize,
+    pub iterations: usize,
+    pub regularization: f32,
+    pub cg_steps: usize,
+    pub solver: Solver,
+    pub seed: u64,
+    /// Compute the training loss after each iteration (costs about one CG step).
+    pub compute_loss: bool,
+}
+
+impl Default for AlsParams {
+    fn default() -> Self {
+        AlsParams {
+            factors: 64,
+            iterations: 15,
+            regularization: 0.01,
+            cg_steps: 3,
+            solver: Solver::ConjugateGradient,
+            seed: 42,
+            compute_loss: true,
+        }
+    }
+}
+
+impl AlsParams {
+    /// Refuses parameters that cannot work, with a sentence saying which and why.
+    pub fn check(&self) -> Result<(), String> {
+        if self.factors == 0 || self.factors > 1024 {
+            return Err(format!(
+                "factors must be between 1 and 1024, not {}",
+                self.factors
+            ));
+        }
+        if self.iterations == 0 || self.iterations > 1000 {
+            return Err(format!(
+                "iterations must be between 1 and 1000, not {}",
+                self.iterations
+            ));
+        }
+        if !(self.regularization.is_finite() && self.regularization >= 0.0) {
+            return Err(format!(
+                "regularization must be a finite number >= 0, not {}",
+                self.regularization
+            ));
+        }
+        if self.cg_steps == 0 || self.cg_steps > 100 {
+            return Err(format!(
+                "cg_steps must be between 1 and 100, not {}",
+                self.cg_steps
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct IterationReport {
+    pub iteration: usize,
+    /// Normalised weighted squared error plus regularisation (as `implicit` reports it);
+    /// NaN when loss computation is off.
+    pub loss: f64,
+    pub seconds: f64,
+}
+
+pub struct AlsModel {
+    /// users × factors
+    pub user_factors: Array2<f32>,
+    /// items × factors
+    pub item_factors: Array2<f32>,
+    pub reports: Vec<IterationReport>,
+}
+
+/// Why training stopped early: the `between_steps` callback said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped;
+
+/// Rows per block between two `between_steps` calls.
+const BLOCK_ROWS: usize = 4096;
+
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent accumulators let the compiler vectorise while the summation order,
+    // and so the result, stays fixed.
+    let mut acc = [0f32; 8];
+    let chunks = a.len() / 8;
+    for c in 0..chunks {
+        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
+        for j in 0..8 {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    let mut s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for j in chunks * 8..a.len() {
+        s += a[j] * b[j];
+    }
+    s
+}
+
+#[inline]
+fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+    for (yi, xi) in y.iter_mut().zip(x) {
+        *yi += alpha * xi;
+    }
+}
+
+/// k × k matrix-vector product (row-major).
+#[inline]
+fn matvec(m: &[f32], v: &[f32], out: &mut [f32]) {
+    let k = v.len();
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot(&m[j * k..(j + 1) * k], v);
+    }
+}
+
+/// YᵀY (+ reg·I), summed over fixed chunks in a fixed order: the same result for any number
+/// of threads.
+pub fn gramian(y: &[f32], k: usize, reg: f32, pool: &rayon::ThreadPool) -> Vec<f32> {
+    let n = y.len() / k;
+    let chunk_rows = n.div_ceil(64).max(1);
+    let partials: Vec<Vec<f32>> = pool.install(|| {
+        y.par_chunks(chunk_rows * k)
+            .map(|chunk| {
+                let rows = chunk.len() / k;
+                let a = ndarray::ArrayView2::from_shape((rows, k), chunk).expect("shape");
+                let g = a.t().dot(&a);
+                g.into_raw_vec_and_offset().0
+            })
+            .collect()
+    });
+    let mut out = vec![0f32; k * k];
+    for p in &partials {
+        for (o, v) in out.iter_mut().zip(p) {
+            *o += v;
+        }
+    }
+    for j in 0..k {
+        out[j * k + j] += reg;
+    }
+    out
+}
+
+/// One CG solve of row `x` against fixed factors `y` (the `implicit` formulation).
+fn cg_row(
+    cols: &[u32],
+    conf: &[f32],
+    y: &[f32],
+    yty: &[f32],
+    x: &mut [f32],
+    steps: usize,
+    scratch: &mut [f32],
+) {
+    let k = x.len();
+    let (r, rest) = scratch.split_at_mut(k);
+    let (p, rest) = rest.split_at_mut(k);
+    let ap = &mut rest[..k];
+    // r = b - A x, with A = YᵀY + reg·I + Σ (c-1) y yᵀ and b = Σ c y
+    matvec(yty, x, r);
+    for v in r.iter_mut() {
+        *v = -*v;
+    }
+    for (&i, &c) in cols.iter().zip(conf) {
+        let yi = &y[i as usize * k..(i as usize + 1) * k];
+        let t = c - (c - 1.0) * dot(yi, x);
+        axpy(t, yi, r);
+    }
+    p.copy_from_slice(r);
+    let mut rsold = dot(r, r);
+    if rsold < 1e-20 {
+        return;
+    }
+    for _ in 0..steps {
+        matvec(yty, p, ap);
+        for (&i, &c) in cols.iter().zip(conf) {
+            let yi = &y[i as usize * k..(i as usize + 1) * k];
+            let t = (c - 1.0) * dot(yi, p);
+            axpy(t, yi, ap);
+        }
+        let pap = dot(p, ap);
+        if pap <= 0.0 || !pap.is_finite() {
+            return;
+        }
+        let a = rsold / pap;
+        axpy(a, p, x);
+        axpy(-a, ap, r);
+        let rsnew = dot(r, r);
+        if rsnew < 1e-20 {
+            return;
+        }
+        let beta = rsnew / rsold;
+        for (pi, ri) in p.iter_mut().zip(r.iter()) {
+            *pi = ri + beta * *pi;
+        }
+        rsold = rsnew;
+    }
+}
+
+/// The exact solve of one row: (YᵀY + reg·I + Σ (c-1) y yᵀ) x = Σ c y, by Cholesky.
+fn cholesky_row(cols: &[u32], conf: &[f32], y: &[f32], yty: &[f32], x: &mut [f32]) {
+    let k = x.len();
+    let mut a: Vec<f64> = yty.iter().map(|&v| v as f64).collect();
+    let mut b = vec![0f64; k];
+    for (&i, &c) in cols.iter().zip(conf) {
+        let yi = &y[i as usize * k..(i as usize + 1) * k];
+        for r in 0..k {
+            b[r] += c as f64 * yi[r] as f64;
+            let w = (c as f64 - 1.0) * yi[r] as f64;
+            for s in 0..=r {
+                a[r * k + s] += w * yi[s] as f64;
+            }
+        }
+    }
+    // In-place Cholesky on the lower triangle.
+    for j in 0..k {
+        let mut d = a[j * k + j];
+        for s in 0..j {
+            d -= a[j * k + s] * a[j * k + s];
+        }
+        if d <= 0.0 {
+            return; // not positive definite (reg = 0 and too few items): keep the old row
+        }
+        let d = d.sqrt();
+        a[j * k + j] = d;
+        for r in j + 1..k {
+            let mut v = a[r * k + j];
+            for s in 0..j {
+                v -= a[r * k + s] * a[j * k + s];
+            }
+            a[r * k + j] = v / d;
+        }
+    }
+    for r in 0..k {
+        let mut v = b[r];
+        for s in 0..r {
+            v -= a[r * k + s] * b[s];
+        }
+        b[r] = v / a[r * k + r];
+    }
+    for r in (0..k).rev() {
+        let mut v = b[r];
+        for s in r + 1..k {
+            v -= a[s * k + r] * b[s];
+        }
+        b[r] = v / a[r * k + r];
+    }
+    for (xi, bi) in x.iter_mut().zip(b) {
+        *xi = bi as f32;
+    }
+}
+
+/// Solves every row of `x` against fixed `y`, block by block, calling `between_steps` on the
+/// caller's thread between blocks.
+fn half_step(
+    m: &Csr,
+    x: &mut [f32],
+    y: &[f32],
+    params: &AlsParams,
+    pool: &rayon::ThreadPool,
+    between_steps: &mut dyn FnMut() -> Result<(), Stopped>,
+) -> Result<(), Stopped> {
+    let k = params.factors;
+    let yty = gramian(y, k, params.regularization, pool);
+    for (block, xs) in x.chunks_mut(BLOCK_ROWS * k).enumerate() {
+        between_steps()?;
+        let first = block * BLOCK_ROWS;
+        pool.install(|| {
+            xs.par_chunks_mut(k).enumerate().for_each_init(
+                || vec![0f32; 3 * k],
+                |scratch, (j, xrow)| {
+                    let (cols, conf) = m.row(first + j);
+                    match params.solver {
+                        Solver::ConjugateGradient => {
+                            cg_row(cols, conf, y, &yty, xrow, params.cg_steps, scratch)
+                        }
+                        Solver::Cholesky => cholesky_row(cols, conf, y, &yty, xrow),
+                    }
+                },
+            )
+        });
+    }
+    Ok(())
+}
+
+/// The training loss (see the module docs of `implicit`'s `calculate_loss`).
+pub fn loss(m: &Csr, x: &[f32], y: &[f32], k: usize, reg: f32, pool: &rayon::ThreadPool) -> f64 {
+    let yty = gramian(y, k, 0.0, pool);
+    let (sum, conf_total): (f64, f64) = pool.install(|| {
+        x.par_chunks(k)
+            .enumerate()
+            .map(|(u, xu)| {
+                let mut r = vec![0f32; k];
+                matvec(&yty, xu, &mut r);
+                let mut l = dot(xu, &r) as f64;
+                let mut ct = 0f64;
+                let (cols, conf) = m.row(u);
+                for (&i, &c) in cols.iter().zip(conf) {
+                    let p = dot(&y[i as usize * k..(i as usize + 1) * k], xu) as f64;
+                    let c = c as f64;
+                    l += (c - 1.0) * p * p - 2.0 * c * p + c;
+                    ct += c;
+                }
+                (l, ct)
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
+    });
+    let norms = (dot(x, x) as f64) + (dot(y, y) as f64);
+    let denom = conf_total + (m.n_rows as f64) * (m.n_cols as f64) - m.nnz() as f64;
+    (sum + reg as f64 * norms) / denom.max(1.0)
+}
+
+/// Random start, deterministic for a seed: small normal-ish values (uniform around 0 / √k).
+pub fn init_factors(rows: usize, k: usize, rng: &mut ChaCha8Rng) -> Array2<f32> {
+    let scale = 0.1 / (k as f32).sqrt();
+    Array2::from_shape_fn((rows, k), |_| (rng.random::<f32>() - 0.5) * 2.0 * scale)
+}
+
+/// Trains on `user_items` (confidences). `on_iteration` runs on the caller's thread after each
+/// iteration; `between_steps` between blocks of rows (return `Err(Stopped)` to stop).
+pub fn train(
+    user_items: &Csr,
+    params: &AlsParams,
+    pool: &rayon::ThreadPool,
+    on_iteration: &mut dyn FnMut(&IterationReport),
+    between_steps: &mut dyn FnMut() -> Result<(), Stopped>,
+) -> Result<AlsModel, Stopped> {
+    let k = params.factors;
+    let item_users = user_items.transpose();
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+    let mut xf = init_factors(user_items.n_rows, k, &mut rng);
+    let mut yf = init_factors(user_items.n_cols, k, &mut rng);
+    let mut reports = Vec::with_capacity(params.iterations);
+    for iteration in 1..=params.iterations {
+        let t0 = Instant::now();
+        {
+            let x = xf.as_slice_mut().expect("contiguous");
+            let y = yf.as_slice().expect("contiguous");
+            half_step(user_items, x, y, params, pool, between_steps)?;
+        }
+        {
+            let y = yf.as_slice_mut().expect("contiguous");
+            let x = xf.as_slice().expect("contiguous");
+            half_step(&item_users, y, x, params, pool, between_steps)?;
+        }
+        let seconds = t0.elapsed().as_secs_f64();
+        let l = if params.compute_loss {
+            between_steps()?;
+            loss(
+                user_items,
+                xf.as_slice().expect("contiguous"),
+                yf.as_slice().expect("contiguous"),
+                k,
+                params.regularization,
+                pool,
+            )
+        } else {
+            f64::NAN
+        };
+        let report = IterationReport {
+            iteration,
+            loss: l,
+            seconds,
+        };
+        on_iteration(&report);
+        reports.push(report);
+    }
+    Ok(AlsModel {
+        user_factors: xf,
+        item_factors: yf,
+        reports,
+    })
+}
+
+/// The fold-in of `implicit`'s recalculate_user: a user vector for the given (item, confidence)
+/// pairs against fixed item factors, solved exactly.
+pub fn fold_in(
+    items: &[u32],
+    conf: &[f32],
+    item_factors: &[f32],
+    yty: &[f32],
+    k: usize,
+) -> Vec<f32> {
+    let mut x = vec![0f32; k];
+    cholesky_row(items, conf, item_factors, yty, &mut x);
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    /// Two taste groups: users 0..20 like items 0..10, users 20..40 like items 10..20.
+    fn blocks() -> Csr {
+        let (mut r, mut c, mut v) = (vec![], vec![], vec![]);
+        for u in 0..40u32 {
+            let base = if u < 20 { 0 } else { 10 };
+            for j in 0..10u32 {
+                if (u + j) % 3 != 0 {
+                    r.push(u);
+                    c.push(base + j);
+                    v.push(1.0 + 10.0);
+                }
+            }
+        }
+        Csr::from_triplets(40, 20, &r, &c, &v)
+    }
+
+    fn run(m: &Csr, params: &AlsParams, threads: usize) -> (AlsModel, Vec<f64>) {
+        let mut losses = vec![];
+        let model = train(
+            m,
+            params,
+            &pool(threads),
+            &mut |r| losses.push(r.loss),
+            &mut || Ok(()),
+        )
+        .unwrap();
+        (model, losses)
+    }
+
+    fn score(model: &AlsModel, u: usize, i: usize) -> f32 {
+        dot(
+            model.user_factors.row(u).as_slice().unwrap(),
+            model.item_factors.row(i).as_slice().unwrap(),
+        )
+    }
+
+    /// With 2 factors the model can only represent the two taste blocks (with more it could
+    /// memorise the held-out pattern, since unobserved pairs are fitted towards 0): held-out
+    /// pairs inside a user's block must outscore every item of the other block.
+    fn assert_learns_blocks(model: &AlsModel) {
+        for u in 0..40 {
+            let own = if u < 20 { 0 } else { 10 };
+            let other = 10 - own;
+            let best_other = (other..other + 10)
+                .map(|i| score(model, u, i))
+                .fold(f32::MIN, f32::max);
+            for held_out in (0..10).filter(|j| (u + j) % 3 == 0).map(|j| j + own) {
+                assert!(score(model, u, held_out) > best_other, "user {u}");
+            }
+        }
+    }
+
+    #[test]
+    fn learns_the_block_structure_and_the_loss_falls() {
+        let m = blocks();
+        let params = AlsParams {
+            factors: 2,
+            iterations: 10,
+            regularization: 0.1,
+            ..Default::default()
+        };
+        let (model, losses) = run(&m, &params, 2);
+        assert!(
+            losses.windows(2).all(|w| w[1] <= w[0] * 1.0001),
+            "{losses:?}"
+        );
+        assert!(losses[9] < losses[0]);
+        assert_learns_blocks(&model);
+    }
+
+    #[test]
+    fn deterministic_for_seed_and_across_thread_counts() {
+        let m = blocks();
+        let params = AlsParams {
+            factors: 16,
+            iterations: 3,
+            ..Default::default()
+        };
+        let (a, _) = run(&m, &params, 1);
+        let (b, _) = run(&m, &params, 2);
+        let (c, _) = run(&m, &params, 2);
+        assert_eq!(a.item_factors, b.item_factors);
+        assert_eq!(b.user_factors, c.user_factors);
+        let (d, _) = run(&m, &AlsParams { seed: 7, ..params }, 2);
+        assert_ne!(d.user_factors, c.user_factors);
+    }
+
+    #[test]
+    fn cholesky_and_cg_agree_closely() {
+        let m = blocks();
+        let base = AlsParams {
+            factors: 2,
+            iterations: 8,
+            regularization: 0.1,
+            cg_steps: 3,
+            ..Default::default()
+        };
+        let (cg, lc) = run(&m, &base, 2);
+        let exact = AlsParams {
+            solver: Solver::Cholesky,
+            ..base
+        };
+        let (ch, lh) = run(&m, &exact, 2);
+        assert!((lc[7] - lh[7]).abs() / lh[7] < 0.02, "{lc:?} vs {lh:?}");
+        assert_learns_blocks(&cg);
+        assert_learns_blocks(&ch);
+    }
+
+    #[test]
+    fn stops_when_asked() {
+        let m = blocks();
+        let mut calls = 0;
+        let r = train(
+            &m,
+            &AlsParams::default(),
+            &pool(1),
+            &mut |_| {},
+            &mut || {
+                calls += 1;
+                if calls > 2 {
+                    Err(Stopped)
+                } else {
+                    Ok(())
+                }
+            },
+        );
+        assert!(r.is_err());
+    }
+
+    #[test]
+    fn fold_in_matches_the_trained_user_vector() {
+        let m = blocks();
+        let params = AlsParams {
+            factors: 8,
+            iterations: 10,
+            regularization: 0.1,
+            solver: Solver::Cholesky,
+            ..Default::default()
+        };
+        let (model, _) = run(&m, &params, 1);
+        let y = model.item_factors.as_slice().unwrap();
+        // The last half-step solved items; one more exact user solve is what fold-in computes.
+        let yty = gramian(y, 8, 0.1, &pool(1));
+        let (cols, conf) = m.row(3);
+        let x = fold_in(cols, conf, y, &yty, 8);
+        let mut x2 = model.user_factors.row(3).to_vec();
+        cholesky_row(cols, conf, y, &yty, &mut x2);
+        for (a, b) in x.iter().zip(&x2) {
+            assert!((a - b).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn parameter_checks() {
+        assert!(AlsParams::default().check().is_ok());
+        assert!(AlsParams {
+            factors: 0,
+            ..Default::default()
+        }
+        .check()
+        .is_err());
+        assert!(AlsParams {
+            regularization: -1.0,
+            ..Default::default()
+        }
+        .check()
+        .is_err());
+        assert!(AlsParams {
+            regularization: f32::NAN,
+            ..Default::default()
+        }
+        .check()
+        .is_err());
+    }
+
+    #[test]
+    fn dot_handles_tails() {
+        let a: Vec<f32> = (0..13).map(|i| i as f32).collect();
+        assert_eq!(dot(&a, &a), (0..13).map(|i| (i * i) as f32).sum::<f32>());
+    }
+}

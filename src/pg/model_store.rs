@@ -1,0 +1,131 @@
+//! Writing a trained model: the model row, its factors in chunks, then the flip that makes it
+//! the active model of its name — all in the caller's transaction, so a failed or cancelled
+//! training leaves the previous model active and no rows behind.
+
+use ndarray::Array2;
+use pgrx::datum::DatumWithOid;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+use crate::error::PersonalizeError;
+
+const CHUNK_ROWS: usize = 5_000;
+
+fn failed(what: &str, e: impl std::fmt::Display) -> ! {
+    PersonalizeError::NotReady {
+        message: format!("{what} failed: {e}"),
+        hint: "Check that the extension's model tables exist and the role may write them.".into(),
+    }
+    .raise()
+}
+
+pub struct ModelRow<'a> {
+    pub name: &'a str,
+    pub params: serde_json::Value,
+    pub as_of: TimestampWithTimeZone,
+    pub n_users: i32,
+    pub n_items: i32,
+    pub n_interactions: i64,
+    pub losses: Vec<f64>,
+    pub seconds: Vec<f64>,
+    pub read_seconds: f64,
+    pub train_seconds: f64,
+}
+
+pub fn insert_model(client: &mut SpiClient<'_>, m: ModelRow<'_>) -> i64 {
+    let args: [DatumWithOid; 10] = [
+        m.name.into(),
+        pgrx::JsonB(m.params).into(),
+        m.as_of.into(),
+        m.n_users.into(),
+        m.n_items.into(),
+        m.n_interactions.into(),
+        m.losses.into(),
+        m.seconds.into(),
+        m.read_seconds.into(),
+        m.train_seconds.into(),
+    ];
+    client
+        .update(
+            "INSERT INTO personalize.models (name, status, params, as_of, n_users, n_items, \
+               n_interactions, loss_per_iteration, seconds_per_iteration, read_seconds, train_seconds) \
+             VALUES ($1, 'inactive', $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING model_id",
+            None,
+            &args,
+        )
+        .and_then(|t| t.first().get::<i64>(1))
+        .unwrap_or_else(|e| failed("writing the model row", e))
+        .unwrap_or_else(|| failed("writing the model row", "no id returned"))
+}
+
+/// Writes one factor matrix (`users` or `items`) in chunks; checks for cancel between chunks.
+pub fn insert_factors(
+    client: &mut SpiClient<'_>,
+    model_id: i64,
+    table: &str,
+    ids: &[String],
+    factors: &Array2<f32>,
+) {
+    let k = factors.ncols();
+    let flat = factors.as_slice().expect("contiguous factors");
+    // Slicing a fixed-width array parameter is O(k) per row; ids come through unnest.
+    let query = match table {
+        "users" => {
+            "INSERT INTO personalize.model_users (model_id, user_id, factors) \
+             SELECT $1, x.id, $3[(x.g - 1) * $4 + 1 : x.g * $4] \
+               FROM unnest($2::text[]) WITH ORDINALITY AS o(id, n), \
+                    LATERAL (SELECT o.id, CAST(o.n AS int4) AS g) AS x"
+        }
+        _ => {
+            "INSERT INTO personalize.model_items (model_id, item_index, item_id, factors) \
+             SELECT $1, $5 + x.g - 1, x.id, $3[(x.g - 1) * $4 + 1 : x.g * $4] \
+               FROM unnest($2::text[]) WITH ORDINALITY AS o(id, n), \
+                    LATERAL (SELECT o.id, CAST(o.n AS int4) AS g) AS x"
+        }
+    };
+    for (c, chunk) in ids.chunks(CHUNK_ROWS).enumerate() {
+        pgrx::check_for_interrupts!();
+        let start = c * CHUNK_ROWS;
+        let values: Vec<f32> = flat[start * k..(start + chunk.len()) * k].to_vec();
+        let args: [DatumWithOid; 5] = [
+            model_id.into(),
+            chunk.to_vec().into(),
+            values.into(),
+            (k as i32).into(),
+            (start as i32).into(),
+        ];
+        client
+            .update(query, None, &args)
+            .unwrap_or_else(|e| failed("writing factors", e));
+    }
+}
+
+/// Makes `model_id` the active model of `name` (and the previous one inactive). Serialised per
+/// name with a transaction-scoped advisory lock, so two trainings of one name cannot both win.
+pub fn activate(client: &mut SpiClient<'_>, model_id: i64, name: &str, write_seconds: f64) {
+    let args: [DatumWithOid; 1] = [name.into()];
+    client
+        .update(
+            "SELECT pg_advisory_xact_lock(hashtext('pg_personalize.model:' || $1))",
+            None,
+            &args,
+        )
+        .unwrap_or_else(|e| failed("locking the model name", e));
+    client
+        .update(
+            "UPDATE personalize.models SET status = 'inactive' \
+              WHERE name = $1 AND status = 'active'",
+            None,
+            &args,
+        )
+        .unwrap_or_else(|e| failed("deactivating the previous model", e));
+    let args: [DatumWithOid; 2] = [model_id.into(), write_seconds.into()];
+    client
+        .update(
+            "UPDATE personalize.models SET status = 'active', write_seconds = $2 \
+              WHERE model_id = $1",
+            None,
+            &args,
+        )
+        .unwrap_or_else(|e| failed("activating the model", e));
+}
