@@ -44,13 +44,13 @@ SET client_min_messages = notice;
 SELECT model_id, model_name, users, items, interactions, round(final_loss::numeric, 6) AS final_loss,
        round(read_seconds::numeric, 3) AS read_s, round(train_seconds::numeric, 3) AS train_s,
        round(write_seconds::numeric, 3) AS write_s
-  FROM personalize.train(factors => 32, iterations => 8);
+  FROM personalize.train(factors => 16, iterations => 8, alpha => 5, regularization => 1);
 SET client_min_messages = warning;
 SELECT model_id, name, status, n_users, n_items, n_interactions, params FROM personalize.models;
 
 \echo '7. Offline evaluation: each user''s latest 20% of items held out, ALS trained on the rest, vs popularity:'
 SELECT method, k, users, round(precision::numeric, 4) AS precision, round(recall::numeric, 4) AS recall,
        round(ndcg::numeric, 4) AS ndcg, round(map::numeric, 4) AS map, round(coverage::numeric, 4) AS coverage
-  FROM personalize.evaluate(factors => 32, iterations => 8);
+  FROM personalize.evaluate(factors => 16, iterations => 8, alpha => 5, regularization => 1);
 
 \echo 'Coming next on this same command: recommend(), segments and the campaign outbox.'

@@ -9,13 +9,14 @@ if [ ! -f "$DATA" ]; then
 fi
 start_cluster
 fresh_db pp_real
-psql -X -d pp_real -v ON_ERROR_STOP=1 -v data="$DATA" <<'SQL'
-\pset footer off
-CREATE EXTENSION pg_personalize;
+psql -X -q -d pp_real -v ON_ERROR_STOP=1 -c "CREATE EXTENSION pg_personalize" -c "
 CREATE TABLE retail (invoice_no text, stock_code text, description text, quantity text,
-                     invoice_date text, unit_price text, customer_id text, country text);
-\set cmd 'gzip -dc ' :'data'
-\copy retail FROM PROGRAM :'cmd' WITH (FORMAT csv, HEADER true)
+                     invoice_date text, unit_price text, customer_id text, country text)"
+# \copy takes its line literally (no psql variables), so the path goes in here.
+psql -X -q -d pp_real -v ON_ERROR_STOP=1 \
+     -c "\\copy retail FROM PROGRAM 'gzip -dc \"$DATA\"' WITH (FORMAT csv, HEADER true)"
+psql -X -d pp_real -v ON_ERROR_STOP=1 <<'SQL'
+\pset footer off
 \timing on
 CREATE TEMP TABLE result AS SELECT * FROM personalize.import_online_retail('retail');
 \timing off

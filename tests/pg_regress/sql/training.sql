@@ -6,6 +6,11 @@ CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
 BEGIN EXECUTE q; RETURN 'no error';
 EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
 END $$;
+-- plpgsql's WHEN OTHERS does not catch a query cancel; this one does.
+CREATE FUNCTION pg_temp.cancelled(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN EXECUTE q; RETURN 'not cancelled';
+EXCEPTION WHEN query_canceled THEN RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
 SET personalize.training_threads = 2;
 
 -- Nothing to train on yet.
@@ -41,8 +46,9 @@ SELECT name, status, params->>'solver' AS solver FROM personalize.models WHERE s
 BEGIN;
 SELECT model_id FROM personalize.train(factors => 4, iterations => 1);
 ROLLBACK;
-SET statement_timeout = '5ms';
-SELECT pg_temp.err('SELECT * FROM personalize.train(factors => 128, iterations => 50)');
+-- A timeout that lands inside the iterations (reading takes a few ms, 200 iterations take seconds).
+SET statement_timeout = '300ms';
+SELECT pg_temp.cancelled('SELECT * FROM personalize.train(factors => 128, iterations => 200)');
 RESET statement_timeout;
 SELECT model_id, name, status FROM personalize.models ORDER BY model_id;
 SELECT count(*) FROM personalize.model_items WHERE model_id NOT IN (SELECT model_id FROM personalize.models);
@@ -74,7 +80,7 @@ RESET personalize.training_memory_mb;
 
 -- Evaluation: temporal hold-out against popularity, stored.
 SELECT method, k, users, ndcg > 0 AS ndcg_positive, coverage > 0 AS covers
-  FROM personalize.evaluate(factors => 16, iterations => 6);
+  FROM personalize.evaluate(factors => 16, iterations => 8, alpha => 5, regularization => 1);
 SELECT (results->'als'->>'ndcg')::float8 > (results->'popularity'->>'ndcg')::float8 AS als_beats_popularity,
        model_id, k, test_fraction
   FROM personalize.evaluations;
