@@ -123,7 +123,7 @@ AS $$ SELECT personalize._track_one(CAST(event AS pg_catalog.text), strict) $$;
 CREATE FUNCTION personalize.track_batch(events jsonb[], strict boolean DEFAULT false)
 RETURNS TABLE (accepted integer, duplicates integer, rejected integer, rejected_positions integer[])
 LANGUAGE sql VOLATILE PARALLEL UNSAFE
-AS $$ SELECT * FROM personalize._track_many(CAST(events AS pg_catalog.text[]), strict) $$;
+AS $$ SELECT * FROM personalize._track_many(events, CAST(events AS pg_catalog.text[]), strict) $$;
 
 CREATE FUNCTION personalize.validate_event(event jsonb) RETURNS text[]
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -363,7 +363,7 @@ COMMENT ON FUNCTION personalize.import_events(regclass, boolean) IS 'Imports a t
 COMMENT ON FUNCTION personalize.import_online_retail(regclass) IS 'Imports UCI Online Retail rows from a table with columns invoice_no, stock_code, description, quantity, invoice_date, unit_price, customer_id, country: purchases, cancellations as refund events, rows without a customer quarantined. Re-importing stores nothing twice.';
 COMMENT ON FUNCTION personalize.import_retailrocket(regclass) IS 'Imports RetailRocket-style rows from a table with columns timestamp (Unix ms), visitorid, event (view/addtocart/transaction), itemid, transactionid.';
 COMMENT ON FUNCTION personalize._track_one(text, boolean) IS 'Internal: track() on the event''s JSON text';
-COMMENT ON FUNCTION personalize._track_many(text[], boolean) IS 'Internal: track_batch() on the events'' JSON texts';
+COMMENT ON FUNCTION personalize._track_many(anyarray, text[], boolean) IS 'Internal: track_batch() on the events'' JSON texts';
 COMMENT ON FUNCTION personalize._validate_one(text) IS 'Internal: validate_event() on the event''s JSON text';
 COMMENT ON FUNCTION personalize._import_events(oid, boolean) IS 'Internal: import_events() by relation OID';
 COMMENT ON FUNCTION personalize._import_online_retail(oid) IS 'Internal: import_online_retail() by relation OID';

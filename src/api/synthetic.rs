@@ -131,12 +131,12 @@ fn generate_shop(
             chunk.push((k as i64 + 1, Some(e.to_json().to_string())));
             if chunk.len() == 5_000 {
                 pgrx::check_for_interrupts!();
-                ingest.chunk(client, &chunk);
+                ingest.chunk(client, &chunk, None);
                 chunk.clear();
             }
         }
         if !chunk.is_empty() {
-            ingest.chunk(client, &chunk);
+            ingest.chunk(client, &chunk, None);
         }
     });
     let t = ingest.tally;

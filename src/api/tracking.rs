@@ -1,6 +1,7 @@
 //! Tracking: `track`, `track_batch` and `validate_event` (public jsonb wrappers in
 //! sql/finalize.sql call these with the jsonb printed as text).
 
+use pgrx::datum::AnyArray;
 use pgrx::prelude::*;
 
 use crate::core::tracking::check_event_text;
@@ -25,7 +26,7 @@ fn strict_flag(strict: Option<bool>) -> bool {
 fn _track_one(event: Option<&str>, strict: Option<bool>) -> Option<i64> {
     let strict = strict_flag(strict);
     let mut ingest = Ingest::new("track", strict);
-    Spi::connect_mut(|client| ingest.chunk(client, &[(1, event.map(str::to_owned))]));
+    Spi::connect_mut(|client| ingest.chunk(client, &[(1, event)], None));
     let tally = &ingest.tally;
     if tally.accepted == 1 {
         return tally.first_event_id;
@@ -55,6 +56,7 @@ fn _track_one(event: Option<&str>, strict: Option<bool>) -> Option<i64> {
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn _track_many(
+    originals: Option<AnyArray>,
     events: Option<Array<'_, &str>>,
     strict: Option<bool>,
 ) -> TableIterator<
@@ -85,14 +87,19 @@ fn _track_many(
         }
         .raise();
     }
-    let chunk: Vec<(i64, Option<String>)> = events
+    let chunk: Vec<(i64, Option<&str>)> = events
         .iter()
         .enumerate()
-        .map(|(k, e)| (k as i64 + 1, e.map(str::to_owned)))
+        .map(|(k, e)| (k as i64 + 1, e))
         .collect();
     let mut ingest = Ingest::new("track_batch", strict);
     if !chunk.is_empty() {
-        Spi::connect_mut(|client| ingest.chunk(client, &chunk));
+        // The caller's jsonb[] (when it is one) lets the INSERT take properties without a
+        // second parse.
+        let original = originals
+            .as_ref()
+            .filter(|a| a.oid() == pg_sys::JSONBARRAYOID);
+        Spi::connect_mut(|client| ingest.chunk(client, &chunk, original));
     }
     let t = ingest.tally;
     TableIterator::once((

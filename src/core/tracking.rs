@@ -164,8 +164,8 @@ pub struct ValidEvent {
     pub user_id: String,
     pub item_id: Option<String>,
     pub session_id: Option<String>,
-    /// RFC 3339 in UTC with microseconds; `None` means "now" (the database's transaction time).
-    pub occurred_at: Option<String>,
+    /// Unix microseconds; `None` means "now" (the database's transaction time).
+    pub occurred_at_us: Option<i64>,
     pub client_event_id: Option<String>,
     /// Whether the event carried a properties object (stored as given); else `{}` is stored.
     pub has_properties: bool,
@@ -219,7 +219,9 @@ pub fn check_event_text(
         ));
     }
     match parse_json(text) {
-        Ok(value) => check_event(&value, plan, limits, now),
+        // JSON text can only carry a NUL inside a string as the escape \u0000: without it in
+        // the text, the walk that looks for NULs (and builds paths) is skipped.
+        Ok(value) => check_event_inner(&value, plan, limits, now, text.contains("\\u0000")),
         Err(v) => rejected(v),
     }
 }
@@ -235,6 +237,10 @@ fn rejected(v: Violation) -> Verdict {
 /// jsonb accepts numbers (1e400) and nesting that serde_json refuses: those become violations
 /// here rather than panics further down.
 pub fn parse_json(text: &str) -> Result<Value, Violation> {
+    // The fast path; only a failure pays for parsing again with path tracking.
+    if let Ok(v) = serde_json::from_str(text) {
+        return Ok(v);
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed: Result<Value, _> = serde_path_to_error::deserialize(&mut de);
     match parsed {
@@ -437,7 +443,7 @@ fn parse_timestamp(
     limits: &Limits,
     now: DateTime<Utc>,
     out: &mut Vec<Violation>,
-) -> Option<String> {
+) -> Option<i64> {
     let path = "$.occurred_at";
     let Value::String(s) = v else {
         out.push(Violation::new(
@@ -481,7 +487,7 @@ fn parse_timestamp(
         ));
         return None;
     }
-    Some(utc.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    Some(utc.timestamp_micros())
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -501,6 +507,16 @@ pub fn check_event(
     limits: &Limits,
     now: DateTime<Utc>,
 ) -> Verdict {
+    check_event_inner(value, plan, limits, now, true)
+}
+
+fn check_event_inner(
+    value: &Value,
+    plan: &TrackingPlan,
+    limits: &Limits,
+    now: DateTime<Utc>,
+    may_hold_nul: bool,
+) -> Verdict {
     let Value::Object(obj) = value else {
         return rejected(Violation::new(
             "not_an_object",
@@ -519,7 +535,9 @@ pub fn check_event(
             ),
         ));
     }
-    find_nul_strings(value, &mut String::from("$"), &mut out);
+    if may_hold_nul {
+        find_nul_strings(value, &mut String::from("$"), &mut out);
+    }
 
     for key in obj.keys() {
         if !ENVELOPE_FIELDS.contains(&key.as_str()) {
@@ -625,7 +643,7 @@ pub fn check_event(
             user_id: user_id.expect("valid events have a user"),
             item_id,
             session_id,
-            occurred_at,
+            occurred_at_us: occurred_at,
             client_event_id,
             has_properties: matches!(obj.get("properties"), Some(Value::Object(_))),
         })
@@ -643,6 +661,9 @@ fn check_properties(rule: &EventTypeRule, props: &Value, out: &mut Vec<Violation
     let Some(validator) = &rule.properties else {
         return;
     };
+    if validator.is_valid(props) {
+        return;
+    }
     for err in validator.iter_errors(props) {
         let keyword = err.kind().keyword();
         let code = match keyword {
@@ -713,7 +734,11 @@ mod tests {
                 user_id: "42".into(),
                 item_id: Some("85123A".into()),
                 session_id: None,
-                occurred_at: Some("2026-11-23T12:05:00.000000Z".into()),
+                occurred_at_us: Some(
+                    DateTime::parse_from_rfc3339("2026-11-23T12:05:00Z")
+                        .unwrap()
+                        .timestamp_micros()
+                ),
                 client_event_id: None,
                 has_properties: true,
             })

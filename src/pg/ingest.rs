@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use chrono::{DateTime, Utc};
-use pgrx::datum::DatumWithOid;
+use pgrx::datum::{AnyArray, DatumWithOid};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use serde_json::{json, Value};
@@ -18,13 +18,31 @@ use crate::error::PersonalizeError;
 const INSERT_EVENTS: &str = "\
 INSERT INTO personalize.events
        (event_type, user_id, item_id, session_id, occurred_at, client_event_id, properties)
-SELECT x.t, x.u, x.i, x.s, COALESCE(CAST(x.o AS timestamptz), now()), x.c,
+SELECT x.t, x.u, x.i, x.s, COALESCE(x.o, now()), x.c,
        CASE WHEN x.hp THEN jsonb_extract_path(CAST(x.r AS jsonb), 'properties')
             ELSE CAST('{}' AS jsonb) END
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
               $7::text[], $8::boolean[]) AS x(t, u, i, s, o, c, r, hp)
 ON CONFLICT (client_event_id) WHERE client_event_id IS NOT NULL DO NOTHING
 RETURNING event_id";
+
+/// The same, when the caller's own jsonb[] is at hand (track_batch): properties come straight
+/// from the original jsonb values (no second parse); the arrays are full length, aligned with
+/// the input, and `ok` marks the valid events.
+const INSERT_EVENTS_FROM_JSONB: &str = "\
+INSERT INTO personalize.events
+       (event_type, user_id, item_id, session_id, occurred_at, client_event_id, properties)
+SELECT x.t, x.u, x.i, x.s, COALESCE(x.o, now()), x.c,
+       CASE WHEN x.hp THEN jsonb_extract_path(x.e, 'properties') ELSE CAST('{}' AS jsonb) END
+  FROM unnest($1::jsonb[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+              $7::text[], $8::boolean[], $9::boolean[]) AS x(e, t, u, i, s, o, c, hp, ok)
+ WHERE x.ok
+ON CONFLICT (client_event_id) WHERE client_event_id IS NOT NULL DO NOTHING";
+
+/// Unix microseconds → timestamptz (PostgreSQL counts from 2000-01-01).
+fn timestamptz(unix_us: i64) -> Option<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(unix_us - 946_684_800_000_000).ok()
+}
 
 const INSERT_REJECTED: &str = "\
 INSERT INTO personalize.rejected_events
@@ -40,7 +58,8 @@ pub struct Tally {
     pub duplicates: i64,
     pub rejected: i64,
     pub rejected_positions: Vec<i32>,
-    /// The id of the first stored event of the last chunk (used by single-event `track`).
+    /// The id of the first stored event of the last chunk (used by single-event `track`; not
+    /// known for the jsonb[] batch form, which skips RETURNING).
     pub first_event_id: Option<i64>,
 }
 
@@ -90,10 +109,19 @@ impl Ingest {
     }
 
     /// Validates and stores one chunk of `(position, event JSON text)`; `None` is a NULL event.
-    pub fn chunk(&mut self, client: &mut SpiClient<'_>, events: &[(i64, Option<String>)]) {
+    /// `original`, when given, is the caller's jsonb[] the texts were printed from, in order.
+    pub fn chunk<S: AsRef<str>>(
+        &mut self,
+        client: &mut SpiClient<'_>,
+        events: &[(i64, Option<S>)],
+        original: Option<&AnyArray>,
+    ) {
         let verdicts: Vec<Verdict> = events
             .iter()
-            .map(|(_, text)| check_event_text(text.as_deref(), &self.plan, &self.limits, self.now))
+            .map(|(_, text)| {
+                let text = text.as_ref().map(|t| t.as_ref());
+                check_event_text(text, &self.plan, &self.limits, self.now)
+            })
             .collect();
 
         if self.strict {
@@ -137,30 +165,50 @@ impl Ingest {
             Vec::new(),
             Vec::new(),
         );
+        // With the original jsonb[], the column arrays stay aligned with the input (NULLs and
+        // ok = false for rejected events); otherwise they hold the valid events only.
+        let aligned = original.is_some();
+        let mut ok: Vec<bool> = Vec::with_capacity(if aligned { n } else { 0 });
+        let mut valid = 0i64;
         for ((pos, text), verdict) in events.iter().zip(verdicts) {
             match verdict {
                 Verdict::Valid(e) => {
+                    valid += 1;
                     t.push(Some(e.event_type));
                     u.push(Some(e.user_id));
                     i.push(e.item_id);
                     s.push(e.session_id);
-                    o.push(e.occurred_at);
+                    o.push(e.occurred_at_us.and_then(timestamptz));
                     c.push(e.client_event_id);
-                    r.push(text.clone());
+                    if aligned {
+                        ok.push(true);
+                    } else {
+                        r.push(text.as_ref().map(|t| t.as_ref().to_owned()));
+                    }
                     hp.push(e.has_properties);
                 }
                 Verdict::Rejected(rej) => {
+                    if aligned {
+                        t.push(None);
+                        u.push(None);
+                        i.push(None);
+                        s.push(None);
+                        o.push(None);
+                        c.push(None);
+                        hp.push(false);
+                        ok.push(false);
+                    }
                     let unparsable = rej
                         .violations
                         .iter()
                         .any(|v| matches!(v.code, "malformed_json" | "invalid_string"));
                     // A payload that is not storable JSON is kept as a JSON string of its text.
-                    let payload = match text {
+                    let payload = match text.as_ref().map(|t| t.as_ref()) {
                         None => None,
                         Some(t) if unparsable => {
                             Some(Value::String(t.replace('\0', "")).to_string())
                         }
-                        Some(t) => Some(t.clone()),
+                        Some(t) => Some(t.to_owned()),
                     };
                     rp.push(i32::try_from(*pos).unwrap_or(i32::MAX));
                     rt.push(salvage(&rej.event_type));
@@ -174,23 +222,43 @@ impl Ingest {
             }
         }
 
-        let valid = t.len() as i64;
         if valid > 0 {
-            let args: [DatumWithOid; 8] = [
-                t.into(),
-                u.into(),
-                i.into(),
-                s.into(),
-                o.into(),
-                c.into(),
-                r.into(),
-                hp.into(),
-            ];
-            let stored = client
-                .update(INSERT_EVENTS, None, &args)
-                .unwrap_or_else(|e| spi_failed("storing events", e));
+            let stored = match original {
+                Some(jsonb_array) => {
+                    // SAFETY: the datum is the caller's jsonb[] argument, alive for this call.
+                    let events_arg =
+                        unsafe { DatumWithOid::new(jsonb_array.clone(), pg_sys::JSONBARRAYOID) };
+                    let args: [DatumWithOid; 9] = [
+                        events_arg,
+                        t.into(),
+                        u.into(),
+                        i.into(),
+                        s.into(),
+                        o.into(),
+                        c.into(),
+                        hp.into(),
+                        ok.into(),
+                    ];
+                    client.update(INSERT_EVENTS_FROM_JSONB, None, &args)
+                }
+                None => {
+                    let args: [DatumWithOid; 8] = [
+                        t.into(),
+                        u.into(),
+                        i.into(),
+                        s.into(),
+                        o.into(),
+                        c.into(),
+                        r.into(),
+                        hp.into(),
+                    ];
+                    client.update(INSERT_EVENTS, None, &args)
+                }
+            }
+            .unwrap_or_else(|e| spi_failed("storing events", e));
+            // Rows inserted (SPI_processed; the batch form returns no ids).
             let inserted = stored.len() as i64;
-            self.tally.first_event_id = if inserted > 0 {
+            self.tally.first_event_id = if inserted > 0 && original.is_none() {
                 stored.first().get::<i64>(1).ok().flatten()
             } else {
                 None
@@ -254,7 +322,7 @@ pub fn ingest_query(
                     .collect();
                 chunk.push((position, to_event(&cols)));
             }
-            ingest.chunk(client, &chunk);
+            ingest.chunk(client, &chunk, None);
         }
     });
     ingest.tally
