@@ -44,13 +44,15 @@ run_one() {  # run_one NAME: train, evaluate and run the peer on database pp_ben
     ours=$(psql -X -At -d pp_bench_train -v ON_ERROR_STOP=1 <<SQL
 SET client_min_messages = warning;
 SET personalize.training_threads = $THREADS;
+CREATE TEMP TABLE run AS
+SELECT * FROM personalize.train(factors => $FACTORS, iterations => $ITERATIONS,
+                                regularization => $REG, alpha => $ALPHA);
 SELECT json_build_object('read_seconds', read_seconds, 'train_seconds', train_seconds,
          'users', users, 'items', items, 'interactions', interactions,
          'seconds_per_iteration', (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s)
                                      FROM personalize.models m, unnest(m.seconds_per_iteration) s
                                     WHERE m.model_id = t.model_id))
-  FROM personalize.train(factors => $FACTORS, iterations => $ITERATIONS, regularization => $REG,
-                         alpha => $ALPHA) t;
+  FROM run t;
 SELECT json_object_agg(method, json_build_object('ndcg', ndcg, 'recall', recall))
   FROM personalize.evaluate(k => $K, test_fraction => $FRACTION, factors => $FACTORS,
                             iterations => $ITERATIONS, regularization => $REG, alpha => $ALPHA);
@@ -59,11 +61,11 @@ SQL
     local peer
     peer=$("$VENV/bin/python" "$ROOT/bench/implicit_peer.py" "$csv" "$FACTORS" "$ITERATIONS" \
            "$REG" "$ALPHA" "$THREADS" "$K" "$FRACTION")
-    printf '%s\t%s\t%s\n' "$name" "$(echo "$ours" | tr '\n' '\t')" "$peer" >> "$OUT/results.tsv"
+    printf '%s\t%s\t%s\n' "$name" "$(echo "$ours" | grep '^{' | tr '\n' '\t')" "$peer" >> "$OUT/results.tsv"
 }
 
 rm -f "$OUT/results.tsv"
-for spec in "synthetic-1M:1000000:50000:5000" "synthetic-5M:5000000:200000:20000"; do
+for spec in ${BENCH_SYNTHETIC:-synthetic-1M:1000000:50000:5000 synthetic-5M:5000000:200000:20000}; do
     IFS=: read -r name events users items <<<"$spec"
     say "$name: generating $events events"
     fresh_db pp_bench_train
@@ -72,7 +74,7 @@ for spec in "synthetic-1M:1000000:50000:5000" "synthetic-5M:5000000:200000:20000
     run_one "$name"
 done
 DATA=$ROOT/../shared/data/online_retail.csv.gz
-if [ -f "$DATA" ]; then
+if [ -f "$DATA" ] && [ "${BENCH_SKIP_RETAIL:-0}" != 1 ]; then
     say "online-retail: importing"
     fresh_db pp_bench_train
     psql -X -q -d pp_bench_train -v ON_ERROR_STOP=1 <<SQL >/dev/null

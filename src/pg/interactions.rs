@@ -55,6 +55,24 @@ pub fn read(as_of: TimestampWithTimeZone, window: Option<Interval>) -> Interacti
                 None => DatumWithOid::null::<Interval>(),
             },
         ];
+        // A cursor is planned for its first rows (cursor_tuple_fraction = 0.1), which picks a
+        // sort-based aggregate; every row is read here, so plan for all of them (hash
+        // aggregate), for this transaction only, and put the setting back after.
+        let previous: Option<String> = client
+            .select("SELECT current_setting('cursor_tuple_fraction')", None, &[])
+            .and_then(|t| t.first().get(1))
+            .unwrap_or(None);
+        let _ = client.select("SELECT set_config('cursor_tuple_fraction', '1', true)", None, &[]);
+        // The aggregate holds one entry per (user, item): let it hash in memory (a quarter of
+        // the training budget) instead of sorting on disk with the default work_mem.
+        let previous_work_mem: Option<String> = client
+            .select("SELECT current_setting('work_mem')", None, &[])
+            .and_then(|t| t.first().get(1))
+            .unwrap_or(None);
+        let work_mem_kb = (crate::gucs::TRAINING_MEMORY_MB.get().max(4) as i64 * 1024 / 4)
+            .min(2 * 1024 * 1024 - 1);
+        let args_wm: [DatumWithOid; 1] = [format!("{work_mem_kb}kB").into()];
+        let _ = client.select("SELECT set_config('work_mem', $1, true)", None, &args_wm);
         let mut cursor = client.open_cursor(READ_QUERY, &args);
         loop {
             pgrx::check_for_interrupts!();
@@ -92,6 +110,19 @@ pub fn read(as_of: TimestampWithTimeZone, window: Option<Interval>) -> Interacti
                 });
                 out.pairs.push((ui, ii, strength as f32, last));
             }
+        }
+        drop(cursor);
+        if let Some(previous) = previous_work_mem {
+            let args: [DatumWithOid; 1] = [previous.into()];
+            let _ = client.select("SELECT set_config('work_mem', $1, true)", None, &args);
+        }
+        if let Some(previous) = previous {
+            let args: [DatumWithOid; 1] = [previous.into()];
+            let _ = client.select(
+                "SELECT set_config('cursor_tuple_fraction', $1, true)",
+                None,
+                &args,
+            );
         }
     });
     sort_ids(&mut out);
