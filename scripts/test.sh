@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every test: plain-Rust unit tests and #[pg_test]s (cargo pgrx test), the pg_regress suite,
+# Every test: formatting and clippy, plain-Rust unit tests and #[pg_test]s (cargo pgrx test),
+# the pg_regress suite,
 # a pg_dump/restore round trip, and the real-data test on ../shared/data (skipped, with a
 # message, when the file is absent). Ends with one "N passed, M failed" line.
 source "$(dirname "$0")/lib.sh"
@@ -12,6 +13,12 @@ step() {  # step NAME COMMAND...: runs one suite and tallies it
 }
 
 install_prereqs
+
+lint() {
+    cd "$ROOT"
+    cargo fmt --check && cargo clippy --all-targets -- -D warnings
+}
+step "lint (cargo fmt --check, cargo clippy -D warnings)" lint
 
 unit_and_pg_tests() {
     cd "$ROOT"

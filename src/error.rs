@@ -59,3 +59,15 @@ impl PersonalizeError {
         unreachable!("ERROR does not return")
     }
 }
+
+/// The `strict` argument of the tracking and import functions: NULL is refused rather than
+/// silently treated as either value.
+pub fn strict_flag(strict: Option<bool>) -> bool {
+    strict.unwrap_or_else(|| {
+        PersonalizeError::invalid(
+            "strict must be true or false, not NULL",
+            "Omit the argument for the default (false: invalid events are quarantined).",
+        )
+        .raise()
+    })
+}

@@ -69,16 +69,6 @@ fn select_as_text(relation: &str, columns: &[&str]) -> String {
     format!("SELECT {} FROM {relation} AS s", cols.join(", "))
 }
 
-fn strict_flag(strict: Option<bool>) -> bool {
-    strict.unwrap_or_else(|| {
-        PersonalizeError::invalid(
-            "strict must be true or false, not NULL",
-            "Omit it for false.",
-        )
-        .raise()
-    })
-}
-
 /// Imports a table whose columns are envelope fields (type, user_id, item_id, session_id,
 /// occurred_at, client_event_id, properties); any other column is a violation.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -94,7 +84,7 @@ fn _import_events(
         name!(rejected, i64),
     ),
 > {
-    let strict = strict_flag(strict);
+    let strict = crate::error::strict_flag(strict);
     let relation = relation_sql(source);
     require_columns(
         source,
@@ -124,6 +114,24 @@ const ONLINE_RETAIL_COLUMNS: [&str; 8] = [
     "country",
 ];
 
+/// Imports a fixed-column format: checks the columns, reads them as text, maps each row to an
+/// event with `to_event`.
+fn import_format(
+    source: pg_sys::Oid,
+    columns: &[&str],
+    example: &str,
+    source_name: &'static str,
+    to_event: fn(&[Option<&str>]) -> serde_json::Value,
+) -> Tally {
+    let relation = relation_sql(source);
+    require_columns(source, &relation, columns, example);
+    let query = select_as_text(&relation, columns);
+    ingest_query(&query, source_name, false, CHUNK_ROWS, |cols| {
+        let row: Vec<Option<&str>> = cols.iter().map(|c| c.as_deref()).collect();
+        Some(to_event(&row).to_string())
+    })
+}
+
 /// Imports UCI Online Retail rows (see core::loaders::online_retail_event for the mapping).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
@@ -137,24 +145,13 @@ fn _import_online_retail(
         name!(rejected, i64),
     ),
 > {
-    let relation = relation_sql(source);
-    require_columns(
+    counts(import_format(
         source,
-        &relation,
         &ONLINE_RETAIL_COLUMNS,
         "CREATE TABLE staging (invoice_no text, stock_code text, description text, quantity text, \
          invoice_date text, unit_price text, customer_id text, country text)",
-    );
-    let query = select_as_text(&relation, &ONLINE_RETAIL_COLUMNS);
-    counts(ingest_query(
-        &query,
         "import_online_retail",
-        false,
-        CHUNK_ROWS,
-        |cols| {
-            let row: Vec<Option<&str>> = cols.iter().map(|c| c.as_deref()).collect();
-            Some(online_retail_event(&row).to_string())
-        },
+        online_retail_event,
     ))
 }
 
@@ -174,23 +171,12 @@ fn _import_retailrocket(
         name!(rejected, i64),
     ),
 > {
-    let relation = relation_sql(source);
-    require_columns(
+    counts(import_format(
         source,
-        &relation,
         &RETAILROCKET_COLUMNS,
         "CREATE TABLE staging (timestamp bigint, visitorid bigint, event text, itemid bigint, \
          transactionid bigint)",
-    );
-    let query = select_as_text(&relation, &RETAILROCKET_COLUMNS);
-    counts(ingest_query(
-        &query,
         "import_retailrocket",
-        false,
-        CHUNK_ROWS,
-        |cols| {
-            let row: Vec<Option<&str>> = cols.iter().map(|c| c.as_deref()).collect();
-            Some(retailrocket_event(&row).to_string())
-        },
+        retailrocket_event,
     ))
 }

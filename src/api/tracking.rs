@@ -9,22 +9,12 @@ use crate::error::PersonalizeError;
 use crate::gucs;
 use crate::pg::ingest::Ingest;
 
-fn strict_flag(strict: Option<bool>) -> bool {
-    strict.unwrap_or_else(|| {
-        PersonalizeError::invalid(
-            "strict must be true or false, not NULL",
-            "Omit the argument for the default (false: invalid events are quarantined).",
-        )
-        .raise()
-    })
-}
-
 /// Tracks one event; returns its event_id, the stored id for a repeated client_event_id, or
 /// NULL when the event was quarantined.
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn _track_one(event: Option<&str>, strict: Option<bool>) -> Option<i64> {
-    let strict = strict_flag(strict);
+    let strict = crate::error::strict_flag(strict);
     let mut ingest = Ingest::new("track", strict);
     Spi::connect_mut(|client| ingest.chunk(client, &[(1, event)], None));
     let tally = &ingest.tally;
@@ -68,7 +58,7 @@ fn _track_many(
         name!(rejected_positions, Vec<i32>),
     ),
 > {
-    let strict = strict_flag(strict);
+    let strict = crate::error::strict_flag(strict);
     let Some(events) = events else {
         PersonalizeError::invalid(
             "events must not be NULL",

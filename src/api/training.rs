@@ -214,7 +214,8 @@ fn params_json(cfg: &Config) -> serde_json::Value {
 
 /// Trains implicit-feedback ALS on the event log and makes the result the active model of
 /// `model_name`, in the caller's transaction.
-#[allow(clippy::too_many_arguments)]
+// pgrx reads the column names from the spelled-out TableIterator type (an alias hides them).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn train(
@@ -305,7 +306,7 @@ fn train(
 }
 
 /// Temporal hold-out evaluation of a training configuration against a popularity baseline.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn evaluate(

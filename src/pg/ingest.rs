@@ -227,7 +227,7 @@ impl Ingest {
                 Some(jsonb_array) => {
                     // SAFETY: the datum is the caller's jsonb[] argument, alive for this call.
                     let events_arg =
-                        unsafe { DatumWithOid::new(jsonb_array.clone(), pg_sys::JSONBARRAYOID) };
+                        unsafe { DatumWithOid::new(*jsonb_array, pg_sys::JSONBARRAYOID) };
                     let args: [DatumWithOid; 9] = [
                         events_arg,
                         t.into(),

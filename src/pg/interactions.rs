@@ -62,7 +62,11 @@ pub fn read(as_of: TimestampWithTimeZone, window: Option<Interval>) -> Interacti
             .select("SELECT current_setting('cursor_tuple_fraction')", None, &[])
             .and_then(|t| t.first().get(1))
             .unwrap_or(None);
-        let _ = client.select("SELECT set_config('cursor_tuple_fraction', '1', true)", None, &[]);
+        let _ = client.select(
+            "SELECT set_config('cursor_tuple_fraction', '1', true)",
+            None,
+            &[],
+        );
         // The aggregate holds one entry per (user, item): let it hash in memory (a quarter of
         // the training budget) instead of sorting on disk with the default work_mem.
         let previous_work_mem: Option<String> = client

@@ -59,7 +59,7 @@ fn event_types_relid(client: &SpiClient<'_>) -> pg_sys::Oid {
 
 /// Sends the invalidation that makes every backend recompile the plan.
 pub fn invalidate() {
-    let relid = Spi::connect(|client| event_types_relid(&client));
+    let relid = Spi::connect(event_types_relid);
     unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
     STALE.store(true, Ordering::Relaxed);
 }
@@ -80,7 +80,7 @@ pub fn current() -> Rc<TrackingPlan> {
 
 fn load() -> TrackingPlan {
     Spi::connect(|client| {
-        let relid = event_types_relid(&client);
+        let relid = event_types_relid(client);
         PLAN_RELID.store(relid.to_u32(), Ordering::Relaxed);
         let rows = client
             .select(
