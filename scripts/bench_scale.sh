@@ -23,7 +23,7 @@ for events in $SIZES; do
 SET client_min_messages = warning;
 SET personalize.training_threads = 2;
 SELECT pg_backend_pid() AS pid \gset
-SELECT format('%s %s %s %s', interactions, round(read_seconds::numeric, 2),
+SELECT format('%s,%s,%s,%s', interactions, round(read_seconds::numeric, 2),
               round(train_seconds::numeric, 2), users) AS run
   FROM personalize.train(factors => :factors, iterations => :iterations) \gset
 SELECT round((SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) FROM personalize.models m,
@@ -31,10 +31,11 @@ SELECT round((SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) FROM persona
        round(((n_interactions * 8 * 2 + (n_users + n_items) * :factors * 4))::numeric / 1048576) AS data_mb
   FROM personalize.models WHERE status = 'active' \gset
 \setenv PID :pid
-\setenv RUN :'run'
+\setenv RUN :run
 \setenv SPI :spi
 \setenv DATA_MB :data_mb
-\! set -- $RUN; printf '%-12s %-13s %-9s %-9s %-10s %-8s %-12s %-12s\n' "$EVENTS" "$1" "$2" "$3" "$SPI" "$4" "$(( $(awk '/VmHWM/ {print $2}' /proc/$PID/status) / 1024 ))" "$DATA_MB"
+\! IFS=, read -r i r t u <<< "$RUN"; set -- "$i" "$r" "$t" "$u"; printf '%-12s %-13s %-9s %-9s %-10s %-8s %-12s %-12s\n' "$EVENTS" "$1" "$2" "$3" "$SPI" "$4" "$(( $(awk '/VmHWM/ {print $2}' /proc/$PID/status) / 1024 ))" "$DATA_MB"
 SQL
 done
-echo "peak_rss_MB: the backend's VmHWM after train(); data_MB: CSR (both orientations) + user and item factors."
+echo "peak_rss_MB: the backend's VmHWM after train() (it includes shared_buffers pages the backend touched and"
+echo "the read's hash aggregate); data_MB: CSR (both orientations) + user and item factors."
