@@ -34,7 +34,7 @@ SELECT round((SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY s) FROM persona
 \setenv RUN :run
 \setenv SPI :spi
 \setenv DATA_MB :data_mb
-\! IFS=, read -r i r t u <<< "$RUN"; set -- "$i" "$r" "$t" "$u"; printf '%-12s %-13s %-9s %-9s %-10s %-8s %-12s %-12s\n' "$EVENTS" "$1" "$2" "$3" "$SPI" "$4" "$(( $(awk '/VmHWM/ {print $2}' /proc/$PID/status) / 1024 ))" "$DATA_MB"
+\! set -- $(echo "$RUN" | tr , " "); printf '%-12s %-13s %-9s %-9s %-10s %-8s %-12s %-12s\n' "$EVENTS" "$1" "$2" "$3" "$SPI" "$4" "$(( $(awk '/VmHWM/ {print $2}' /proc/$PID/status) / 1024 ))" "$DATA_MB"
 SQL
 done
 echo "peak_rss_MB: the backend's VmHWM after train() (it includes shared_buffers pages the backend touched and"
