@@ -13,6 +13,8 @@ CREATE TABLE personalize.event_types (
                       CHECK (weight OPERATOR(pg_catalog.>=) -100 AND weight OPERATOR(pg_catalog.<=) 100),
     half_life         interval NOT NULL DEFAULT '30 days'
                       CHECK (half_life OPERATOR(pg_catalog.>) '0'::interval),
+    -- A purchase: recommend() leaves out what a user bought (exclude => 'purchased').
+    is_purchase       boolean NOT NULL DEFAULT false,
     -- 'default' rows come from CREATE EXTENSION; any change makes a row the shop's own, so
     -- pg_dump keeps it (see the config-dump filter in finalize.sql).
     origin            text NOT NULL DEFAULT 'shop' CHECK (origin IN ('default', 'shop')),
@@ -99,6 +101,9 @@ CREATE TABLE personalize.model_items (
     item_index integer NOT NULL,
     item_id    text NOT NULL,
     factors    real[] NOT NULL,
+    -- Users with a positive interaction with the item in the training data: the ranking for
+    -- users without history.
+    popularity real NOT NULL DEFAULT 0,
     PRIMARY KEY (model_id, item_index),
     UNIQUE (model_id, item_id)
 );

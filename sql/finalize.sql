@@ -59,9 +59,9 @@ CREATE TRIGGER event_types_changed
 ------------------------------------------------------------------------------------------
 
 INSERT INTO personalize.event_types
-    (event_type, description, requires_item, weight, half_life, origin, properties_schema)
+    (event_type, description, requires_item, weight, half_life, origin, is_purchase, properties_schema)
 VALUES
-('view', 'A product page view', true, 1, '14 days', 'default',
+('view', 'A product page view', true, 1, '14 days', 'default', false,
  '{"type": "object", "additionalProperties": false, "properties": {
     "category": {"type": "string", "maxLength": 200},
     "price": {"type": "number", "minimum": 0},
@@ -70,7 +70,7 @@ VALUES
     "list_id": {"type": "string", "maxLength": 200},
     "position": {"type": "integer", "minimum": 0},
     "experiment": {"type": "string"}, "variant": {"type": "string"}, "placement": {"type": "string"}}}'),
-('add_to_cart', 'A product added to the cart', true, 4, '30 days', 'default',
+('add_to_cart', 'A product added to the cart', true, 4, '30 days', 'default', false,
  '{"type": "object", "additionalProperties": false, "properties": {
     "category": {"type": "string", "maxLength": 200},
     "price": {"type": "number", "minimum": 0},
@@ -78,17 +78,17 @@ VALUES
     "quantity": {"type": "integer", "minimum": 1, "maximum": 100000},
     "cart_id": {"type": "string", "maxLength": 200},
     "experiment": {"type": "string"}, "variant": {"type": "string"}, "placement": {"type": "string"}}}'),
-('remove_from_cart', 'A product removed from the cart', true, 0, '30 days', 'default',
+('remove_from_cart', 'A product removed from the cart', true, 0, '30 days', 'default', false,
  '{"type": "object", "additionalProperties": false, "properties": {
     "quantity": {"type": "integer", "minimum": 1, "maximum": 100000},
     "cart_id": {"type": "string", "maxLength": 200}}}'),
-('checkout', 'Checkout started for the whole cart', false, 0, '30 days', 'default',
+('checkout', 'Checkout started for the whole cart', false, 0, '30 days', 'default', false,
  '{"type": "object", "additionalProperties": false, "properties": {
     "order_id": {"type": "string", "maxLength": 200},
     "value": {"type": "number", "minimum": 0},
     "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
     "cart_id": {"type": "string", "maxLength": 200}}}'),
-('purchase', 'One purchased line (one item) of an order', true, 10, '180 days', 'default',
+('purchase', 'One purchased line (one item) of an order', true, 10, '180 days', 'default', true,
  '{"type": "object", "additionalProperties": false, "properties": {
     "order_id": {"type": "string", "maxLength": 200},
     "category": {"type": "string", "maxLength": 200},
@@ -97,7 +97,7 @@ VALUES
     "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
     "country": {"type": "string", "maxLength": 100},
     "experiment": {"type": "string"}, "variant": {"type": "string"}, "placement": {"type": "string"}}}'),
-('refund', 'A purchased line cancelled or refunded', true, 0, '180 days', 'default',
+('refund', 'A purchased line cancelled or refunded', true, 0, '180 days', 'default', false,
  '{"type": "object", "additionalProperties": false, "properties": {
     "order_id": {"type": "string", "maxLength": 200},
     "price": {"type": "number"},
@@ -105,7 +105,7 @@ VALUES
     "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
     "country": {"type": "string", "maxLength": 100},
     "reason": {"type": "string", "maxLength": 500}}}'),
-('search', 'A site search', false, 0, '7 days', 'default',
+('search', 'A site search', false, 0, '7 days', 'default', false,
  '{"type": "object", "additionalProperties": false, "required": ["query"], "properties": {
     "query": {"type": "string", "minLength": 1, "maxLength": 500},
     "results": {"type": "integer", "minimum": 0}}}');
@@ -211,6 +211,20 @@ BEGIN
     RETURN n;
 END
 $$;
+
+-- Serving caches each item's category and availability per backend; any change to the
+-- catalogue makes every backend re-read them at its next transaction (relcache message).
+CREATE FUNCTION personalize._items_changed() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM personalize._invalidate_catalog_cache();
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER items_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON personalize.items
+    FOR EACH STATEMENT EXECUTE FUNCTION personalize._items_changed();
 
 ------------------------------------------------------------------------------------------
 -- Models
@@ -370,6 +384,15 @@ COMMENT ON FUNCTION personalize._import_online_retail(oid) IS 'Internal: import_
 COMMENT ON FUNCTION personalize._import_retailrocket(oid) IS 'Internal: import_retailrocket() by relation OID';
 COMMENT ON FUNCTION personalize._plan_schema_problem(text) IS 'Internal: why a properties schema cannot be compiled, NULL when it can';
 COMMENT ON FUNCTION personalize._invalidate_plan_cache() IS 'Internal: makes every backend recompile the tracking plan at commit';
+COMMENT ON FUNCTION personalize._invalidate_catalog_cache() IS 'Internal: makes every backend re-read catalogue categories and availability at commit';
+COMMENT ON FUNCTION personalize._items_changed() IS 'Trigger: tells every backend that the catalogue changed';
+COMMENT ON COLUMN personalize.event_types.is_purchase IS 'Events of this type are purchases: recommend(exclude => ''purchased'') leaves their items out';
+COMMENT ON COLUMN personalize.model_items.popularity IS 'Users with a positive interaction with the item in the training data (the ranking for users without history)';
+COMMENT ON FUNCTION personalize.recommend(text, integer, text, text, text[], text, boolean, boolean) IS 'Top k items for a user from the active model of a name, best first. exclude: purchased (default), interacted or none; exclude_items; category and available_only filter inside the top-k. The user vector comes from training (source model), from fold-in of events newer than the model or of a user the model does not know (fold_in), or is missing (popularity). model_id says which model version answered.';
+COMMENT ON FUNCTION personalize.recommend_for_session(text[], integer, text, boolean, text, boolean) IS 'Top k items for an anonymous session from the items it touched (fold-in: each occurrence counts one unit of strength); the session''s own items are left out unless exclude_seen is false';
+COMMENT ON FUNCTION personalize.similar_items(text, integer, text, text, boolean) IS 'Items most similar to an item (cosine of item factors), excluding the item itself; an item the model does not know gets popular items (source popularity)';
+COMMENT ON FUNCTION personalize.rank_items(text, text[], text, boolean) IS 'Re-ranks candidate items (a category page) by the user''s affinity, in-session events included: known items best first (ties keep the given order), then unknown items in the given order with a NULL score; duplicates keep their first place';
+COMMENT ON FUNCTION personalize.explain_recommendation(text, text, integer, text) IS 'The n items of the user''s history that contribute most to an item''s fold-in score (the terms sum to score; share = contribution / score)';
 COMMENT ON FUNCTION personalize.synthetic_items(integer, bigint) IS 'The deterministic synthetic catalogue (item_id, category, title, price) for a number of items and a seed';
 COMMENT ON FUNCTION personalize.synthetic_events(bigint, integer, integer, bigint, timestamptz, integer) IS 'The deterministic synthetic shop''s events as track() JSON, in time order: events, users, items, seed, start, days';
 COMMENT ON FUNCTION personalize.generate_shop(bigint, integer, integer, bigint, timestamptz, integer) IS 'Fills personalize.items with the synthetic catalogue and tracks the synthetic events through the tracking plan; idempotent for the same arguments (client_event_ids repeat)';

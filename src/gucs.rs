@@ -11,6 +11,9 @@ pub static MAX_FUTURE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 pub static TRAINING_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static TRAINING_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(4096);
+pub static MAX_K: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(10_000);
+pub static SERVING_HISTORY_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(500);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -70,6 +73,36 @@ pub fn init() {
         &TRAINING_MEMORY_MB,
         1,
         1_048_576,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"personalize.max_k",
+        c"Most results one recommend(), similar_items() or recommend_for_session() call returns.",
+        c"A larger k is refused with SQLSTATE 54000.",
+        &MAX_K,
+        1,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"personalize.max_candidates",
+        c"Most item ids one rank_items() or recommend_for_session() call accepts.",
+        c"Longer arrays are refused with SQLSTATE 54000.",
+        &MAX_CANDIDATES,
+        1,
+        10_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"personalize.serving_history_events",
+        c"How many of a user's newest events serving reads (fold-in, exclusions, explanations).",
+        c"Older events of very active users are left out of the per-call fold-in.",
+        &SERVING_HISTORY_EVENTS,
+        1,
+        1_000_000,
         GucContext::Suset,
         GucFlags::default(),
     );

@@ -24,6 +24,7 @@ pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     pg::plan_cache::register_invalidation_callback();
+    pg::model_cache::register_invalidation_callback();
 }
 
 /// Required by `cargo pgrx test`.

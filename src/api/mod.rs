@@ -3,6 +3,7 @@
 
 mod loaders;
 mod plan;
+mod serving;
 mod synthetic;
 mod tracking;
 mod training;

@@ -209,6 +209,11 @@ fn params_json(cfg: &Config) -> serde_json::Value {
         "solver": match cfg.params.solver { Solver::ConjugateGradient => "cg", Solver::Cholesky => "cholesky" },
         "seed": cfg.params.seed,
         "window": cfg.window.map(|w| w.to_string()),
+        // What fold-in needs: the window in seconds (a month counts 30.44 days, as
+        // extract(epoch FROM interval) does).
+        "window_seconds": cfg.window.map(|w| {
+            w.months() as f64 * 2_629_800.0 + w.days() as f64 * 86_400.0 + w.micros() as f64 / 1e6
+        }),
     })
 }
 
@@ -286,8 +291,19 @@ fn train(
                 train_seconds,
             },
         );
-        model_store::insert_factors(client, id, "users", &data.user_ids, &model.user_factors);
-        model_store::insert_factors(client, id, "items", &data.item_ids, &model.item_factors);
+        model_store::insert_factors(client, id, "users", &data.user_ids, &model.user_factors, &[]);
+        let mut popularity = vec![0f32; data.item_ids.len()];
+        for p in &data.pairs {
+            popularity[p.1 as usize] += 1.0;
+        }
+        model_store::insert_factors(
+            client,
+            id,
+            "items",
+            &data.item_ids,
+            &model.item_factors,
+            &popularity,
+        );
         let write_seconds = t_write.elapsed().as_secs_f64();
         model_store::activate(client, id, &name, write_seconds);
         id

@@ -173,6 +173,36 @@ fn has_avx2_fma() -> bool {
     }
 }
 
+/// `out[i] = y_i · user` for every row of `y`: the scan behind recommend(). Streams the item
+/// matrix once; with AVX2+FMA each dot product is fused multiply-adds over two vector registers.
+pub fn score_all(y: &[f32], user: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2_fma() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        unsafe { score_all_avx2(y, user, out) };
+        return;
+    }
+    score_all_k::<false>(y, user, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn score_all_avx2(y: &[f32], user: &[f32], out: &mut [f32]) {
+    score_all_k::<true>(y, user, out);
+}
+
+#[inline(always)]
+fn score_all_k<const FMA: bool>(y: &[f32], user: &[f32], out: &mut [f32]) {
+    let k = user.len();
+    if k == 0 {
+        out.fill(0.0);
+        return;
+    }
+    for (o, yi) in out.iter_mut().zip(y.chunks_exact(k)) {
+        *o = dot_k::<FMA>(yi, user);
+    }
+}
+
 /// YᵀY (+ reg·I), summed over fixed chunks in a fixed order: the same result for any number
 /// of threads.
 pub fn gramian(y: &[f32], k: usize, reg: f32, pool: &rayon::ThreadPool) -> Vec<f32> {
@@ -280,54 +310,91 @@ fn cg_row<const FMA: bool, const K: usize>(
     }
 }
 
-/// The exact solve of one row: (YᵀY + reg·I + Σ (c-1) y yᵀ) x = Σ c y, by Cholesky.
-fn cholesky_row(cols: &[u32], conf: &[f32], y: &[f32], yty: &[f32], x: &mut [f32]) {
-    let k = x.len();
-    let mut a: Vec<f64> = yty.iter().map(|&v| v as f64).collect();
+/// The Cholesky factor of one row's system matrix A = YᵀY + reg·I + Σ (c-1) y yᵀ (in f64).
+/// Training's exact solver, fold-in and explanations all solve against it.
+pub struct RowSystem {
+    k: usize,
+    /// Lower triangle of L (row-major, k × k) with A = L Lᵀ.
+    l: Vec<f64>,
+}
+
+impl RowSystem {
+    /// Factors A for the given (item, confidence) pairs; `None` when A is not positive definite
+    /// (reg = 0 and too few items).
+    pub fn new(cols: &[u32], conf: &[f32], y: &[f32], yty: &[f32], k: usize) -> Option<Self> {
+        let mut a: Vec<f64> = yty[..k * k].iter().map(|&v| v as f64).collect();
+        for (&i, &c) in cols.iter().zip(conf) {
+            let yi = &y[i as usize * k..(i as usize + 1) * k];
+            for r in 0..k {
+                let w = (c as f64 - 1.0) * yi[r] as f64;
+                for s in 0..=r {
+                    a[r * k + s] += w * yi[s] as f64;
+                }
+            }
+        }
+        // In-place Cholesky on the lower triangle.
+        for j in 0..k {
+            let mut d = a[j * k + j];
+            for s in 0..j {
+                d -= a[j * k + s] * a[j * k + s];
+            }
+            if d <= 0.0 || !d.is_finite() {
+                return None;
+            }
+            let d = d.sqrt();
+            a[j * k + j] = d;
+            for r in j + 1..k {
+                let mut v = a[r * k + j];
+                for s in 0..j {
+                    v -= a[r * k + s] * a[j * k + s];
+                }
+                a[r * k + j] = v / d;
+            }
+        }
+        Some(RowSystem { k, l: a })
+    }
+
+    /// Overwrites `b` with A⁻¹ b.
+    pub fn solve(&self, b: &mut [f64]) {
+        let (k, a) = (self.k, &self.l);
+        for r in 0..k {
+            let mut v = b[r];
+            for s in 0..r {
+                v -= a[r * k + s] * b[s];
+            }
+            b[r] = v / a[r * k + r];
+        }
+        for r in (0..k).rev() {
+            let mut v = b[r];
+            for s in r + 1..k {
+                v -= a[s * k + r] * b[s];
+            }
+            b[r] = v / a[r * k + r];
+        }
+    }
+}
+
+/// Σ c·y over the given pairs: the right-hand side of a row's system.
+fn row_rhs(cols: &[u32], conf: &[f32], y: &[f32], k: usize) -> Vec<f64> {
     let mut b = vec![0f64; k];
     for (&i, &c) in cols.iter().zip(conf) {
         let yi = &y[i as usize * k..(i as usize + 1) * k];
         for r in 0..k {
             b[r] += c as f64 * yi[r] as f64;
-            let w = (c as f64 - 1.0) * yi[r] as f64;
-            for s in 0..=r {
-                a[r * k + s] += w * yi[s] as f64;
-            }
         }
     }
-    // In-place Cholesky on the lower triangle.
-    for j in 0..k {
-        let mut d = a[j * k + j];
-        for s in 0..j {
-            d -= a[j * k + s] * a[j * k + s];
-        }
-        if d <= 0.0 {
-            return; // not positive definite (reg = 0 and too few items): keep the old row
-        }
-        let d = d.sqrt();
-        a[j * k + j] = d;
-        for r in j + 1..k {
-            let mut v = a[r * k + j];
-            for s in 0..j {
-                v -= a[r * k + s] * a[j * k + s];
-            }
-            a[r * k + j] = v / d;
-        }
-    }
-    for r in 0..k {
-        let mut v = b[r];
-        for s in 0..r {
-            v -= a[r * k + s] * b[s];
-        }
-        b[r] = v / a[r * k + r];
-    }
-    for r in (0..k).rev() {
-        let mut v = b[r];
-        for s in r + 1..k {
-            v -= a[s * k + r] * b[s];
-        }
-        b[r] = v / a[r * k + r];
-    }
+    b
+}
+
+/// The exact solve of one row: (YᵀY + reg·I + Σ (c-1) y yᵀ) x = Σ c y, by Cholesky.
+/// Keeps the old row when the system is not positive definite.
+fn cholesky_row(cols: &[u32], conf: &[f32], y: &[f32], yty: &[f32], x: &mut [f32]) {
+    let k = x.len();
+    let Some(system) = RowSystem::new(cols, conf, y, yty, k) else {
+        return;
+    };
+    let mut b = row_rhs(cols, conf, y, k);
+    system.solve(&mut b);
     for (xi, bi) in x.iter_mut().zip(b) {
         *xi = bi as f32;
     }
@@ -466,17 +533,19 @@ pub fn train(
 }
 
 /// The fold-in of `implicit`'s recalculate_user: a user vector for the given (item, confidence)
-/// pairs against fixed item factors, solved exactly.
+/// pairs against fixed item factors, solved exactly. `None` when the system is singular
+/// (regularization 0 and too few items).
 pub fn fold_in(
     items: &[u32],
     conf: &[f32],
     item_factors: &[f32],
     yty: &[f32],
     k: usize,
-) -> Vec<f32> {
-    let mut x = vec![0f32; k];
-    cholesky_row(items, conf, item_factors, yty, &mut x);
-    x
+) -> Option<Vec<f32>> {
+    let system = RowSystem::new(items, conf, item_factors, yty, k)?;
+    let mut b = row_rhs(items, conf, item_factors, k);
+    system.solve(&mut b);
+    Some(b.into_iter().map(|v| v as f32).collect())
 }
 
 #[cfg(test)]
@@ -634,7 +703,7 @@ mod tests {
         // The last half-step solved items; one more exact user solve is what fold-in computes.
         let yty = gramian(y, 8, 0.1, &pool(1));
         let (cols, conf) = m.row(3);
-        let x = fold_in(cols, conf, y, &yty, 8);
+        let x = fold_in(cols, conf, y, &yty, 8).unwrap();
         let mut x2 = model.user_factors.row(3).to_vec();
         cholesky_row(cols, conf, y, &yty, &mut x2);
         for (a, b) in x.iter().zip(&x2) {

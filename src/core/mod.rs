@@ -5,5 +5,6 @@ pub mod als;
 pub mod csr;
 pub mod loaders;
 pub mod metrics;
+pub mod serving;
 pub mod synthetic;
 pub mod tracking;

@@ -2,5 +2,6 @@
 
 pub mod ingest;
 pub mod interactions;
+pub mod model_cache;
 pub mod model_store;
 pub mod plan_cache;

@@ -59,12 +59,14 @@ pub fn insert_model(client: &mut SpiClient<'_>, m: ModelRow<'_>) -> i64 {
 }
 
 /// Writes one factor matrix (`users` or `items`) in chunks; checks for cancel between chunks.
+/// `popularity` (items only) is each item's number of users in the training data.
 pub fn insert_factors(
     client: &mut SpiClient<'_>,
     model_id: i64,
     table: &str,
     ids: &[String],
     factors: &Array2<f32>,
+    popularity: &[f32],
 ) {
     let k = factors.ncols();
     let flat = factors.as_slice().expect("contiguous factors");
@@ -77,8 +79,8 @@ pub fn insert_factors(
                     LATERAL (SELECT o.id, CAST(o.n AS int4) AS g) AS x"
         }
         _ => {
-            "INSERT INTO personalize.model_items (model_id, item_index, item_id, factors) \
-             SELECT $1, $5 + x.g - 1, x.id, $3[(x.g - 1) * $4 + 1 : x.g * $4] \
+            "INSERT INTO personalize.model_items (model_id, item_index, item_id, factors, popularity) \
+             SELECT $1, $5 + x.g - 1, x.id, $3[(x.g - 1) * $4 + 1 : x.g * $4], $6[x.g] \
                FROM unnest($2::text[]) WITH ORDINALITY AS o(id, n), \
                     LATERAL (SELECT o.id, CAST(o.n AS int4) AS g) AS x"
         }
@@ -87,13 +89,16 @@ pub fn insert_factors(
         pgrx::check_for_interrupts!();
         let start = c * CHUNK_ROWS;
         let values: Vec<f32> = flat[start * k..(start + chunk.len()) * k].to_vec();
-        let args: [DatumWithOid; 5] = [
+        let mut args: Vec<DatumWithOid> = vec![
             model_id.into(),
             chunk.to_vec().into(),
             values.into(),
             (k as i32).into(),
             (start as i32).into(),
         ];
+        if table != "users" {
+            args.push(popularity[start..start + chunk.len()].to_vec().into());
+        }
         client
             .update(query, None, &args)
             .unwrap_or_else(|e| failed("writing factors", e));

@@ -1,0 +1,506 @@
+//! Serving: `recommend()`, `recommend_for_session()`, `similar_items()`, `rank_items()` and
+//! `explain_recommendation()`. All read-only and STABLE, so they also run on hot standbys.
+//!
+//! Where a user's vector comes from (the `source` column):
+//! - `model`: the user's factors from training, when nothing new happened since;
+//! - `fold_in`: the user has events on model items after the model's as_of (or is not in the
+//!   model at all): the ALS closed form over the user's decayed history against the fixed item
+//!   factors (`implicit`'s recalculate_user), so this session's clicks count now;
+//! - `popularity`: no usable history: the model's most popular items (filters still apply);
+//! - `similar`: similar_items() by cosine of item factors.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+
+use pgrx::prelude::*;
+
+use crate::core::als;
+use crate::core::serving::{self, HistoryEvent};
+use crate::error::PersonalizeError;
+use crate::gucs;
+use crate::pg::model_cache::{self, ServingModel, NO_CATEGORY};
+
+thread_local! {
+    /// Scores of the last scan, reused: a fresh 400 kB buffer per call (100k items) would be
+    /// an mmap and a hundred page faults each time.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn required<T>(v: Option<T>, name: &str) -> T {
+    v.unwrap_or_else(|| {
+        PersonalizeError::invalid(
+            format!("{name} must not be NULL"),
+            format!("Pass a value for {name}, or omit it to use its default."),
+        )
+        .raise()
+    })
+}
+
+fn k_arg(k: Option<i32>) -> usize {
+    count_arg(k, "k")
+}
+
+/// A result count: at least 1, at most personalize.max_k.
+fn count_arg(k: Option<i32>, name: &str) -> usize {
+    let k = required(k, name);
+    if k < 1 {
+        PersonalizeError::invalid(
+            format!("{name} must be at least 1, not {k}"),
+            format!("{name} is how many rows to return, e.g. 10 for a homepage grid."),
+        )
+        .raise();
+    }
+    let max = gucs::MAX_K.get();
+    if k > max {
+        PersonalizeError::LimitExceeded {
+            message: format!("{name} = {k} is over personalize.max_k ({max})"),
+            hint: "Ask for fewer items, or have a superuser raise personalize.max_k.".into(),
+        }
+        .raise();
+    }
+    k as usize
+}
+
+/// An array of item ids that must not be NULL or hold NULLs; duplicates keep their first place.
+fn item_list(ids: Option<Vec<Option<String>>>, name: &str) -> Vec<String> {
+    let ids = required(ids, name);
+    let max = gucs::MAX_CANDIDATES.get() as usize;
+    if ids.len() > max {
+        PersonalizeError::LimitExceeded {
+            message: format!(
+                "{name} has {} elements, over personalize.max_candidates ({max})",
+                ids.len()
+            ),
+            hint: "Pass fewer items per call.".into(),
+        }
+        .raise();
+    }
+    let mut seen = HashSet::with_capacity(ids.len());
+    let mut out = Vec::with_capacity(ids.len());
+    for (pos, id) in ids.into_iter().enumerate() {
+        let Some(id) = id else {
+            PersonalizeError::invalid(
+                format!("{name}[{}] is NULL", pos + 1),
+                "Remove NULLs, e.g. with array_remove(ids, NULL).",
+            )
+            .raise()
+        };
+        if seen.insert(id.clone()) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Exclude {
+    Purchased,
+    Interacted,
+    Nothing,
+}
+
+fn exclude_arg(v: Option<&str>) -> Exclude {
+    match required(v, "exclude") {
+        "purchased" => Exclude::Purchased,
+        "interacted" => Exclude::Interacted,
+        "none" => Exclude::Nothing,
+        other => PersonalizeError::invalid(
+            format!(
+                "exclude must be 'purchased', 'interacted' or 'none', not '{}'",
+                other.chars().take(40).collect::<String>()
+            ),
+            "'purchased' leaves out items of the user's purchase events (event types with \
+             is_purchase), 'interacted' every item the user has an event on.",
+        )
+        .raise(),
+    }
+}
+
+/// What serving knows about one user for one model.
+struct UserState {
+    vector: Option<Vec<f32>>,
+    source: &'static str,
+    purchased: HashSet<u32>,
+    interacted: HashSet<u32>,
+    /// Whether the capped history read saw all of the user's events (if not, exclusions are
+    /// read in full by `excluded`).
+    complete: bool,
+    /// Decayed strengths over the user's history (model items only).
+    strengths: Vec<(u32, f32)>,
+}
+
+fn user_state(model: &ServingModel, user_id: &str, fold_in: bool) -> UserState {
+    // One more than the cap: tells whether the read was complete.
+    let cap = gucs::SERVING_HISTORY_EVENTS.get();
+    let mut events = model_cache::history(user_id, cap.saturating_add(1));
+    let complete = events.len() <= cap as usize;
+    events.truncate(cap as usize);
+    let mut history = Vec::with_capacity(events.len());
+    let mut purchased = HashSet::new();
+    let mut interacted = HashSet::new();
+    let mut newest = f64::MIN;
+    let mut has_new = false;
+    for e in &events {
+        let Some(&i) = model.index.get(&e.item_id) else {
+            continue;
+        };
+        interacted.insert(i);
+        if e.is_purchase {
+            purchased.insert(i);
+        }
+        if e.weight != 0.0 {
+            newest = newest.max(e.at);
+            has_new |= e.at > model.as_of;
+            history.push(HistoryEvent {
+                item: i,
+                weight: e.weight,
+                half_life_seconds: e.half_life_seconds,
+                at: e.at,
+            });
+        }
+    }
+    // Decay back from the newest thing known: the model's as_of, or a newer event.
+    let reference = model.as_of.max(newest);
+    let strengths = serving::decayed_strengths(&history, reference, model.window_seconds);
+    let folded = || -> Option<Vec<f32>> {
+        if strengths.is_empty() {
+            return None;
+        }
+        let (cols, conf) = serving::confidences(&strengths, model.alpha);
+        als::fold_in(&cols, &conf, &model.factors, &model.yty, model.k)
+    };
+    let (vector, source) = if fold_in && has_new {
+        match folded() {
+            Some(v) => (Some(v), "fold_in"),
+            None => match model_cache::user_factors(model, user_id) {
+                Some(v) => (Some(v), "model"),
+                None => (None, "popularity"),
+            },
+        }
+    } else if let Some(v) = model_cache::user_factors(model, user_id) {
+        (Some(v), "model")
+    } else if let Some(v) = fold_in.then(folded).flatten() {
+        (Some(v), "fold_in")
+    } else {
+        (None, "popularity")
+    };
+    UserState {
+        vector,
+        source,
+        purchased,
+        interacted,
+        complete,
+        strengths,
+    }
+}
+
+impl UserState {
+    /// The model items `exclude` leaves out for this user: from the history already read, or
+    /// (for users with more events than the serving cap) from a full read of their events.
+    fn excluded(self, model: &ServingModel, user_id: &str, exclude: Exclude) -> HashSet<u32> {
+        let (from_history, purchases_only) = match exclude {
+            Exclude::Nothing => return HashSet::new(),
+            Exclude::Purchased => (self.purchased, true),
+            Exclude::Interacted => (self.interacted, false),
+        };
+        if self.complete {
+            return from_history;
+        }
+        model_cache::all_items(user_id, purchases_only)
+            .iter()
+            .filter_map(|id| model.index.get(id).copied())
+            .collect()
+    }
+}
+
+/// Catalogue filters as one predicate over model item indexes. `None`: nothing can pass
+/// (a category no catalogue item has).
+fn catalogue_filter(
+    model: &ServingModel,
+    category: Option<&str>,
+    available_only: bool,
+) -> Option<impl Fn(u32) -> bool> {
+    let filters = (available_only || category.is_some()).then(|| model.filters());
+    let category_id = match (category, &filters) {
+        (Some(c), Some(f)) => Some(*f.category_ids.get(c)?),
+        _ => None,
+    };
+    Some(move |i: u32| match &filters {
+        None => true,
+        Some(f) => {
+            (!available_only || f.available[i as usize])
+                && category_id.is_none_or(|c| c != NO_CATEGORY && f.category[i as usize] == c)
+        }
+    })
+}
+
+fn top_k(
+    model: &ServingModel,
+    vector: Option<&[f32]>,
+    k: usize,
+    keep: impl Fn(u32) -> bool,
+) -> Vec<(u32, f32)> {
+    match vector {
+        Some(v) => SCRATCH.with(|s| {
+            serving::top_k_by_dot(&model.factors, v, k, &mut s.borrow_mut(), keep)
+        }),
+        None => serving::top_k_in_order(&model.popularity_order, &model.popularity, k, keep),
+    }
+}
+
+type Recommendations = TableIterator<
+    'static,
+    (
+        name!(item_id, String),
+        name!(score, f32),
+        name!(source, String),
+        name!(model_id, i64),
+    ),
+>;
+
+fn rows(model: &ServingModel, top: Vec<(u32, f32)>, source: &str) -> Recommendations {
+    let model_id = model.model_id;
+    let out: Vec<(String, f32, String, i64)> = top
+        .into_iter()
+        .map(|(i, s)| (model.item_ids[i as usize].clone(), s, source.to_owned(), model_id))
+        .collect();
+    TableIterator::new(out)
+}
+
+/// The top k items for a user from the active model of `model`, best first.
+// pgrx reads the column names from the spelled-out TableIterator type (an alias hides them).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn recommend(
+    user_id: Option<&str>,
+    k: default!(Option<i32>, 10),
+    model: default!(Option<&str>, "'default'"),
+    exclude: default!(Option<&str>, "'purchased'"),
+    exclude_items: default!(Option<Vec<Option<String>>>, "NULL"),
+    category: default!(Option<&str>, "NULL"),
+    available_only: default!(Option<bool>, true),
+    fold_in: default!(Option<bool>, true),
+) -> TableIterator<
+    'static,
+    (
+        name!(item_id, String),
+        name!(score, f32),
+        name!(source, String),
+        name!(model_id, i64),
+    ),
+> {
+    let user_id = required(user_id, "user_id");
+    let k = k_arg(k);
+    let exclude = exclude_arg(exclude);
+    let available_only = required(available_only, "available_only");
+    let fold_in = required(fold_in, "fold_in");
+    let model = model_cache::active_model(required(model, "model"));
+    let mut state = user_state(&model, user_id, fold_in);
+    let (vector, source) = (state.vector.take(), state.source);
+    let mut excluded = state.excluded(&model, user_id, exclude);
+    for id in exclude_items.into_iter().flatten().flatten() {
+        if let Some(&i) = model.index.get(&id) {
+            excluded.insert(i);
+        }
+    }
+    let Some(allowed) = catalogue_filter(&model, category, available_only) else {
+        return rows(&model, Vec::new(), source);
+    };
+    let top = top_k(&model, vector.as_deref(), k, |i| {
+        !excluded.contains(&i) && allowed(i)
+    });
+    rows(&model, top, source)
+}
+
+/// Recommendations for an anonymous visitor from the items of this session.
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn recommend_for_session(
+    item_ids: Option<Vec<Option<String>>>,
+    k: default!(Option<i32>, 10),
+    model: default!(Option<&str>, "'default'"),
+    exclude_seen: default!(Option<bool>, true),
+    category: default!(Option<&str>, "NULL"),
+    available_only: default!(Option<bool>, true),
+) -> TableIterator<
+    'static,
+    (
+        name!(item_id, String),
+        name!(score, f32),
+        name!(source, String),
+        name!(model_id, i64),
+    ),
+> {
+    let items = item_list(item_ids, "item_ids");
+    let k = k_arg(k);
+    let exclude_seen = required(exclude_seen, "exclude_seen");
+    let available_only = required(available_only, "available_only");
+    let model = model_cache::active_model(required(model, "model"));
+    let known: Vec<u32> = items
+        .iter()
+        .filter_map(|id| model.index.get(id).copied())
+        .collect();
+    let vector = if known.is_empty() {
+        None
+    } else {
+        let (cols, conf) =
+            serving::confidences(&serving::session_strengths(&known), model.alpha);
+        als::fold_in(&cols, &conf, &model.factors, &model.yty, model.k)
+    };
+    let source = if vector.is_some() { "fold_in" } else { "popularity" };
+    let seen: HashSet<u32> = if exclude_seen {
+        known.into_iter().collect()
+    } else {
+        HashSet::new()
+    };
+    let Some(allowed) = catalogue_filter(&model, category, available_only) else {
+        return rows(&model, Vec::new(), source);
+    };
+    let top = top_k(&model, vector.as_deref(), k, |i| {
+        !seen.contains(&i) && allowed(i)
+    });
+    rows(&model, top, source)
+}
+
+/// Items whose factors point the same way as this item's (cosine), most similar first. An
+/// item the model does not know gets the popular items instead (source 'popularity').
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn similar_items(
+    item_id: Option<&str>,
+    k: default!(Option<i32>, 10),
+    model: default!(Option<&str>, "'default'"),
+    category: default!(Option<&str>, "NULL"),
+    available_only: default!(Option<bool>, true),
+) -> TableIterator<
+    'static,
+    (
+        name!(item_id, String),
+        name!(score, f32),
+        name!(source, String),
+        name!(model_id, i64),
+    ),
+> {
+    let item_id = required(item_id, "item_id");
+    let k = k_arg(k);
+    let available_only = required(available_only, "available_only");
+    let model = model_cache::active_model(required(model, "model"));
+    let target = model.index.get(item_id).copied();
+    let Some(allowed) = catalogue_filter(&model, category, available_only) else {
+        return rows(&model, Vec::new(), "similar");
+    };
+    let keep = |i: u32| Some(i) != target && allowed(i);
+    match target {
+        Some(t) => {
+            let normalized = model.normalized();
+            let k_f = model.k;
+            let row = normalized[t as usize * k_f..(t as usize + 1) * k_f].to_vec();
+            let top = SCRATCH.with(|s| {
+                serving::top_k_by_dot(normalized, &row, k, &mut s.borrow_mut(), keep)
+            });
+            rows(&model, top, "similar")
+        }
+        None => rows(
+            &model,
+            serving::top_k_in_order(&model.popularity_order, &model.popularity, k, keep),
+            "popularity",
+        ),
+    }
+}
+
+/// Re-ranks candidate items (a category page) by the user's affinity: items the model knows,
+/// best first (ties keep the given order), then the others in the given order with a NULL
+/// score. Users without history get the model's popularity as the score.
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn rank_items(
+    user_id: Option<&str>,
+    item_ids: Option<Vec<Option<String>>>,
+    model: default!(Option<&str>, "'default'"),
+    fold_in: default!(Option<bool>, true),
+) -> TableIterator<
+    'static,
+    (
+        name!(item_id, String),
+        name!(rank, i32),
+        name!(score, Option<f32>),
+    ),
+> {
+    let user_id = required(user_id, "user_id");
+    let items = item_list(item_ids, "item_ids");
+    let fold_in = required(fold_in, "fold_in");
+    let model = model_cache::active_model(required(model, "model"));
+    let state = user_state(&model, user_id, fold_in);
+    let scores: Vec<Option<f32>> = items
+        .iter()
+        .map(|id| {
+            let i = *model.index.get(id)?;
+            Some(match &state.vector {
+                Some(v) => als::dot(model.row(i), v),
+                None => model.popularity[i as usize],
+            })
+        })
+        .collect();
+    let order = serving::rerank(&scores);
+    let out: Vec<(String, i32, Option<f32>)> = order
+        .into_iter()
+        .enumerate()
+        .map(|(rank, p)| (items[p].clone(), rank as i32 + 1, scores[p]))
+        .collect();
+    TableIterator::new(out)
+}
+
+/// Which of the user's items make `item_id` score what it does: the fold-in score split into
+/// one term per item of the user's history (they sum to the score), largest first.
+#[allow(clippy::type_complexity)]
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn explain_recommendation(
+    user_id: Option<&str>,
+    item_id: Option<&str>,
+    n: default!(Option<i32>, 5),
+    model: default!(Option<&str>, "'default'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(because_of, String),
+        name!(contribution, f32),
+        name!(share, f32),
+        name!(score, f32),
+    ),
+> {
+    let user_id = required(user_id, "user_id");
+    let item_id = required(item_id, "item_id");
+    let n = count_arg(n, "n");
+    let model = model_cache::active_model(required(model, "model"));
+    let Some(&target) = model.index.get(item_id) else {
+        return TableIterator::new(Vec::new());
+    };
+    let state = user_state(&model, user_id, true);
+    let (cols, conf) = serving::confidences(&state.strengths, model.alpha);
+    let Some((score, terms)) =
+        serving::explain(&cols, &conf, &model.factors, &model.yty, model.k, target)
+    else {
+        return TableIterator::new(Vec::new());
+    };
+    let out: Vec<(String, f32, f32, f32)> = terms
+        .into_iter()
+        .take(n)
+        .map(|(j, c)| {
+            let share = if score != 0.0 { c / score } else { 0.0 };
+            (model.item_ids[j as usize].clone(), c, share, score)
+        })
+        .collect();
+    TableIterator::new(out)
+}
+
+/// Statement trigger body on personalize.items: every backend re-reads the catalogue flags.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn _invalidate_catalog_cache() {
+    model_cache::invalidate_catalog();
+}

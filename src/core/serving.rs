@@ -1,0 +1,400 @@
+//! Serving math in plain Rust: bounded top-k over item factors with filters applied inside
+//! the top-k, a user's decayed strengths from raw events (the same formula as the training
+//! read), fold-in, explanations, cosine similarity and re-ranking.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use crate::core::als;
+
+/// A scored item. `Ord` puts the *worse* entry first (lower score, then higher index), so a
+/// max-heap of entries has the worst of the current top k on top.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Entry {
+    score: f32,
+    index: u32,
+}
+
+impl Eq for Entry {}
+
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .score
+            .total_cmp(&self.score)
+            .then(self.index.cmp(&other.index))
+    }
+}
+
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The best `k` (index, score) pairs seen, best first; ties go to the lower index (items are
+/// numbered in id order, so ties break by item id).
+pub struct TopK {
+    k: usize,
+    heap: BinaryHeap<Entry>,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> Self {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(1 << 16) + 1),
+        }
+    }
+
+    #[inline]
+    pub fn offer(&mut self, index: u32, score: f32) {
+        if self.k == 0 || score.is_nan() {
+            return;
+        }
+        let e = Entry { score, index };
+        if self.heap.len() < self.k {
+            self.heap.push(e);
+        } else if let Some(mut worst) = self.heap.peek_mut() {
+            if e < *worst {
+                *worst = e;
+            }
+        }
+    }
+
+    /// The lowest score that can still enter, once the top k is full.
+    #[inline]
+    pub fn threshold(&self) -> Option<f32> {
+        if self.heap.len() < self.k {
+            None
+        } else {
+            self.heap.peek().map(|e| e.score)
+        }
+    }
+
+    pub fn into_sorted(self) -> Vec<(u32, f32)> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|e| (e.index, e.score))
+            .collect()
+    }
+}
+
+/// Top `k` items by `y_i · user` among those `keep` accepts. Filters run inside the top-k, so
+/// the answer has k rows whenever k items are eligible. `scratch` is reused between calls.
+pub fn top_k_by_dot(
+    y: &[f32],
+    user: &[f32],
+    k: usize,
+    scratch: &mut Vec<f32>,
+    keep: impl Fn(u32) -> bool,
+) -> Vec<(u32, f32)> {
+    let n = if user.is_empty() {
+        0
+    } else {
+        y.len() / user.len()
+    };
+    scratch.resize(n, 0.0);
+    als::score_all(y, user, scratch);
+    let mut top = TopK::new(k);
+    for (i, &s) in scratch.iter().enumerate() {
+        // Cheap reject before the filter: most items fall below the current k-th score.
+        if let Some(t) = top.threshold() {
+            if s < t {
+                continue;
+            }
+        }
+        if keep(i as u32) {
+            top.offer(i as u32, s);
+        }
+    }
+    top.into_sorted()
+}
+
+/// The first `k` items of a precomputed ranking (e.g. popularity) that `keep` accepts.
+pub fn top_k_in_order(
+    order: &[u32],
+    score: &[f32],
+    k: usize,
+    keep: impl Fn(u32) -> bool,
+) -> Vec<(u32, f32)> {
+    order
+        .iter()
+        .copied()
+        .filter(|&i| keep(i))
+        .take(k)
+        .map(|i| (i, score[i as usize]))
+        .collect()
+}
+
+/// One event of a user's history, with its type's weight and half-life.
+#[derive(Clone, Copy, Debug)]
+pub struct HistoryEvent {
+    pub item: u32,
+    pub weight: f32,
+    pub half_life_seconds: f64,
+    /// Unix seconds.
+    pub at: f64,
+}
+
+/// Per item: Σ weight · 2^(-age / half_life), age measured back from `reference`, over the
+/// events inside the window — the training read's formula (including its clamp, so very old
+/// events give ~0). Only positive strengths are kept, sorted by item.
+pub fn decayed_strengths(
+    events: &[HistoryEvent],
+    reference: f64,
+    window_seconds: Option<f64>,
+) -> Vec<(u32, f32)> {
+    let mut sums: Vec<(u32, f64)> = Vec::with_capacity(events.len());
+    for e in events {
+        if e.at > reference || e.weight == 0.0 || e.half_life_seconds <= 0.0 {
+            continue;
+        }
+        if let Some(w) = window_seconds {
+            if e.at <= reference - w {
+                continue;
+            }
+        }
+        let exponent = (-std::f64::consts::LN_2 * (reference - e.at) / e.half_life_seconds)
+            .max(-50.0);
+        sums.push((e.item, e.weight as f64 * exponent.exp()));
+    }
+    sums.sort_by_key(|p| p.0);
+    let mut out: Vec<(u32, f32)> = Vec::new();
+    let mut i = 0;
+    while i < sums.len() {
+        let item = sums[i].0;
+        let mut s = 0.0;
+        while i < sums.len() && sums[i].0 == item {
+            s += sums[i].1;
+            i += 1;
+        }
+        if s > 0.0 && s.is_finite() {
+            out.push((item, s as f32));
+        }
+    }
+    out
+}
+
+/// Confidences c = 1 + alpha · strength, as training computes them.
+pub fn confidences(strengths: &[(u32, f32)], alpha: f32) -> (Vec<u32>, Vec<f32>) {
+    strengths
+        .iter()
+        .map(|&(i, s)| (i, 1.0 + alpha * s))
+        .unzip()
+}
+
+/// An anonymous session's items as strengths: each view counts 1, repeats add up.
+pub fn session_strengths(items: &[u32]) -> Vec<(u32, f32)> {
+    let mut sorted = items.to_vec();
+    sorted.sort_unstable();
+    let mut out: Vec<(u32, f32)> = Vec::new();
+    for i in sorted {
+        match out.last_mut() {
+            Some(last) if last.0 == i => last.1 += 1.0,
+            _ => out.push((i, 1.0)),
+        }
+    }
+    out
+}
+
+/// Why an item scores what it does for a folded-in user: with A the user's system matrix,
+/// x = A⁻¹ Σ_j c_j y_j, so score = y_tᵀ x = Σ_j c_j (A⁻¹ y_t) · y_j — one term per item of the
+/// history (the explanation of `implicit`). Returns the score and the terms, largest first.
+pub fn explain(
+    cols: &[u32],
+    conf: &[f32],
+    y: &[f32],
+    yty: &[f32],
+    k: usize,
+    target: u32,
+) -> Option<(f32, Vec<(u32, f32)>)> {
+    let system = als::RowSystem::new(cols, conf, y, yty, k)?;
+    let t = target as usize;
+    let mut z: Vec<f64> = y[t * k..(t + 1) * k].iter().map(|&v| v as f64).collect();
+    system.solve(&mut z);
+    let mut terms: Vec<(u32, f32)> = cols
+        .iter()
+        .zip(conf)
+        .map(|(&j, &c)| {
+            let yj = &y[j as usize * k..(j as usize + 1) * k];
+            let d: f64 = z.iter().zip(yj).map(|(a, &b)| a * b as f64).sum();
+            (j, (c as f64 * d) as f32)
+        })
+        .collect();
+    let score = terms.iter().map(|t| t.1 as f64).sum::<f64>() as f32;
+    terms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    Some((score, terms))
+}
+
+/// Rows scaled to unit length (zero rows stay zero): dot products become cosines.
+pub fn normalize_rows(y: &[f32], k: usize) -> Vec<f32> {
+    let mut out = y.to_vec();
+    if k == 0 {
+        return out;
+    }
+    for row in out.chunks_exact_mut(k) {
+        let norm = row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
+        if norm > 0.0 {
+            for v in row.iter_mut() {
+                *v = (*v as f64 / norm) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Positions of `candidates` in their new order: items with a score first, best first (ties
+/// keep the given order), then the ones without (unknown to the model) in the given order.
+pub fn rerank(scores: &[Option<f32>]) -> Vec<usize> {
+    let mut known: Vec<usize> = (0..scores.len()).filter(|&p| scores[p].is_some()).collect();
+    known.sort_by(|&a, &b| {
+        let (sa, sb) = (scores[a].unwrap_or(0.0), scores[b].unwrap_or(0.0));
+        sb.total_cmp(&sa).then(a.cmp(&b))
+    });
+    known.extend((0..scores.len()).filter(|&p| scores[p].is_none()));
+    known
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Four items, two factors: scores for user (1, 0) are 3, 1, 3, -2.
+    const Y: [f32; 8] = [3.0, 0.0, 1.0, 5.0, 3.0, -1.0, -2.0, 0.0];
+
+    #[test]
+    fn top_k_orders_by_score_then_index() {
+        let mut scratch = Vec::new();
+        let top = top_k_by_dot(&Y, &[1.0, 0.0], 3, &mut scratch, |_| true);
+        assert_eq!(top, vec![(0, 3.0), (2, 3.0), (1, 1.0)]);
+        let top = top_k_by_dot(&Y, &[1.0, 0.0], 1, &mut scratch, |_| true);
+        assert_eq!(top, vec![(0, 3.0)]);
+    }
+
+    #[test]
+    fn filters_apply_inside_the_top_k() {
+        let mut scratch = Vec::new();
+        let top = top_k_by_dot(&Y, &[1.0, 0.0], 2, &mut scratch, |i| i != 0);
+        assert_eq!(top, vec![(2, 3.0), (1, 1.0)]);
+    }
+
+    #[test]
+    fn k_larger_than_the_catalogue_returns_every_eligible_item() {
+        let mut scratch = Vec::new();
+        let top = top_k_by_dot(&Y, &[1.0, 0.0], 10, &mut scratch, |i| i != 1);
+        assert_eq!(top, vec![(0, 3.0), (2, 3.0), (3, -2.0)]);
+        assert!(top_k_by_dot(&Y, &[1.0, 0.0], 0, &mut scratch, |_| true).is_empty());
+    }
+
+    #[test]
+    fn top_k_matches_a_full_sort_on_random_data() {
+        let k = 16;
+        let n = 3000;
+        let y: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0).collect();
+        let user: Vec<f32> = (0..k).map(|i| (i as f32 - 7.5) / 3.0).collect();
+        let mut scratch = Vec::new();
+        let top = top_k_by_dot(&y, &user, 25, &mut scratch, |i| i % 3 != 0);
+        let mut all: Vec<(u32, f32)> = (0..n as u32)
+            .filter(|i| i % 3 != 0)
+            .map(|i| (i, als::dot(&y[i as usize * k..(i as usize + 1) * k], &user)))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let expected: Vec<u32> = all.iter().take(25).map(|p| p.0).collect();
+        let got: Vec<u32> = top.iter().map(|p| p.0).collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn ranked_order_with_filter() {
+        let order = [2u32, 0, 3, 1];
+        let score = [5.0f32, 1.0, 9.0, 3.0];
+        assert_eq!(
+            top_k_in_order(&order, &score, 2, |i| i != 0),
+            vec![(2, 9.0), (3, 3.0)]
+        );
+    }
+
+    #[test]
+    fn strengths_halve_every_half_life_and_respect_the_window() {
+        let day = 86_400.0;
+        let ev = |item, weight, at| HistoryEvent {
+            item,
+            weight,
+            half_life_seconds: day,
+            at,
+        };
+        let events = [
+            ev(1, 4.0, 10.0 * day),       // age 0: 4
+            ev(1, 4.0, 9.0 * day),        // age 1 day: 2
+            ev(2, 1.0, 8.0 * day),        // age 2 days: 0.25
+            ev(3, -1.0, 10.0 * day),      // net negative: dropped
+            ev(4, 1.0, 11.0 * day),       // after the reference: ignored
+            ev(5, 1.0, 10.0 * day - 1.0), // weight 1, practically no decay
+        ];
+        let s = decayed_strengths(&events, 10.0 * day, None);
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0].0, 1);
+        assert!((s[0].1 - 6.0).abs() < 1e-5);
+        assert!((s[1].1 - 0.25).abs() < 1e-6);
+        assert_eq!(s[2].0, 5);
+        let windowed = decayed_strengths(&events, 10.0 * day, Some(1.5 * day));
+        assert_eq!(windowed.iter().map(|p| p.0).collect::<Vec<_>>(), vec![1, 5]);
+        let (cols, conf) = confidences(&s, 2.0);
+        assert_eq!(cols, vec![1, 2, 5]);
+        assert!((conf[0] - 13.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn session_strengths_count_repeats() {
+        assert_eq!(session_strengths(&[3, 1, 3]), vec![(1, 1.0), (3, 2.0)]);
+    }
+
+    fn gram(y: &[f32], k: usize, reg: f32) -> Vec<f32> {
+        let n = y.len() / k;
+        let mut g = vec![0f32; k * k];
+        for i in 0..n {
+            for r in 0..k {
+                for s in 0..k {
+                    g[r * k + s] += y[i * k + r] * y[i * k + s];
+                }
+            }
+        }
+        for r in 0..k {
+            g[r * k + r] += reg;
+        }
+        g
+    }
+
+    #[test]
+    fn explanation_terms_sum_to_the_fold_in_score() {
+        let k = 2;
+        let yty = gram(&Y, k, 0.1);
+        let cols = [0u32, 1];
+        let conf = [5.0f32, 2.0];
+        let x = als::fold_in(&cols, &conf, &Y, &yty, k).unwrap();
+        for target in 0..4u32 {
+            let (score, terms) = explain(&cols, &conf, &Y, &yty, k, target).unwrap();
+            let direct = als::dot(&Y[target as usize * k..(target as usize + 1) * k], &x);
+            assert!((score - direct).abs() < 1e-4, "{score} vs {direct}");
+            assert_eq!(terms.len(), 2);
+            assert!(terms[0].1 >= terms[1].1);
+        }
+        // With no regularisation and one item in two dimensions the system is singular.
+        let yty0 = gram(&[1.0, 0.0], k, 0.0);
+        assert!(explain(&[0], &[2.0], &[1.0, 0.0], &yty0, k, 0).is_none());
+    }
+
+    #[test]
+    fn normalised_rows_have_unit_length() {
+        let n = normalize_rows(&[3.0, 4.0, 0.0, 0.0], 2);
+        assert_eq!(n, vec![0.6, 0.8, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn rerank_puts_unknown_items_last_in_their_order() {
+        let order = rerank(&[None, Some(1.0), Some(3.0), None, Some(1.0)]);
+        assert_eq!(order, vec![2, 1, 4, 0, 3]);
+    }
+}

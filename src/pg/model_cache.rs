@@ -1,0 +1,484 @@
+//! What serving needs, kept per backend so a call does no detoasting and no planning:
+//!
+//! - item factors (contiguous f32), YᵀY + reg·I, popularity, keyed by model version
+//!   (model_id + created_at, so a re-created extension's reused ids cannot hit a stale entry);
+//!   a newly activated model is a new key, picked up by the next call;
+//! - the catalogue's category and availability flags, dropped when `personalize.items`
+//!   changes (a statement trigger sends a relcache invalidation, as for the tracking plan);
+//! - the per-call queries, prepared once (SPI_keepplan).
+//!
+//! Backends share nothing: each loads a model once (about 0.2 s per 100k items) and keeps at
+//! most `MAX_MODELS` versions.
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::PgOid;
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+
+use crate::core::serving;
+use crate::error::PersonalizeError;
+
+/// Model versions kept per backend: the active one, the one it replaced (calls in flight while
+/// a training commits) and an A/B test's alternatives.
+const MAX_MODELS: usize = 4;
+
+/// Bumped by the relcache callback when personalize.items changes.
+static CATALOG_GENERATION: AtomicU64 = AtomicU64::new(1);
+/// OID of personalize.items when the catalogue was last read (0: not known).
+static ITEMS_RELID: AtomicU32 = AtomicU32::new(0);
+
+/// One trained model as serving uses it.
+pub struct ServingModel {
+    pub model_id: i64,
+    stamp: i64,
+    pub k: usize,
+    pub alpha: f32,
+    pub window_seconds: Option<f64>,
+    /// Unix seconds of the training's as_of.
+    pub as_of: f64,
+    pub item_ids: Vec<String>,
+    pub index: HashMap<String, u32>,
+    /// n × k, row i is item i.
+    pub factors: Vec<f32>,
+    /// YᵀY + reg·I (k × k): the fixed part of every fold-in.
+    pub yty: Vec<f32>,
+    pub popularity: Vec<f32>,
+    /// Item indexes by popularity, most popular first (ties by item id).
+    pub popularity_order: Vec<u32>,
+    normalized: OnceCell<Vec<f32>>,
+    filters: RefCell<Option<Rc<ItemFilters>>>,
+}
+
+/// Per item of one model: its catalogue category (as a number) and availability.
+pub struct ItemFilters {
+    generation: u64,
+    pub available: Vec<bool>,
+    pub category: Vec<u32>,
+    pub category_ids: HashMap<String, u32>,
+}
+
+/// No category (or not in the catalogue).
+pub const NO_CATEGORY: u32 = u32::MAX;
+
+impl ServingModel {
+    pub fn row(&self, i: u32) -> &[f32] {
+        &self.factors[i as usize * self.k..(i as usize + 1) * self.k]
+    }
+
+    /// Unit-length item factors for similar_items (computed on first use).
+    pub fn normalized(&self) -> &[f32] {
+        self.normalized
+            .get_or_init(|| serving::normalize_rows(&self.factors, self.k))
+    }
+
+    /// Category and availability per item, as of the catalogue this backend last read.
+    pub fn filters(&self) -> Rc<ItemFilters> {
+        let generation = CATALOG_GENERATION.load(Ordering::Relaxed);
+        if let Some(f) = self.filters.borrow().as_ref() {
+            if f.generation == generation {
+                return Rc::clone(f);
+            }
+        }
+        let catalog = catalog();
+        let mut available = vec![true; self.item_ids.len()];
+        let mut category = vec![NO_CATEGORY; self.item_ids.len()];
+        for (i, id) in self.item_ids.iter().enumerate() {
+            if let Some(&(cat, avail)) = catalog.items.get(id) {
+                available[i] = avail;
+                category[i] = cat;
+            }
+        }
+        let f = Rc::new(ItemFilters {
+            generation: catalog.generation,
+            available,
+            category,
+            category_ids: catalog.categories.clone(),
+        });
+        *self.filters.borrow_mut() = Some(Rc::clone(&f));
+        f
+    }
+}
+
+struct Catalog {
+    generation: u64,
+    items: HashMap<String, (u32, bool)>,
+    categories: HashMap<String, u32>,
+}
+
+/// The prepared per-call queries.
+struct Statements {
+    active_model: OwnedPreparedStatement,
+    user_factors: OwnedPreparedStatement,
+    history: OwnedPreparedStatement,
+    all_items: OwnedPreparedStatement,
+}
+
+thread_local! {
+    static MODELS: RefCell<Vec<Rc<ServingModel>>> = const { RefCell::new(Vec::new()) };
+    static CATALOG: RefCell<Option<Rc<Catalog>>> = const { RefCell::new(None) };
+    static STATEMENTS: OnceCell<Statements> = const { OnceCell::new() };
+}
+
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let watched = ITEMS_RELID.load(Ordering::Relaxed);
+    if relid == pg_sys::InvalidOid || relid.to_u32() == watched {
+        CATALOG_GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub fn register_invalidation_callback() {
+    unsafe {
+        pg_sys::CacheRegisterRelcacheCallback(
+            Some(on_relcache_invalidation),
+            pg_sys::Datum::from(0usize),
+        );
+    }
+}
+
+fn not_ready(what: &str, e: impl std::fmt::Display) -> ! {
+    PersonalizeError::NotReady {
+        message: format!("{what}: {e}"),
+        hint: "Check that the extension's tables exist and the role may read them.".into(),
+    }
+    .raise()
+}
+
+/// Sends the invalidation that makes every backend re-read the catalogue flags.
+pub fn invalidate_catalog() {
+    let relid: Option<pg_sys::Oid> =
+        Spi::get_one("SELECT CAST(to_regclass('personalize.items') AS oid)").unwrap_or(None);
+    if let Some(relid) = relid {
+        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
+    }
+    CATALOG_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+fn catalog() -> Rc<Catalog> {
+    let generation = CATALOG_GENERATION.load(Ordering::Relaxed);
+    if let Some(c) = CATALOG.with(|c| c.borrow().clone()) {
+        if c.generation == generation {
+            return c;
+        }
+    }
+    let catalog = Spi::connect(|client| {
+        let relid: Option<pg_sys::Oid> = client
+            .select(
+                "SELECT CAST(to_regclass('personalize.items') AS oid)",
+                None,
+                &[],
+            )
+            .and_then(|t| t.first().get(1))
+            .unwrap_or(None);
+        ITEMS_RELID.store(relid.map_or(0, |r| r.to_u32()), Ordering::Relaxed);
+        let rows = client
+            .select(
+                "SELECT item_id, category, available FROM personalize.items",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| not_ready("cannot read personalize.items", e));
+        let mut items = HashMap::with_capacity(rows.len());
+        let mut categories: HashMap<String, u32> = HashMap::new();
+        for row in rows {
+            let Some(id) = row.get::<String>(1).ok().flatten() else {
+                continue;
+            };
+            let cat = match row.get::<String>(2).ok().flatten() {
+                Some(c) => {
+                    let next = categories.len() as u32;
+                    *categories.entry(c).or_insert(next)
+                }
+                None => NO_CATEGORY,
+            };
+            let available = row.get::<bool>(3).ok().flatten().unwrap_or(true);
+            items.insert(id, (cat, available));
+        }
+        Catalog {
+            generation,
+            items,
+            categories,
+        }
+    });
+    let catalog = Rc::new(catalog);
+    CATALOG.with(|c| *c.borrow_mut() = Some(Rc::clone(&catalog)));
+    catalog
+}
+
+fn with_statements<R>(f: impl FnOnce(&SpiClient<'_>, &Statements) -> R) -> R {
+    Spi::connect(|client| {
+        STATEMENTS.with(|cell| {
+            let st = cell.get_or_init(|| prepare(client));
+            f(client, st)
+        })
+    })
+}
+
+fn prepare(client: &SpiClient<'_>) -> Statements {
+    let text = PgOid::from(pg_sys::TEXTOID);
+    let int8 = PgOid::from(pg_sys::INT8OID);
+    let int4 = PgOid::from(pg_sys::INT4OID);
+    let keep = |sql: &str, args: &[PgOid]| {
+        client
+            .prepare(sql, args)
+            .unwrap_or_else(|e| not_ready("preparing a serving query", e))
+            .keep()
+    };
+    Statements {
+        active_model: keep(
+            "SELECT model_id, CAST(extract(epoch FROM created_at) * 1000000 AS int8) \
+               FROM personalize.models WHERE name = $1 AND status = 'active'",
+            &[text],
+        ),
+        user_factors: keep(
+            "SELECT factors FROM personalize.model_users WHERE model_id = $1 AND user_id = $2",
+            &[int8, text],
+        ),
+        // Newest first, so a capped history keeps the recent events.
+        history: keep(
+            "SELECT e.item_id, CAST(extract(epoch FROM e.occurred_at) AS float8), t.weight, \
+                    CAST(extract(epoch FROM t.half_life) AS float8), t.is_purchase \
+               FROM personalize.events e \
+               JOIN personalize.event_types t ON t.event_type = e.event_type \
+              WHERE e.user_id = $1 AND e.item_id IS NOT NULL \
+              ORDER BY e.occurred_at DESC \
+              LIMIT $2",
+            &[text, int4],
+        ),
+        // Every item of a user's (purchase) events: exclusions for users whose history is
+        // longer than the capped read above.
+        all_items: keep(
+            "SELECT DISTINCT e.item_id \
+               FROM personalize.events e \
+               JOIN personalize.event_types t ON t.event_type = e.event_type \
+              WHERE e.user_id = $1 AND e.item_id IS NOT NULL AND (t.is_purchase OR NOT $2)",
+            &[text, PgOid::from(pg_sys::BOOLOID)],
+        ),
+    }
+}
+
+/// The active model of `name`, loaded into this backend if it is not already.
+pub fn active_model(name: &str) -> Rc<ServingModel> {
+    let found: Option<(i64, i64)> = with_statements(|client, st| {
+        let args: [DatumWithOid; 1] = [name.into()];
+        let table = client
+            .select(&st.active_model, None, &args)
+            .unwrap_or_else(|e| not_ready("cannot read personalize.models", e));
+        if table.is_empty() {
+            return None;
+        }
+        let row = table.first();
+        Some((
+            row.get::<i64>(1).ok().flatten().unwrap_or(0),
+            row.get::<i64>(2).ok().flatten().unwrap_or(0),
+        ))
+    });
+    let Some((model_id, stamp)) = found else {
+        PersonalizeError::NotReady {
+            message: format!("there is no active model named \"{name}\""),
+            hint: format!(
+                "Train one with SELECT * FROM personalize.train(model_name => '{name}'), \
+                 or list models in personalize.models."
+            ),
+        }
+        .raise()
+    };
+    let cached = MODELS.with(|m| {
+        let mut models = m.borrow_mut();
+        let pos = models
+            .iter()
+            .position(|x| x.model_id == model_id && x.stamp == stamp)?;
+        // Most recently used last.
+        let model = models.remove(pos);
+        models.push(Rc::clone(&model));
+        Some(model)
+    });
+    if let Some(model) = cached {
+        return model;
+    }
+    let model = Rc::new(load(model_id, stamp));
+    MODELS.with(|m| {
+        let mut models = m.borrow_mut();
+        if models.len() >= MAX_MODELS {
+            models.remove(0);
+        }
+        models.push(Rc::clone(&model));
+    });
+    model
+}
+
+fn load(model_id: i64, stamp: i64) -> ServingModel {
+    Spi::connect(|client| {
+        let args: [DatumWithOid; 1] = [model_id.into()];
+        let meta = client
+            .select(
+                "SELECT CAST(params AS text), CAST(extract(epoch FROM as_of) AS float8) \
+                   FROM personalize.models WHERE model_id = $1",
+                None,
+                &args,
+            )
+            .unwrap_or_else(|e| not_ready("cannot read the model", e));
+        let row = meta.first();
+        let params: serde_json::Value = row
+            .get::<String>(1)
+            .ok()
+            .flatten()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let as_of = row.get::<f64>(2).ok().flatten().unwrap_or(0.0);
+        let number = |key: &str, default: f64| params.get(key).and_then(|v| v.as_f64()).unwrap_or(default);
+        let alpha = number("alpha", 1.0) as f32;
+        let regularization = number("regularization", 0.01) as f32;
+        let window_seconds = params
+            .get("window_seconds")
+            .and_then(|v| v.as_f64())
+            .filter(|w| *w > 0.0);
+
+        let mut item_ids: Vec<String> = Vec::new();
+        let mut factors: Vec<f32> = Vec::new();
+        let mut popularity: Vec<f32> = Vec::new();
+        let mut k = 0usize;
+        let mut cursor = client.open_cursor(
+            "SELECT item_id, factors, popularity FROM personalize.model_items \
+              WHERE model_id = $1 ORDER BY item_index",
+            &args,
+        );
+        loop {
+            pgrx::check_for_interrupts!();
+            let table = cursor
+                .fetch(10_000)
+                .unwrap_or_else(|e| not_ready("cannot read the model's items", e));
+            if table.is_empty() {
+                break;
+            }
+            for row in table {
+                let id: String = row.get(1).ok().flatten().unwrap_or_default();
+                let f: Vec<f32> = row.get(2).ok().flatten().unwrap_or_default();
+                if item_ids.is_empty() {
+                    k = f.len();
+                }
+                if f.len() != k || k == 0 {
+                    PersonalizeError::NotReady {
+                        message: format!(
+                            "model {model_id} is inconsistent: item \"{id}\" has {} factors, \
+                             the model {k}",
+                            f.len()
+                        ),
+                        hint: "Retrain the model; every row of personalize.model_items of a \
+                               model must have the same number of factors."
+                            .into(),
+                    }
+                    .raise();
+                }
+                item_ids.push(id);
+                factors.extend_from_slice(&f);
+                popularity.push(row.get::<f32>(3).ok().flatten().unwrap_or(0.0));
+            }
+        }
+        drop(cursor);
+        let n = item_ids.len();
+        let y = ndarray::ArrayView2::from_shape((n, k), &factors).expect("n × k factors");
+        let mut yty = y.t().dot(&y);
+        for j in 0..k {
+            yty[[j, j]] += regularization;
+        }
+        let yty: Vec<f32> = yty.iter().copied().collect();
+        let mut popularity_order: Vec<u32> = (0..n as u32).collect();
+        popularity_order.sort_by(|&a, &b| {
+            popularity[b as usize]
+                .total_cmp(&popularity[a as usize])
+                .then(a.cmp(&b))
+        });
+        let index = item_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.clone(), i as u32))
+            .collect();
+        ServingModel {
+            model_id,
+            stamp,
+            k,
+            alpha,
+            window_seconds,
+            as_of,
+            item_ids,
+            index,
+            factors,
+            yty,
+            popularity,
+            popularity_order,
+            normalized: OnceCell::new(),
+            filters: RefCell::new(None),
+        }
+    })
+}
+
+/// A user's stored factors in `model` (None: the user was not in its training data).
+pub fn user_factors(model: &ServingModel, user_id: &str) -> Option<Vec<f32>> {
+    with_statements(|client, st| {
+        let args: [DatumWithOid; 2] = [model.model_id.into(), user_id.into()];
+        let table = client
+            .select(&st.user_factors, None, &args)
+            .unwrap_or_else(|e| not_ready("cannot read personalize.model_users", e));
+        if table.is_empty() {
+            return None;
+        }
+        table
+            .first()
+            .get::<Vec<f32>>(1)
+            .ok()
+            .flatten()
+            .filter(|f| f.len() == model.k)
+    })
+}
+
+/// One event of a user's history as read for serving.
+pub struct RawEvent {
+    pub item_id: String,
+    pub at: f64,
+    pub weight: f32,
+    pub half_life_seconds: f64,
+    pub is_purchase: bool,
+}
+
+/// Every item the user has an event on (only purchase events when `purchases_only`).
+pub fn all_items(user_id: &str, purchases_only: bool) -> Vec<String> {
+    with_statements(|client, st| {
+        let args: [DatumWithOid; 2] = [user_id.into(), purchases_only.into()];
+        let table = client
+            .select(&st.all_items, None, &args)
+            .unwrap_or_else(|e| not_ready("cannot read the user's events", e));
+        table
+            .into_iter()
+            .filter_map(|row| row.get::<String>(1).ok().flatten())
+            .collect()
+    })
+}
+
+/// A user's newest `limit` events that name an item.
+pub fn history(user_id: &str, limit: i32) -> Vec<RawEvent> {
+    with_statements(|client, st| {
+        let args: [DatumWithOid; 2] = [user_id.into(), limit.into()];
+        let table = client
+            .select(&st.history, None, &args)
+            .unwrap_or_else(|e| not_ready("cannot read the user's events", e));
+        let mut out = Vec::with_capacity(table.len());
+        for row in table {
+            let Some(item_id) = row.get::<String>(1).ok().flatten() else {
+                continue;
+            };
+            out.push(RawEvent {
+                item_id,
+                at: row.get::<f64>(2).ok().flatten().unwrap_or(0.0),
+                weight: row.get::<f32>(3).ok().flatten().unwrap_or(0.0),
+                half_life_seconds: row.get::<f64>(4).ok().flatten().unwrap_or(1.0),
+                is_purchase: row.get::<bool>(5).ok().flatten().unwrap_or(false),
+            });
+        }
+        out
+    })
+}
