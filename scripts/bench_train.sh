@@ -27,15 +27,15 @@ export OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 OMP_NUM_THREADS=1
 # The exact aggregate train() reads (see src/pg/interactions.rs), as of the newest event.
 EXPORT="SELECT e.user_id, e.item_id,
        CAST(sum(t.weight * exp(greatest(-50.0, -0.6931471805599453
-            * extract(epoch FROM (m.as_of - e.occurred_at)) / extract(epoch FROM t.half_life)))) AS float8),
-       CAST(extract(epoch FROM max(e.occurred_at)) AS float8)
+            * date_part('epoch', m.as_of - e.occurred_at) / date_part('epoch', t.half_life)))) AS float8),
+       date_part('epoch', max(e.occurred_at))
   FROM personalize.events e
   JOIN personalize.event_types t ON t.event_type = e.event_type
   CROSS JOIN (SELECT max(occurred_at) AS as_of FROM personalize.events WHERE item_id IS NOT NULL) m
  WHERE e.item_id IS NOT NULL AND t.weight <> 0 AND e.occurred_at <= m.as_of
  GROUP BY e.user_id, e.item_id
 HAVING sum(t.weight * exp(greatest(-50.0, -0.6931471805599453
-            * extract(epoch FROM (m.as_of - e.occurred_at)) / extract(epoch FROM t.half_life)))) > 0"
+            * date_part('epoch', m.as_of - e.occurred_at) / date_part('epoch', t.half_life)))) > 0"
 
 run_one() {  # run_one NAME: train, evaluate and run the peer on database pp_bench_train
     local name=$1 csv=$OUT/$1.csv

@@ -13,7 +13,7 @@ pub static TRAINING_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static TRAINING_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(4096);
 pub static MAX_K: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(10_000);
-pub static SERVING_HISTORY_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(500);
+pub static SERVING_HISTORY_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100);
 
 pub fn init() {
     GucRegistry::define_int_guc(

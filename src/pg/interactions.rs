@@ -22,8 +22,8 @@ pub struct Interactions {
 const READ_QUERY: &str = "\
 SELECT e.user_id, e.item_id,
        CAST(sum(t.weight * exp(greatest(-50.0, -0.6931471805599453
-            * extract(epoch FROM ($1 - e.occurred_at)) / extract(epoch FROM t.half_life)))) AS float8),
-       CAST(extract(epoch FROM max(e.occurred_at)) AS float8)
+            * date_part('epoch', $1 - e.occurred_at) / date_part('epoch', t.half_life)))) AS float8),
+       date_part('epoch', max(e.occurred_at))
   FROM personalize.events e
   JOIN personalize.event_types t ON t.event_type = e.event_type
  WHERE e.item_id IS NOT NULL AND t.weight <> 0
