@@ -53,4 +53,33 @@ SELECT method, k, users, round(precision::numeric, 4) AS precision, round(recall
        round(ndcg::numeric, 4) AS ndcg, round(map::numeric, 4) AS map, round(coverage::numeric, 4) AS coverage
   FROM personalize.evaluate(factors => 16, iterations => 8, alpha => 5, regularization => 1);
 
-\echo 'Coming next on this same command: recommend(), segments and the campaign outbox.'
+\echo '8. Serving. A homepage grid for a known user (what they bought is left out; source says where the'
+\echo '   user vector came from; model_id which model version answered):'
+\timing on
+SELECT * FROM personalize.recommend('U0000042', 5);
+\timing off
+\echo '   Only one category, only items in stock:'
+SELECT item_id, i.category, round(score::numeric, 4) AS score
+  FROM personalize.recommend('U0000042', 3, category => 'lenses') r JOIN personalize.items i USING (item_id);
+
+\echo '9. A brand-new visitor: first popular items; after two clicks on tripods the next call is folded in'
+\echo '   (ALS closed form against the fixed item factors, no retraining):'
+SELECT r.item_id, i.category, r.source FROM personalize.recommend('visitor-1', 4) r JOIN personalize.items i USING (item_id);
+SELECT personalize.track(jsonb_build_object('type', t, 'user_id', 'visitor-1', 'item_id', item_id)) IS NOT NULL AS tracked
+  FROM (SELECT item_id, CASE WHEN n = 1 THEN 'view' ELSE 'add_to_cart' END AS t
+          FROM (SELECT item_id, row_number() OVER (ORDER BY item_id) AS n
+                  FROM personalize.items WHERE category = 'tripods' ORDER BY item_id LIMIT 2) x) c;
+SELECT r.item_id, i.category, round(r.score::numeric, 4) AS score, r.source
+  FROM personalize.recommend('visitor-1', 4) r JOIN personalize.items i USING (item_id);
+\echo '   Why the first one? The visitor''s items and their share of its score:'
+SELECT because_of, round(contribution::numeric, 4) AS contribution, round(share::numeric, 3) AS share
+  FROM personalize.explain_recommendation('visitor-1', (SELECT item_id FROM personalize.recommend('visitor-1', 1)));
+
+\echo '10. A product page ("similar items") and a category page re-ranked for this user:'
+SELECT s.item_id, i.category, round(s.score::numeric, 4) AS cosine
+  FROM personalize.similar_items('P0000003', 4) s JOIN personalize.items i USING (item_id);
+SELECT r.rank, r.item_id, round(r.score::numeric, 4) AS affinity
+  FROM personalize.rank_items('U0000042',
+         ARRAY(SELECT item_id FROM personalize.items WHERE category = 'cameras' ORDER BY item_id LIMIT 6)) r;
+
+\echo 'Coming next on this same command: segments and the campaign outbox.'

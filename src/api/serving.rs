@@ -241,9 +241,9 @@ fn top_k(
     keep: impl Fn(u32) -> bool,
 ) -> Vec<(u32, f32)> {
     match vector {
-        Some(v) => SCRATCH.with(|s| {
-            serving::top_k_by_dot(&model.factors, v, k, &mut s.borrow_mut(), keep)
-        }),
+        Some(v) => {
+            SCRATCH.with(|s| serving::top_k_by_dot(&model.factors, v, k, &mut s.borrow_mut(), keep))
+        }
         None => serving::top_k_in_order(&model.popularity_order, &model.popularity, k, keep),
     }
 }
@@ -262,7 +262,14 @@ fn rows(model: &ServingModel, top: Vec<(u32, f32)>, source: &str) -> Recommendat
     let model_id = model.model_id;
     let out: Vec<(String, f32, String, i64)> = top
         .into_iter()
-        .map(|(i, s)| (model.item_ids[i as usize].clone(), s, source.to_owned(), model_id))
+        .map(|(i, s)| {
+            (
+                model.item_ids[i as usize].clone(),
+                s,
+                source.to_owned(),
+                model_id,
+            )
+        })
         .collect();
     TableIterator::new(out)
 }
@@ -345,11 +352,14 @@ fn recommend_for_session(
     let vector = if known.is_empty() {
         None
     } else {
-        let (cols, conf) =
-            serving::confidences(&serving::session_strengths(&known), model.alpha);
+        let (cols, conf) = serving::confidences(&serving::session_strengths(&known), model.alpha);
         als::fold_in(&cols, &conf, &model.factors, &model.yty, model.k)
     };
-    let source = if vector.is_some() { "fold_in" } else { "popularity" };
+    let source = if vector.is_some() {
+        "fold_in"
+    } else {
+        "popularity"
+    };
     let seen: HashSet<u32> = if exclude_seen {
         known.into_iter().collect()
     } else {
@@ -398,9 +408,8 @@ fn similar_items(
             let normalized = model.normalized();
             let k_f = model.k;
             let row = normalized[t as usize * k_f..(t as usize + 1) * k_f].to_vec();
-            let top = SCRATCH.with(|s| {
-                serving::top_k_by_dot(normalized, &row, k, &mut s.borrow_mut(), keep)
-            });
+            let top = SCRATCH
+                .with(|s| serving::top_k_by_dot(normalized, &row, k, &mut s.borrow_mut(), keep));
             rows(&model, top, "similar")
         }
         None => rows(

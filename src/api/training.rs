@@ -291,7 +291,14 @@ fn train(
                 train_seconds,
             },
         );
-        model_store::insert_factors(client, id, "users", &data.user_ids, &model.user_factors, &[]);
+        model_store::insert_factors(
+            client,
+            id,
+            "users",
+            &data.user_ids,
+            &model.user_factors,
+            &[],
+        );
         let mut popularity = vec![0f32; data.item_ids.len()];
         for p in &data.pairs {
             popularity[p.1 as usize] += 1.0;

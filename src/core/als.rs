@@ -375,7 +375,13 @@ impl RowSystem {
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn new_avx2(cols: &[u32], conf: &[f32], y: &[f32], yty: &[f32], k: usize) -> Option<Self> {
+    unsafe fn new_avx2(
+        cols: &[u32],
+        conf: &[f32],
+        y: &[f32],
+        yty: &[f32],
+        k: usize,
+    ) -> Option<Self> {
         Self::new_generic(cols, conf, y, yty, k)
     }
 
@@ -816,13 +822,18 @@ mod tests {
     fn score_all_matches_dot_for_every_kernel() {
         for k in [3usize, 8, 16, 24, 32, 64, 128] {
             let n = 37;
-            let y: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let y: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
             let user: Vec<f32> = (0..k).map(|i| ((i * 13 % 17) as f32 - 8.0) / 4.0).collect();
             let mut out = vec![0f32; n];
             score_all(&y, &user, &mut out);
             for (i, &s) in out.iter().enumerate() {
                 let d = dot(&y[i * k..(i + 1) * k], &user);
-                assert!((s - d).abs() <= 1e-4 * d.abs().max(1.0), "k {k} item {i}: {s} vs {d}");
+                assert!(
+                    (s - d).abs() <= 1e-4 * d.abs().max(1.0),
+                    "k {k} item {i}: {s} vs {d}"
+                );
             }
         }
     }

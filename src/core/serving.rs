@@ -156,8 +156,8 @@ pub fn decayed_strengths(
                 continue;
             }
         }
-        let exponent = (-std::f64::consts::LN_2 * (reference - e.at) / e.half_life_seconds)
-            .max(-50.0);
+        let exponent =
+            (-std::f64::consts::LN_2 * (reference - e.at) / e.half_life_seconds).max(-50.0);
         sums.push((e.item, e.weight as f64 * exponent.exp()));
     }
     sums.sort_by_key(|p| p.0);
@@ -179,10 +179,7 @@ pub fn decayed_strengths(
 
 /// Confidences c = 1 + alpha · strength, as training computes them.
 pub fn confidences(strengths: &[(u32, f32)], alpha: f32) -> (Vec<u32>, Vec<f32>) {
-    strengths
-        .iter()
-        .map(|&(i, s)| (i, 1.0 + alpha * s))
-        .unzip()
+    strengths.iter().map(|&(i, s)| (i, 1.0 + alpha * s)).unzip()
 }
 
 /// An anonymous session's items as strengths: each view counts 1, repeats add up.
@@ -235,7 +232,11 @@ pub fn normalize_rows(y: &[f32], k: usize) -> Vec<f32> {
         return out;
     }
     for row in out.chunks_exact_mut(k) {
-        let norm = row.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>().sqrt();
+        let norm = row
+            .iter()
+            .map(|v| (*v as f64) * (*v as f64))
+            .sum::<f64>()
+            .sqrt();
         if norm > 0.0 {
             for v in row.iter_mut() {
                 *v = (*v as f64 / norm) as f32;
@@ -292,7 +293,9 @@ mod tests {
     fn top_k_matches_a_full_sort_on_random_data() {
         let k = 16;
         let n = 3000;
-        let y: Vec<f32> = (0..n * k).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0).collect();
+        let y: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0)
+            .collect();
         let user: Vec<f32> = (0..k).map(|i| (i as f32 - 7.5) / 3.0).collect();
         let mut scratch = Vec::new();
         let top = top_k_by_dot(&y, &user, 25, &mut scratch, |i| i % 3 != 0);

@@ -331,7 +331,8 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(serde_json::Value::Null);
         let as_of = row.get::<f64>(2).ok().flatten().unwrap_or(0.0);
-        let number = |key: &str, default: f64| params.get(key).and_then(|v| v.as_f64()).unwrap_or(default);
+        let number =
+            |key: &str, default: f64| params.get(key).and_then(|v| v.as_f64()).unwrap_or(default);
         let alpha = number("alpha", 1.0) as f32;
         let regularization = number("regularization", 0.01) as f32;
         let window_seconds = params
