@@ -195,60 +195,21 @@ fn user_state(model: &ServingModel, user_id: &str, fold_in: bool) -> UserState {
 }
 
 impl UserState {
-    /// The model items `exclude` leaves out, as far as the history read shows them, and
-    /// whether that is all of them (false: the user has more events than the serving cap;
-    /// see `top_k_excluding`).
-    fn excluded(&mut self, exclude: Exclude) -> (HashSet<u32>, bool) {
-        match exclude {
-            Exclude::Nothing => (HashSet::new(), true),
-            Exclude::Purchased => (std::mem::take(&mut self.purchased), self.complete),
-            Exclude::Interacted => (std::mem::take(&mut self.interacted), self.complete),
+    /// The model items `exclude` leaves out for this user: from the history already read, or
+    /// (for users with more events than the serving cap) from a full read of their events.
+    fn excluded(self, model: &ServingModel, user_id: &str, exclude: Exclude) -> HashSet<u32> {
+        let (from_history, purchases_only) = match exclude {
+            Exclude::Nothing => return HashSet::new(),
+            Exclude::Purchased => (self.purchased, true),
+            Exclude::Interacted => (self.interacted, false),
+        };
+        if self.complete {
+            return from_history;
         }
-    }
-}
-
-/// Top k without the user's excluded items when the history read was capped: take more
-/// candidates than needed, ask the database which of them the user has excluding events on
-/// (one index-only lookup that returns only the hits), drop those; widen and repeat in the rare
-/// case that too few remain. The result equals the top k over the full exclusion set: every
-/// better item is among the candidates, which are the best of a superset of the eligible.
-#[allow(clippy::too_many_arguments)]
-fn top_k_excluding(
-    model: &ServingModel,
-    vector: Option<&[f32]>,
-    k: usize,
-    user_id: &str,
-    purchases_only: bool,
-    excluded: &mut HashSet<u32>,
-    allowed: impl Fn(u32) -> bool,
-) -> Vec<(u32, f32)> {
-    let mut extra = k.max(16);
-    loop {
-        pgrx::check_for_interrupts!();
-        let want = k + extra;
-        let top = top_k(model, vector, want, |i| {
-            !excluded.contains(&i) && allowed(i)
-        });
-        let ids: Vec<String> = top
+        model_cache::all_items(user_id, purchases_only)
             .iter()
-            .map(|&(i, _)| model.item_ids[i as usize].clone())
-            .collect();
-        let hits = model_cache::items_among(user_id, ids, purchases_only);
-        for id in &hits {
-            if let Some(&i) = model.index.get(id) {
-                excluded.insert(i);
-            }
-        }
-        let exhausted = top.len() < want;
-        let kept: Vec<(u32, f32)> = top
-            .into_iter()
-            .filter(|(i, _)| !excluded.contains(i))
-            .take(k)
-            .collect();
-        if kept.len() == k || exhausted {
-            return kept;
-        }
-        extra = extra.saturating_mul(4);
+            .filter_map(|id| model.index.get(id).copied())
+            .collect()
     }
 }
 
@@ -344,7 +305,7 @@ fn recommend(
     let model = model_cache::active_model(required(model, "model"));
     let mut state = user_state(&model, user_id, fold_in);
     let (vector, source) = (state.vector.take(), state.source);
-    let (mut excluded, complete) = state.excluded(exclude);
+    let mut excluded = state.excluded(&model, user_id, exclude);
     for id in exclude_items.into_iter().flatten().flatten() {
         if let Some(&i) = model.index.get(&id) {
             excluded.insert(i);
@@ -353,21 +314,9 @@ fn recommend(
     let Some(allowed) = catalogue_filter(&model, category, available_only) else {
         return rows(&model, Vec::new(), source);
     };
-    let top = if complete {
-        top_k(&model, vector.as_deref(), k, |i| {
-            !excluded.contains(&i) && allowed(i)
-        })
-    } else {
-        top_k_excluding(
-            &model,
-            vector.as_deref(),
-            k,
-            user_id,
-            exclude == Exclude::Purchased,
-            &mut excluded,
-            allowed,
-        )
-    };
+    let top = top_k(&model, vector.as_deref(), k, |i| {
+        !excluded.contains(&i) && allowed(i)
+    });
     rows(&model, top, source)
 }
 

@@ -115,7 +115,7 @@ struct Statements {
     active_model: OwnedPreparedStatement,
     user_factors: OwnedPreparedStatement,
     history: OwnedPreparedStatement,
-    items_among: OwnedPreparedStatement,
+    all_items: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -250,19 +250,14 @@ fn prepare(client: &SpiClient<'_>) -> Statements {
               LIMIT $2",
             &[text, int4],
         ),
-        // Which of some candidate items the user has (purchase) events on: exclusions for
-        // users whose history is longer than the capped read above. An index-only scan of
-        // the user's range of the covering index, returning only the few hits.
-        items_among: keep(
+        // Every item of a user's (purchase) events: exclusions for users whose history is
+        // longer than the capped read above.
+        all_items: keep(
             "SELECT DISTINCT e.item_id \
                FROM personalize.events e \
                JOIN personalize.event_types t ON t.event_type = e.event_type \
-              WHERE e.user_id = $1 AND e.item_id = ANY($2) AND (t.is_purchase OR NOT $3)",
-            &[
-                text,
-                PgOid::from(pg_sys::TEXTARRAYOID),
-                PgOid::from(pg_sys::BOOLOID),
-            ],
+              WHERE e.user_id = $1 AND e.item_id IS NOT NULL AND (t.is_purchase OR NOT $2)",
+            &[text, PgOid::from(pg_sys::BOOLOID)],
         ),
     }
 }
@@ -452,12 +447,12 @@ pub struct RawEvent {
     pub is_purchase: bool,
 }
 
-/// The candidates the user has an event on (only purchase events when `purchases_only`).
-pub fn items_among(user_id: &str, candidates: Vec<String>, purchases_only: bool) -> Vec<String> {
+/// Every item the user has an event on (only purchase events when `purchases_only`).
+pub fn all_items(user_id: &str, purchases_only: bool) -> Vec<String> {
     with_statements(|client, st| {
-        let args: [DatumWithOid; 3] = [user_id.into(), candidates.into(), purchases_only.into()];
+        let args: [DatumWithOid; 2] = [user_id.into(), purchases_only.into()];
         let table = client
-            .select(&st.items_among, None, &args)
+            .select(&st.all_items, None, &args)
             .unwrap_or_else(|e| not_ready("cannot read the user's events", e));
         table
             .into_iter()
