@@ -60,6 +60,18 @@ impl PersonalizeError {
     }
 }
 
+/// An argument that must not be NULL (SQL wrappers pass NULL through for every argument, so
+/// each function says which one was missing instead of silently returning nothing).
+pub fn required<T>(v: Option<T>, name: &str) -> T {
+    v.unwrap_or_else(|| {
+        PersonalizeError::invalid(
+            format!("{name} must not be NULL"),
+            format!("Pass a value for {name}, or omit it to use its default."),
+        )
+        .raise()
+    })
+}
+
 /// The `strict` argument of the tracking and import functions: NULL is refused rather than
 /// silently treated as either value.
 pub fn strict_flag(strict: Option<bool>) -> bool {

@@ -16,7 +16,7 @@ use pgrx::prelude::*;
 
 use crate::core::als;
 use crate::core::serving::{self, HistoryEvent};
-use crate::error::PersonalizeError;
+use crate::error::{required, PersonalizeError};
 use crate::gucs;
 use crate::pg::model_cache::{self, ServingModel, NO_CATEGORY};
 
@@ -24,16 +24,6 @@ thread_local! {
     /// Scores of the last scan, reused: a fresh 400 kB buffer per call (100k items) would be
     /// an mmap and a hundred page faults each time.
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-fn required<T>(v: Option<T>, name: &str) -> T {
-    v.unwrap_or_else(|| {
-        PersonalizeError::invalid(
-            format!("{name} must not be NULL"),
-            format!("Pass a value for {name}, or omit it to use its default."),
-        )
-        .raise()
-    })
 }
 
 fn k_arg(k: Option<i32>) -> usize {
@@ -162,13 +152,7 @@ fn user_state(model: &ServingModel, user_id: &str, fold_in: bool) -> UserState {
     // Decay back from the newest thing known: the model's as_of, or a newer event.
     let reference = model.as_of.max(newest);
     let strengths = serving::decayed_strengths(&history, reference, model.window_seconds);
-    let folded = || -> Option<Vec<f32>> {
-        if strengths.is_empty() {
-            return None;
-        }
-        let (cols, conf) = serving::confidences(&strengths, model.alpha);
-        als::fold_in(&cols, &conf, &model.factors, &model.yty, model.k)
-    };
+    let folded = || model.fold_in(&strengths);
     let (vector, source) = if fold_in && has_new {
         match folded() {
             Some(v) => (Some(v), "fold_in"),
@@ -274,6 +258,24 @@ fn rows(model: &ServingModel, top: Vec<(u32, f32)>, source: &str) -> Recommendat
     TableIterator::new(out)
 }
 
+/// The answer of recommend() and recommend_for_session(): the top k of `vector` (popularity
+/// when there is none) among the items the catalogue filters allow and `excluded` does not hold.
+fn serve(
+    model: &ServingModel,
+    vector: Option<&[f32]>,
+    k: usize,
+    excluded: &HashSet<u32>,
+    category: Option<&str>,
+    available_only: bool,
+    source: &str,
+) -> Recommendations {
+    let Some(allowed) = catalogue_filter(model, category, available_only) else {
+        return rows(model, Vec::new(), source);
+    };
+    let top = top_k(model, vector, k, |i| !excluded.contains(&i) && allowed(i));
+    rows(model, top, source)
+}
+
 /// The top k items for a user from the active model of `model`, best first.
 // pgrx reads the column names from the spelled-out TableIterator type (an alias hides them).
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
@@ -311,13 +313,15 @@ fn recommend(
             excluded.insert(i);
         }
     }
-    let Some(allowed) = catalogue_filter(&model, category, available_only) else {
-        return rows(&model, Vec::new(), source);
-    };
-    let top = top_k(&model, vector.as_deref(), k, |i| {
-        !excluded.contains(&i) && allowed(i)
-    });
-    rows(&model, top, source)
+    serve(
+        &model,
+        vector.as_deref(),
+        k,
+        &excluded,
+        category,
+        available_only,
+        source,
+    )
 }
 
 /// Recommendations for an anonymous visitor from the items of this session.
@@ -349,12 +353,7 @@ fn recommend_for_session(
         .iter()
         .filter_map(|id| model.index.get(id).copied())
         .collect();
-    let vector = if known.is_empty() {
-        None
-    } else {
-        let (cols, conf) = serving::confidences(&serving::session_strengths(&known), model.alpha);
-        als::fold_in(&cols, &conf, &model.factors, &model.yty, model.k)
-    };
+    let vector = model.fold_in(&serving::session_strengths(&known));
     let source = if vector.is_some() {
         "fold_in"
     } else {
@@ -365,13 +364,15 @@ fn recommend_for_session(
     } else {
         HashSet::new()
     };
-    let Some(allowed) = catalogue_filter(&model, category, available_only) else {
-        return rows(&model, Vec::new(), source);
-    };
-    let top = top_k(&model, vector.as_deref(), k, |i| {
-        !seen.contains(&i) && allowed(i)
-    });
-    rows(&model, top, source)
+    serve(
+        &model,
+        vector.as_deref(),
+        k,
+        &seen,
+        category,
+        available_only,
+        source,
+    )
 }
 
 /// Items whose factors point the same way as this item's (cosine), most similar first. An
@@ -412,11 +413,7 @@ fn similar_items(
                 .with(|s| serving::top_k_by_dot(normalized, &row, k, &mut s.borrow_mut(), keep));
             rows(&model, top, "similar")
         }
-        None => rows(
-            &model,
-            serving::top_k_in_order(&model.popularity_order, &model.popularity, k, keep),
-            "popularity",
-        ),
+        None => rows(&model, top_k(&model, None, k, keep), "popularity"),
     }
 }
 

@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::core::als::{self, AlsParams, IterationReport, Solver, Stopped};
 use crate::core::csr::Csr;
 use crate::core::metrics;
-use crate::error::PersonalizeError;
+use crate::error::{required, PersonalizeError};
 use crate::gucs;
 use crate::pg::interactions::{self, Interactions};
 use crate::pg::model_store;
@@ -31,16 +31,6 @@ fn model_name(v: Option<&str>) -> String {
         .raise();
     }
     name.to_owned()
-}
-
-fn required<T>(v: Option<T>, name: &str) -> T {
-    v.unwrap_or_else(|| {
-        PersonalizeError::invalid(
-            format!("{name} must not be NULL"),
-            format!("Omit {name} to use its default."),
-        )
-        .raise()
-    })
 }
 
 /// The training configuration shared by train() and evaluate().

@@ -70,6 +70,16 @@ impl ServingModel {
         &self.factors[i as usize * self.k..(i as usize + 1) * self.k]
     }
 
+    /// A user vector for these (item, strength) pairs against the fixed item factors: the ALS
+    /// closed form with the model's alpha and regularization. `None` without usable history.
+    pub fn fold_in(&self, strengths: &[(u32, f32)]) -> Option<Vec<f32>> {
+        if strengths.is_empty() {
+            return None;
+        }
+        let (cols, conf) = serving::confidences(strengths, self.alpha);
+        crate::core::als::fold_in(&cols, &conf, &self.factors, &self.yty, self.k)
+    }
+
     /// Unit-length item factors for similar_items (computed on first use).
     pub fn normalized(&self) -> &[f32] {
         self.normalized
