@@ -285,6 +285,345 @@ END
 $$;
 
 ------------------------------------------------------------------------------------------
+-- Segments: predicates over the event log (usable in any WHERE clause) and named segments.
+-- A purchase is an event whose type has is_purchase; a view is an event of type 'view'. An
+-- event is in a category when its item is (personalize.items) or its properties say so.
+-- Spend is price (the event's, else the catalogue's) times quantity (default 1).
+------------------------------------------------------------------------------------------
+
+CREATE FUNCTION personalize.bought(user_id text, category text DEFAULT NULL, within interval DEFAULT NULL,
+                                   item_id text DEFAULT NULL) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM personalize.events e LEFT JOIN personalize.items i ON i.item_id = e.item_id
+         WHERE e.user_id = bought.user_id
+           AND e.event_type = ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))
+           AND (bought.within IS NULL OR e.occurred_at > now() - bought.within)
+           AND (bought.item_id IS NULL OR e.item_id = bought.item_id)
+           AND (bought.category IS NULL OR e.properties ->> 'category' = bought.category
+                OR i.category = bought.category))
+$$;
+
+CREATE FUNCTION personalize.viewed(user_id text, category text DEFAULT NULL, within interval DEFAULT NULL,
+                                   item_id text DEFAULT NULL) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM personalize.events e LEFT JOIN personalize.items i ON i.item_id = e.item_id
+         WHERE e.user_id = viewed.user_id AND e.event_type = 'view'
+           AND (viewed.within IS NULL OR e.occurred_at > now() - viewed.within)
+           AND (viewed.item_id IS NULL OR e.item_id = viewed.item_id)
+           AND (viewed.category IS NULL OR e.properties ->> 'category' = viewed.category
+                OR i.category = viewed.category))
+$$;
+
+CREATE FUNCTION personalize.viewed_without_buying(user_id text, category text DEFAULT NULL,
+                                                  within interval DEFAULT NULL, item_id text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT personalize.viewed(user_id, category, within, item_id)
+       AND NOT personalize.bought(user_id, category, within, item_id)
+$$;
+
+CREATE FUNCTION personalize.event_count(user_id text, event_type text, within interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*) FROM personalize.events e
+     WHERE e.user_id = event_count.user_id AND e.event_type = event_count.event_type
+       AND (event_count.within IS NULL OR e.occurred_at > now() - event_count.within)
+$$;
+
+CREATE FUNCTION personalize._event_value(properties jsonb, catalogue_price numeric) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT COALESCE(CASE WHEN jsonb_typeof(properties -> 'price') = 'number'
+                         THEN CAST(properties ->> 'price' AS numeric) END, catalogue_price, 0)
+         * COALESCE(CASE WHEN jsonb_typeof(properties -> 'quantity') = 'number'
+                         THEN CAST(properties ->> 'quantity' AS numeric) END, 1)
+$$;
+
+CREATE FUNCTION personalize.total_spend(user_id text, within interval DEFAULT NULL) RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT COALESCE(sum(personalize._event_value(e.properties, i.price)), 0)
+      FROM personalize.events e LEFT JOIN personalize.items i ON i.item_id = e.item_id
+     WHERE e.user_id = total_spend.user_id
+       AND e.event_type = ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))
+       AND (total_spend.within IS NULL OR e.occurred_at > now() - total_spend.within)
+$$;
+
+CREATE FUNCTION personalize.average_order_value(user_id text, within interval DEFAULT NULL) RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT sum(personalize._event_value(e.properties, i.price))
+           / NULLIF(count(DISTINCT COALESCE(e.properties ->> 'order_id', CAST(e.event_id AS text))), 0)
+      FROM personalize.events e LEFT JOIN personalize.items i ON i.item_id = e.item_id
+     WHERE e.user_id = average_order_value.user_id
+       AND e.event_type = ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))
+       AND (average_order_value.within IS NULL OR e.occurred_at > now() - average_order_value.within)
+$$;
+
+CREATE FUNCTION personalize.last_seen(user_id text) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT max(e.occurred_at) FROM personalize.events e WHERE e.user_id = last_seen.user_id
+$$;
+
+CREATE FUNCTION personalize.days_since_last_purchase(user_id text) RETURNS double precision
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT date_part('epoch', now() - max(e.occurred_at)) / 86400
+      FROM personalize.events e
+     WHERE e.user_id = days_since_last_purchase.user_id
+       AND e.event_type = ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))
+$$;
+
+CREATE FUNCTION personalize._segments_before_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text;
+BEGIN
+    problem := personalize._segment_problem(CAST(NEW.definition AS text));
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'invalid definition for segment "%": %', NEW.name, problem
+            USING ERRCODE = 'invalid_parameter_value', HINT = personalize._segment_hint();
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER segments_before_write
+    BEFORE INSERT OR UPDATE ON personalize.segments
+    FOR EACH ROW EXECUTE FUNCTION personalize._segments_before_write();
+
+CREATE FUNCTION personalize.segment_sql(definition jsonb, one_user boolean DEFAULT false)
+RETURNS TABLE (sql text, params text[])
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT * FROM personalize._segment_sql(CAST(definition AS pg_catalog.text), one_user) $$;
+
+------------------------------------------------------------------------------------------
+-- Campaigns and the outbox
+------------------------------------------------------------------------------------------
+
+-- When a message due at t may go out: t, or the end of the quiet hours t falls in.
+CREATE FUNCTION personalize._after_quiet_hours(t timestamptz, quiet_start time, quiet_end time, tz text)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+        WHEN quiet_start IS NULL OR quiet_end IS NULL OR quiet_start = quiet_end THEN t
+        WHEN quiet_start < quiet_end THEN
+            CASE WHEN CAST(t AT TIME ZONE tz AS time) >= quiet_start
+                  AND CAST(t AT TIME ZONE tz AS time) < quiet_end
+                 THEN (CAST(t AT TIME ZONE tz AS date) + quiet_end) AT TIME ZONE tz
+                 ELSE t END
+        ELSE  -- the quiet hours wrap midnight, e.g. 21:00 to 08:00
+            CASE WHEN CAST(t AT TIME ZONE tz AS time) >= quiet_start
+                 THEN (CAST(t AT TIME ZONE tz AS date) + 1 + quiet_end) AT TIME ZONE tz
+                 WHEN CAST(t AT TIME ZONE tz AS time) < quiet_end
+                 THEN (CAST(t AT TIME ZONE tz AS date) + quiet_end) AT TIME ZONE tz
+                 ELSE t END
+    END
+$$;
+
+-- Whether a user already had as many messages as a campaign's cap or a global cap allows.
+CREATE FUNCTION personalize._capped(user_id text, campaign_id bigint, channel text,
+                                    cap_messages integer, cap_window interval) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (cap_messages IS NOT NULL
+            AND (SELECT count(*) FROM personalize.outbox o
+                  WHERE o.user_id = _capped.user_id AND o.campaign_id = _capped.campaign_id
+                    AND o.state IN ('claimed', 'sent') AND o.claimed_at > now() - cap_window) >= cap_messages)
+        OR EXISTS (
+            SELECT 1 FROM personalize.frequency_caps f
+             WHERE (f.channel IS NULL OR f.channel = _capped.channel)
+               AND (SELECT count(*) FROM personalize.outbox o
+                     WHERE o.user_id = _capped.user_id AND (f.channel IS NULL OR o.channel = f.channel)
+                       AND o.state IN ('claimed', 'sent') AND o.claimed_at > now() - f."window") >= f.max_messages)
+$$;
+
+CREATE FUNCTION personalize._campaigns_before_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text;
+    missing text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM personalize.event_types t WHERE t.event_type = NEW.trigger_event_type) THEN
+        RAISE EXCEPTION 'campaign "%": trigger_event_type "%" is not in the tracking plan', NEW.name, NEW.trigger_event_type
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known event types: ' || (SELECT string_agg(t.event_type, ', ' ORDER BY t.event_type) FROM personalize.event_types t);
+    END IF;
+    SELECT string_agg(x, ', ') INTO missing FROM unnest(NEW.cancel_on) x
+     WHERE x IS NULL OR NOT EXISTS (SELECT 1 FROM personalize.event_types t WHERE t.event_type = x);
+    IF missing IS NOT NULL OR array_position(NEW.cancel_on, NULL) IS NOT NULL THEN
+        RAISE EXCEPTION 'campaign "%": cancel_on names event types that are not in the tracking plan: %', NEW.name, COALESCE(missing, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known event types: ' || (SELECT string_agg(t.event_type, ', ' ORDER BY t.event_type) FROM personalize.event_types t);
+    END IF;
+    problem := personalize._template_problem(CAST(NEW.template AS text));
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'campaign "%": invalid template: %', NEW.name, problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A template is a JSON object whose strings may use {{user_id}}, {{item_id}}, {{item_title}}, '
+                      || '{{category}}, {{event_type}}, {{occurred_at}}, {{campaign}}, {{channel}}, {{message_id}}, '
+                      || '{{idempotency_key}}, {{properties.<name>}} and "{{recommendations}}" (a whole string).';
+    END IF;
+    IF NEW.model !~ '^[A-Za-z0-9_.-]{1,63}$' THEN
+        RAISE EXCEPTION 'campaign "%": "%" is not a model name', NEW.name, NEW.model
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Model names are 1 to 63 letters, digits, _ . or -.';
+    END IF;
+    BEGIN
+        PERFORM now() AT TIME ZONE NEW.quiet_timezone;
+    EXCEPTION WHEN invalid_parameter_value THEN
+        RAISE EXCEPTION 'campaign "%": unknown time zone "%"', NEW.name, NEW.quiet_timezone
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a name such as Europe/Berlin or UTC: SELECT name FROM pg_timezone_names;';
+    END;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER campaigns_before_write
+    BEFORE INSERT OR UPDATE ON personalize.campaigns
+    FOR EACH ROW EXECUTE FUNCTION personalize._campaigns_before_write();
+
+-- The transactional outbox: runs once per INSERT statement on events (a batch is one
+-- statement), in the events' transaction, so a message exists exactly when its event does.
+CREATE FUNCTION personalize._events_fire_campaigns() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    any_global_cap boolean;
+    due_channels text[];
+    due_channel text;
+BEGIN
+    -- Ingestion without campaigns pays for this one probe.
+    IF NOT EXISTS (SELECT 1 FROM personalize.campaigns c WHERE c.enabled) THEN
+        RETURN NULL;
+    END IF;
+    any_global_cap := EXISTS (SELECT 1 FROM personalize.frequency_caps);
+
+    -- One message per campaign and user and statement (their first matching event); a user
+    -- who already has one pending for the campaign keeps it (the unique partial index).
+    WITH fired AS (
+            SELECT DISTINCT ON (c.campaign_id, e.user_id)
+                   c.campaign_id, c.name, c.channel, e.user_id, e.item_id, e.event_id, e.occurred_at,
+                   jsonb_build_object('event_type', e.event_type,
+                                      'category', COALESCE(i.category, e.properties ->> 'category'),
+                                      'occurred_at', e.occurred_at,
+                                      'properties', e.properties) AS context,
+                   personalize._after_quiet_hours(greatest(now(), e.occurred_at + c.delay),
+                                                  c.quiet_start, c.quiet_end, c.quiet_timezone) AS visible_at
+              FROM new_events e
+              JOIN personalize.campaigns c ON c.enabled AND c.trigger_event_type = e.event_type
+              LEFT JOIN personalize.items i ON i.item_id = e.item_id
+             WHERE e.occurred_at > now() - c.max_event_age
+               AND (c.trigger_category IS NULL OR c.trigger_category = i.category
+                    OR c.trigger_category = e.properties ->> 'category')
+               AND e.properties @> c.trigger_properties
+               AND (c.segment IS NULL OR personalize.in_segment(e.user_id, c.segment))
+               AND NOT ((c.cap_messages IS NOT NULL OR any_global_cap)
+                        AND personalize._capped(e.user_id, c.campaign_id, c.channel, c.cap_messages, c.cap_window))
+             ORDER BY c.campaign_id, e.user_id, e.occurred_at, e.event_id
+        ), written AS (
+            INSERT INTO personalize.outbox AS o
+                   (campaign_id, campaign, channel, user_id, item_id, trigger_event_id, triggered_at, context, visible_at)
+            SELECT f.campaign_id, f.name, f.channel, f.user_id, f.item_id, f.event_id, f.occurred_at, f.context, f.visible_at
+              FROM fired f
+            ON CONFLICT (campaign_id, user_id) WHERE state = 'pending' DO NOTHING
+            RETURNING o.channel, o.visible_at
+        )
+    SELECT array_agg(DISTINCT w.channel) INTO due_channels FROM written w WHERE w.visible_at <= now();
+    -- Wakes idle workers (LISTEN personalize_outbox) when something is due now.
+    FOREACH due_channel IN ARRAY COALESCE(due_channels, '{}') LOOP
+        PERFORM pg_notify('personalize_outbox', due_channel);
+    END LOOP;
+
+    -- Cancel-on: an event of a cancelling type (a purchase) after the trigger cancels the
+    -- user's pending messages of that campaign. Claims check the same again.
+    UPDATE personalize.outbox o
+       SET state = 'cancelled', finished_at = now(),
+           last_error = 'cancelled by event ' || e.event_id || ' (' || e.event_type || ')'
+      FROM new_events e, personalize.campaigns c
+     WHERE e.event_type = ANY (c.cancel_on)
+       AND o.campaign_id = c.campaign_id AND o.user_id = e.user_id AND o.state = 'pending'
+       AND e.occurred_at >= o.triggered_at AND e.event_id <> o.trigger_event_id;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER events_fire_campaigns
+    AFTER INSERT ON personalize.events
+    REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION personalize._events_fire_campaigns();
+
+CREATE FUNCTION personalize.ack(message_id bigint, lease_token uuid) RETURNS boolean
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+    WITH done AS (
+        UPDATE personalize.outbox o SET state = 'sent', finished_at = now()
+         WHERE o.message_id = ack.message_id AND o.lease_token = ack.lease_token AND o.state = 'claimed'
+        RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM done)
+$$;
+
+CREATE FUNCTION personalize.ack_batch(lease_token uuid, message_ids bigint[]) RETURNS integer
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+    WITH done AS (
+        UPDATE personalize.outbox o SET state = 'sent', finished_at = now()
+         WHERE o.message_id = ANY (ack_batch.message_ids) AND o.lease_token = ack_batch.lease_token
+           AND o.state = 'claimed'
+        RETURNING 1)
+    SELECT CAST(count(*) AS integer) FROM done
+$$;
+
+CREATE FUNCTION personalize.fail(message_id bigint, lease_token uuid, error text, retry_in interval DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    new_state text;
+BEGIN
+    IF retry_in < interval '0' OR retry_in > interval '7 days' THEN
+        RAISE EXCEPTION 'retry_in must be between 0 and 7 days, not %', retry_in
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Omit it for exponential backoff (10 s, 20 s, 40 s, ... up to 1 hour).';
+    END IF;
+    UPDATE personalize.outbox o
+       SET state = CASE WHEN o.attempts >= COALESCE(
+                             (SELECT c.max_attempts FROM personalize.campaigns c WHERE c.campaign_id = o.campaign_id), 5)
+                        THEN 'dead' ELSE 'pending' END,
+           visible_at = now() + COALESCE(fail.retry_in,
+                                         least(interval '1 hour', interval '10 seconds' * power(2, greatest(o.attempts - 1, 0)))),
+           last_error = left(COALESCE(fail.error, 'unknown error'), 2000)
+     WHERE o.message_id = fail.message_id AND o.lease_token = fail.lease_token AND o.state = 'claimed'
+    RETURNING o.state INTO new_state;
+    IF new_state = 'dead' THEN
+        UPDATE personalize.outbox o SET finished_at = now() WHERE o.message_id = fail.message_id;
+    END IF;
+    RETURN new_state;
+END
+$$;
+
+CREATE FUNCTION personalize.archive_messages(older_than interval DEFAULT '7 days', purge boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF older_than IS NULL OR older_than < interval '0' OR purge IS NULL THEN
+        RAISE EXCEPTION 'older_than must be a non-negative interval and purge true or false'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Keep finished messages at least as long as your longest frequency-cap window.';
+    END IF;
+    IF purge THEN
+        DELETE FROM personalize.outbox o
+         WHERE o.state IN ('sent', 'cancelled', 'dead') AND o.finished_at < now() - older_than;
+    ELSE
+        WITH moved AS (
+            DELETE FROM personalize.outbox o
+             WHERE o.state IN ('sent', 'cancelled', 'dead') AND o.finished_at < now() - older_than
+            RETURNING o.*)
+        INSERT INTO personalize.outbox_archive SELECT m.*, now() FROM moved m;
+    END IF;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+
+------------------------------------------------------------------------------------------
 -- Status
 ------------------------------------------------------------------------------------------
 
@@ -313,7 +652,14 @@ SELECT 'active models', m.name || ' #' || m.model_id || ': items', m.n_items
   FROM personalize.models m WHERE m.status = 'active'
 UNION ALL
 SELECT 'active models', m.name || ' #' || m.model_id || ': interactions', m.n_interactions
-  FROM personalize.models m WHERE m.status = 'active';
+  FROM personalize.models m WHERE m.status = 'active'
+UNION ALL
+SELECT 'outbox', o.channel || ' ' || o.state, pg_catalog.count(*)
+  FROM personalize.outbox o GROUP BY o.channel, o.state
+UNION ALL
+SELECT 'totals', 'segments', (SELECT pg_catalog.count(*) FROM personalize.segments)
+UNION ALL
+SELECT 'totals', 'enabled campaigns', (SELECT pg_catalog.count(*) FROM personalize.campaigns c WHERE c.enabled);
 
 ------------------------------------------------------------------------------------------
 -- pg_dump keeps the shop's data (extension tables are skipped unless registered).
@@ -331,6 +677,14 @@ SELECT pg_catalog.pg_extension_config_dump('personalize.model_users', '');
 SELECT pg_catalog.pg_extension_config_dump('personalize.model_items', '');
 SELECT pg_catalog.pg_extension_config_dump('personalize.evaluations', '');
 SELECT pg_catalog.pg_extension_config_dump('personalize.evaluations_evaluation_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.segments', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.campaigns', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.campaigns_campaign_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.frequency_caps', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.frequency_caps_cap_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.outbox_message_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.outbox_archive', '');
 
 ------------------------------------------------------------------------------------------
 -- Internal helpers are not for direct use.
@@ -396,3 +750,49 @@ COMMENT ON FUNCTION personalize.explain_recommendation(text, text, integer, text
 COMMENT ON FUNCTION personalize.synthetic_items(integer, bigint) IS 'The deterministic synthetic catalogue (item_id, category, title, price) for a number of items and a seed';
 COMMENT ON FUNCTION personalize.synthetic_events(bigint, integer, integer, bigint, timestamptz, integer) IS 'The deterministic synthetic shop''s events as track() JSON, in time order: events, users, items, seed, start, days';
 COMMENT ON FUNCTION personalize.generate_shop(bigint, integer, integer, bigint, timestamptz, integer) IS 'Fills personalize.items with the synthetic catalogue and tracks the synthetic events through the tracking plan; idempotent for the same arguments (client_event_ids repeat)';
+
+COMMENT ON FUNCTION personalize.bought(text, text, interval, text) IS 'Whether the user bought (an is_purchase event type) anything, in a category, an item, within an interval (NULL arguments: no restriction)';
+COMMENT ON FUNCTION personalize.viewed(text, text, interval, text) IS 'Whether the user viewed (event type view) anything, in a category, an item, within an interval';
+COMMENT ON FUNCTION personalize.viewed_without_buying(text, text, interval, text) IS 'Viewed in the scope (category, item, within) and bought nothing in the same scope';
+COMMENT ON FUNCTION personalize.event_count(text, text, interval) IS 'How many events of a type the user has (within an interval)';
+COMMENT ON FUNCTION personalize._event_value(jsonb, numeric) IS 'Internal: one purchase event''s value: price (event, else catalogue) times quantity (default 1)';
+COMMENT ON FUNCTION personalize.total_spend(text, interval) IS 'Sum of the user''s purchase values (price times quantity) within an interval; 0 without purchases';
+COMMENT ON FUNCTION personalize.average_order_value(text, interval) IS 'Total spend divided by the number of orders (order_id property, else one order per event); NULL without purchases';
+COMMENT ON FUNCTION personalize.last_seen(text) IS 'Time of the user''s newest event (NULL: never seen)';
+COMMENT ON FUNCTION personalize.days_since_last_purchase(text) IS 'Days (fractional) since the user''s newest purchase; NULL if they never bought';
+COMMENT ON TABLE personalize.segments IS 'Named segments: definition is JSON with all / any / not over predicates (bought, viewed, viewed_without_buying, event_count, total_spend, average_order_value, last_seen, days_since_last_purchase); checked on write';
+COMMENT ON FUNCTION personalize.in_segment(text, text) IS 'Whether a user is in a named segment now';
+COMMENT ON FUNCTION personalize.segment_members(text) IS 'Every user with at least one event who is in a named segment, sorted';
+COMMENT ON FUNCTION personalize.user_segments(text) IS 'Names of the segments a user is in, sorted';
+COMMENT ON FUNCTION personalize.segment_sql(jsonb, boolean) IS 'The parameterised SQL a segment definition compiles to (one_user: the in_segment form, $1 = user), and its parameter values ($2)';
+COMMENT ON FUNCTION personalize._segment_sql(text, boolean) IS 'Internal: segment_sql() on the definition''s JSON text';
+COMMENT ON FUNCTION personalize._segment_problem(text) IS 'Internal: why a segment definition is refused, NULL when valid';
+COMMENT ON FUNCTION personalize._segment_hint() IS 'Internal: the hint shown under a refused segment definition';
+COMMENT ON FUNCTION personalize._segments_before_write() IS 'Trigger: checks a segment definition on write';
+COMMENT ON TABLE personalize.campaigns IS 'Trigger-fired campaigns: an event (type, optional category and property filter, optional segment) schedules a message after delay unless a cancel_on event comes first; channel, payload template, recommendations, frequency cap and quiet hours';
+COMMENT ON COLUMN personalize.campaigns.trigger_category IS 'Only events whose item is in this category (catalogue) or whose properties.category says so';
+COMMENT ON COLUMN personalize.campaigns.trigger_properties IS 'Only events whose properties contain this object (jsonb @>)';
+COMMENT ON COLUMN personalize.campaigns.cancel_on IS 'Event types that cancel the user''s pending message of this campaign when they occur after the trigger (checked on insert and again at claim)';
+COMMENT ON COLUMN personalize.campaigns.template IS 'Payload template: a JSON object whose strings may use {{user_id}}, {{item_id}}, {{item_title}}, {{category}}, {{event_type}}, {{occurred_at}}, {{campaign}}, {{channel}}, {{message_id}}, {{idempotency_key}}, {{properties.<name>}}; "{{recommendations}}" as a whole string places the recommendations';
+COMMENT ON COLUMN personalize.campaigns.recommendations IS 'How many recommendations (computed at claim time, active model named model) the payload carries';
+COMMENT ON COLUMN personalize.campaigns.cap_messages IS 'At most this many messages of this campaign per user in any cap_window (checked on insert and at claim)';
+COMMENT ON COLUMN personalize.campaigns.quiet_start IS 'Start of the daily quiet hours (local time in quiet_timezone); messages due then wait until quiet_end';
+COMMENT ON COLUMN personalize.campaigns.max_event_age IS 'Events older than this when stored (history imports) trigger nothing';
+COMMENT ON COLUMN personalize.campaigns.max_attempts IS 'Deliveries tried (claims) before a message is dead';
+COMMENT ON TABLE personalize.frequency_caps IS 'Caps across campaigns: at most max_messages per user in any window, on one channel or (channel NULL) all';
+COMMENT ON TABLE personalize.outbox IS 'Campaign messages, written in the triggering event''s transaction; workers poll with claim_messages() and finish with ack() / fail()';
+COMMENT ON COLUMN personalize.outbox.idempotency_key IS 'Stable for the message''s life, across redeliveries: delivery is at least once, so consumers drop repeats by this key';
+COMMENT ON COLUMN personalize.outbox.visible_at IS 'pending: not before this time; claimed: the lease ends then and the message can be claimed again';
+COMMENT ON COLUMN personalize.outbox.redeliveries IS 'Claims after a lease expired without ack or fail (a worker crashed or was too slow)';
+COMMENT ON COLUMN personalize.outbox.payload IS 'The rendered template with fresh recommendations, written at claim time';
+COMMENT ON TABLE personalize.outbox_archive IS 'Finished messages moved here by archive_messages()';
+COMMENT ON FUNCTION personalize.claim_messages(text, integer, interval) IS 'Claims up to batch due messages of a channel (FOR UPDATE SKIP LOCKED) for visibility: re-checks cancel-on events, attempts, quiet hours and frequency caps, renders payloads with fresh recommendations; returns them with one lease token for ack()/fail()';
+COMMENT ON FUNCTION personalize.ack(bigint, uuid) IS 'Marks a claimed message sent; false when the lease is no longer held (another worker claimed it after the lease expired, or it was already acked)';
+COMMENT ON FUNCTION personalize.ack_batch(uuid, bigint[]) IS 'ack() for several messages of one lease; returns how many were marked sent';
+COMMENT ON FUNCTION personalize.fail(bigint, uuid, text, interval) IS 'Reports a failed delivery: the message is retried after retry_in (default backoff 10 s doubling up to 1 hour) or is dead after the campaign''s max_attempts; returns the new state, NULL when the lease is no longer held';
+COMMENT ON FUNCTION personalize.archive_messages(interval, boolean) IS 'Moves sent, cancelled and dead messages finished longer ago than older_than to outbox_archive (purge: deletes them); returns how many';
+COMMENT ON FUNCTION personalize._after_quiet_hours(timestamptz, time, time, text) IS 'Internal: t, or the end of the quiet hours t falls in';
+COMMENT ON FUNCTION personalize._capped(text, bigint, text, integer, interval) IS 'Internal: whether a campaign cap or a global frequency cap is reached for the user';
+COMMENT ON FUNCTION personalize._campaigns_before_write() IS 'Trigger: checks a campaign''s event types, template, model name and time zone on write';
+COMMENT ON FUNCTION personalize._events_fire_campaigns() IS 'Trigger: writes campaign messages for new events and cancels pending ones (cancel_on), in the events'' transaction; NOTIFY personalize_outbox when a message is due now';
+COMMENT ON FUNCTION personalize._template_problem(text) IS 'Internal: why a campaign template is refused, NULL when valid';

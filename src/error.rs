@@ -14,6 +14,9 @@ pub enum PersonalizeError {
     /// A size limit (SQLSTATE 54000).
     #[error("{message}")]
     LimitExceeded { message: String, hint: String },
+    /// A named thing (segment, campaign) that does not exist (SQLSTATE 42704).
+    #[error("{message}")]
+    Undefined { message: String, hint: String },
     /// The extension's own objects are missing or broken (SQLSTATE 55000).
     #[error("{message}")]
     NotReady { message: String, hint: String },
@@ -42,6 +45,9 @@ impl PersonalizeError {
                 message,
                 hint,
             ),
+            Self::Undefined { message, hint } => {
+                (PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT, message, hint)
+            }
             Self::NotReady { message, hint } => (
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 message,

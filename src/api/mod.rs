@@ -2,7 +2,9 @@
 //! map errors. Their jsonb-typed public wrappers live in sql/finalize.sql.
 
 mod loaders;
+mod outbox;
 mod plan;
+mod segments;
 mod serving;
 mod synthetic;
 mod tracking;

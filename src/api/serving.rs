@@ -276,6 +276,27 @@ fn serve(
     rows(model, top, source)
 }
 
+/// What a campaign message shows: the user's top k available items (purchases left out, fresh
+/// clicks folded in) from the active model of `model_name`; empty when there is no such model,
+/// so a message still goes out before the first training.
+pub(crate) fn top_items_for_user(user_id: &str, k: usize, model_name: &str) -> Vec<(String, f32)> {
+    let Some(model) = model_cache::find_active_model(model_name) else {
+        return Vec::new();
+    };
+    let mut state = user_state(&model, user_id, true);
+    let vector = state.vector.take();
+    let excluded = state.excluded(&model, user_id, Exclude::Purchased);
+    let Some(allowed) = catalogue_filter(&model, None, true) else {
+        return Vec::new();
+    };
+    top_k(&model, vector.as_deref(), k, |i| {
+        !excluded.contains(&i) && allowed(i)
+    })
+    .into_iter()
+    .map(|(i, s)| (model.item_ids[i as usize].clone(), s))
+    .collect()
+}
+
 /// The top k items for a user from the active model of `model`, best first.
 // pgrx reads the column names from the spelled-out TableIterator type (an alias hides them).
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]

@@ -5,6 +5,8 @@ pub mod als;
 pub mod csr;
 pub mod loaders;
 pub mod metrics;
+pub mod outbox;
+pub mod segments;
 pub mod serving;
 pub mod synthetic;
 pub mod tracking;

@@ -274,6 +274,20 @@ fn prepare(client: &SpiClient<'_>) -> Statements {
 
 /// The active model of `name`, loaded into this backend if it is not already.
 pub fn active_model(name: &str) -> Rc<ServingModel> {
+    find_active_model(name).unwrap_or_else(|| {
+        PersonalizeError::NotReady {
+            message: format!("there is no active model named \"{name}\""),
+            hint: format!(
+                "Train one with SELECT * FROM personalize.train(model_name => '{name}'), \
+                 or list models in personalize.models."
+            ),
+        }
+        .raise()
+    })
+}
+
+/// The active model of a name, None when there is none.
+pub fn find_active_model(name: &str) -> Option<Rc<ServingModel>> {
     let found: Option<(i64, i64)> = with_statements(|client, st| {
         let args: [DatumWithOid; 1] = [name.into()];
         let table = client
@@ -288,16 +302,7 @@ pub fn active_model(name: &str) -> Rc<ServingModel> {
             row.get::<i64>(2).ok().flatten().unwrap_or(0),
         ))
     });
-    let Some((model_id, stamp)) = found else {
-        PersonalizeError::NotReady {
-            message: format!("there is no active model named \"{name}\""),
-            hint: format!(
-                "Train one with SELECT * FROM personalize.train(model_name => '{name}'), \
-                 or list models in personalize.models."
-            ),
-        }
-        .raise()
-    };
+    let (model_id, stamp) = found?;
     let cached = MODELS.with(|m| {
         let mut models = m.borrow_mut();
         let pos = models
@@ -308,8 +313,8 @@ pub fn active_model(name: &str) -> Rc<ServingModel> {
         models.push(Rc::clone(&model));
         Some(model)
     });
-    if let Some(model) = cached {
-        return model;
+    if cached.is_some() {
+        return cached;
     }
     let model = Rc::new(load(model_id, stamp));
     MODELS.with(|m| {
@@ -319,7 +324,7 @@ pub fn active_model(name: &str) -> Rc<ServingModel> {
         }
         models.push(Rc::clone(&model));
     });
-    model
+    Some(model)
 }
 
 fn load(model_id: i64, stamp: i64) -> ServingModel {

@@ -1,0 +1,449 @@
+//! The outbox's claim: `claim_messages()` locks due messages (`FOR UPDATE SKIP LOCKED`),
+//! re-checks cancel-on events, attempts, quiet hours and frequency caps, renders each payload
+//! with fresh recommendations and hands the batch out under one lease token. `ack()`,
+//! `fail()` and the events trigger that writes the messages are SQL (sql/finalize.sql).
+
+use std::collections::{HashMap, HashSet};
+
+use pgrx::datum::{DatumWithOid, Interval, Uuid};
+use pgrx::prelude::*;
+use serde_json::{json, Map, Value};
+
+use crate::core::outbox::{self, Candidate, Cap, Delivery, GlobalCap, RenderContext, Verdict};
+use crate::error::{required, PersonalizeError};
+
+/// Why a campaign template (JSON text) is refused, or NULL when it is valid.
+#[pg_extern(immutable, parallel_safe)]
+fn _template_problem(template: Option<&str>) -> Option<String> {
+    let Some(text) = template else {
+        return Some("template must not be NULL".into());
+    };
+    outbox::check_template(text).err()
+}
+
+const CHANNELS: [&str; 5] = ["email", "push", "sms", "whatsapp", "webhook"];
+/// Most messages one claim may take.
+const MAX_BATCH: i32 = 10_000;
+/// Longest lease.
+const MAX_VISIBILITY_SECONDS: f64 = 12.0 * 3600.0;
+
+/// Locks the due messages of a channel, oldest first, with what the checks need. The columns
+/// come from the locked row version itself (not a second read), so a row another worker just
+/// changed is judged as it is now.
+const LOCK_DUE: &str = "\
+SELECT o.message_id, o.user_id, o.campaign_id, o.attempts, COALESCE(c.max_attempts, 5),
+       o.last_error, o.idempotency_key, o.campaign, o.item_id, it.title, CAST(o.context AS pg_catalog.text),
+       COALESCE(c.recommendations, 0), c.model, CAST(c.template AS pg_catalog.text),
+       c.cap_messages, pg_catalog.date_part('epoch', c.cap_window),
+       (SELECT CAST(e.event_id AS pg_catalog.text) OPERATOR(pg_catalog.||) ' (' OPERATOR(pg_catalog.||)
+               e.event_type OPERATOR(pg_catalog.||) ')'
+          FROM personalize.events e
+         WHERE e.user_id OPERATOR(pg_catalog.=) o.user_id
+           AND e.occurred_at OPERATOR(pg_catalog.>=) o.triggered_at
+           AND e.event_id OPERATOR(pg_catalog.<>) o.trigger_event_id
+           AND e.event_type OPERATOR(pg_catalog.=) ANY (c.cancel_on)
+         ORDER BY e.occurred_at LIMIT 1),
+       pg_catalog.date_part('epoch', personalize._after_quiet_hours(pg_catalog.now(), c.quiet_start,
+                                                                    c.quiet_end, c.quiet_timezone)),
+       pg_catalog.date_part('epoch', pg_catalog.now())
+  FROM personalize.outbox o
+  LEFT JOIN personalize.campaigns c ON c.campaign_id OPERATOR(pg_catalog.=) o.campaign_id
+  LEFT JOIN personalize.items it ON it.item_id OPERATOR(pg_catalog.=) o.item_id
+ WHERE o.channel OPERATOR(pg_catalog.=) $1
+   AND o.state IN ('pending', 'claimed')
+   AND o.visible_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+   -- A paused campaign's messages wait.
+   AND c.enabled IS DISTINCT FROM false
+ ORDER BY o.visible_at, o.message_id
+ LIMIT $2
+   FOR UPDATE OF o SKIP LOCKED";
+
+/// The users' messages handed out within the longest cap window (frequency caps).
+const RECENT_DELIVERIES: &str = "\
+SELECT o.message_id, o.user_id, o.campaign_id, o.channel, pg_catalog.date_part('epoch', o.claimed_at)
+  FROM personalize.outbox o
+ WHERE o.user_id OPERATOR(pg_catalog.=) ANY ($1)
+   AND o.claimed_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $2))
+   AND o.state IN ('claimed', 'sent')";
+
+// Multi-argument unnest is FROM-clause syntax and cannot be schema-qualified; the function
+// pins search_path to pg_catalog, so it is the catalogue's.
+const APPLY: &str = "\
+UPDATE personalize.outbox o
+   SET state = v.state,
+       lease_token = CASE WHEN v.state OPERATOR(pg_catalog.=) 'claimed' THEN $2 END,
+       attempts = o.attempts OPERATOR(pg_catalog.+) CASE WHEN v.state OPERATOR(pg_catalog.=) 'claimed' THEN 1 ELSE 0 END,
+       redeliveries = o.redeliveries OPERATOR(pg_catalog.+)
+           CASE WHEN v.state OPERATOR(pg_catalog.=) 'claimed' AND o.state OPERATOR(pg_catalog.=) 'claimed' THEN 1 ELSE 0 END,
+       visible_at = CASE v.state WHEN 'claimed' THEN pg_catalog.now() OPERATOR(pg_catalog.+) $3
+                                 WHEN 'pending' THEN pg_catalog.to_timestamp(v.until)
+                                 ELSE o.visible_at END,
+       claimed_at = CASE WHEN v.state OPERATOR(pg_catalog.=) 'claimed' THEN pg_catalog.now() ELSE o.claimed_at END,
+       payload = COALESCE(CAST(v.payload AS pg_catalog.jsonb), o.payload),
+       last_error = COALESCE(v.reason, o.last_error),
+       finished_at = CASE WHEN v.state IN ('cancelled', 'dead') THEN pg_catalog.now() END
+  FROM unnest($1::pg_catalog.int8[], $4::pg_catalog.text[], $5::pg_catalog.float8[],
+                         $6::pg_catalog.text[], $7::pg_catalog.text[]) AS v(message_id, state, until, payload, reason)
+ WHERE o.message_id OPERATOR(pg_catalog.=) v.message_id
+RETURNING o.message_id, o.visible_at";
+
+/// One locked message and what rendering it needs.
+struct Locked {
+    candidate: Candidate,
+    idempotency_key: Uuid,
+    campaign: String,
+    item_id: Option<String>,
+    item_title: Option<String>,
+    context: Value,
+    recommendations: i32,
+    model: Option<String>,
+    template: Option<String>,
+}
+
+fn spi_error(what: &str, e: impl std::fmt::Display) -> ! {
+    PersonalizeError::NotReady {
+        message: format!("{what}: {e}"),
+        hint: "Check that the pg_personalize extension is installed completely.".into(),
+    }
+    .raise()
+}
+
+fn visibility_seconds(v: Interval) -> f64 {
+    let seconds =
+        v.months() as f64 * 30.0 * 86_400.0 + v.days() as f64 * 86_400.0 + v.micros() as f64 / 1e6;
+    if !(seconds > 0.0 && seconds <= MAX_VISIBILITY_SECONDS) {
+        PersonalizeError::invalid(
+            format!("visibility must be more than 0 and at most 12 hours, not {seconds} seconds"),
+            "visibility is how long a worker may hold the messages before they can be claimed again; \
+             make it longer than a batch takes to deliver, e.g. '30 seconds'.",
+        )
+        .raise();
+    }
+    seconds
+}
+
+fn new_lease() -> Uuid {
+    let mut b = [0u8; 16];
+    // SAFETY: writes exactly 16 bytes into a 16-byte buffer.
+    let ok = unsafe { pg_sys::pg_strong_random(b.as_mut_ptr().cast(), b.len()) };
+    if !ok {
+        PersonalizeError::NotReady {
+            message: "could not generate a random lease token".into(),
+            hint: "pg_strong_random failed; check the server's random source.".into(),
+        }
+        .raise();
+    }
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    Uuid::from_bytes(b)
+}
+
+/// Claims up to `batch` due messages of a channel for `visibility`: returns them with one
+/// lease token for `ack()` / `fail()`.
+#[allow(clippy::type_complexity)]
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn claim_messages(
+    channel: Option<&str>,
+    batch: default!(Option<i32>, 10),
+    visibility: default!(Option<Interval>, "'30 seconds'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(message_id, i64),
+        name!(lease_token, Uuid),
+        name!(idempotency_key, Uuid),
+        name!(campaign, String),
+        name!(channel, String),
+        name!(user_id, String),
+        name!(payload, pgrx::JsonB),
+        name!(attempt, i32),
+        name!(lease_expires_at, TimestampWithTimeZone),
+    ),
+> {
+    let channel = required(channel, "channel");
+    if !CHANNELS.contains(&channel) {
+        PersonalizeError::invalid(
+            format!("unknown channel \"{channel}\""),
+            format!("Channels: {}.", CHANNELS.join(", ")),
+        )
+        .raise();
+    }
+    let batch = required(batch, "batch");
+    if !(1..=MAX_BATCH).contains(&batch) {
+        PersonalizeError::invalid(
+            format!("batch must be between 1 and {MAX_BATCH}, not {batch}"),
+            "batch is how many messages to claim at once, e.g. 100.",
+        )
+        .raise();
+    }
+    let visibility = required(visibility, "visibility");
+    visibility_seconds(visibility);
+    let lease = new_lease();
+
+    Spi::connect_mut(|client| {
+        let args: [DatumWithOid; 2] = [channel.into(), batch.into()];
+        let table = client
+            .update(LOCK_DUE, None, &args)
+            .unwrap_or_else(|e| spi_error("cannot read personalize.outbox", e));
+        let mut now = 0.0;
+        let mut locked = Vec::with_capacity(table.len());
+        for row in table {
+            let get_text = |i: usize| row.get::<String>(i).ok().flatten();
+            now = row.get::<f64>(19).ok().flatten().unwrap_or(0.0);
+            let cap = match (
+                row.get::<i32>(15).ok().flatten(),
+                row.get::<f64>(16).ok().flatten(),
+            ) {
+                (Some(m), Some(w)) => Some(Cap {
+                    max_messages: i64::from(m),
+                    window_seconds: w,
+                }),
+                _ => None,
+            };
+            locked.push(Locked {
+                candidate: Candidate {
+                    message_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
+                    user_id: get_text(2).unwrap_or_default(),
+                    channel: channel.to_owned(),
+                    campaign_id: row.get::<i64>(3).ok().flatten(),
+                    campaign_cap: cap,
+                    attempts: row.get::<i32>(4).ok().flatten().unwrap_or(0),
+                    max_attempts: row.get::<i32>(5).ok().flatten().unwrap_or(5),
+                    cancelled_by: get_text(17),
+                    quiet_until: row.get::<f64>(18).ok().flatten(),
+                    last_error: get_text(6),
+                },
+                idempotency_key: row
+                    .get::<Uuid>(7)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_else(|| Uuid::from_bytes([0; 16])),
+                campaign: get_text(8).unwrap_or_default(),
+                item_id: get_text(9),
+                item_title: get_text(10),
+                context: get_text(11)
+                    .and_then(|t| serde_json::from_str(&t).ok())
+                    .unwrap_or(Value::Null),
+                recommendations: row.get::<i32>(12).ok().flatten().unwrap_or(0),
+                model: get_text(13),
+                template: get_text(14),
+            });
+        }
+        if locked.is_empty() {
+            return TableIterator::new(Vec::new());
+        }
+
+        // Frequency caps: the global ones and what the batch's users were sent lately.
+        let global_caps: Vec<GlobalCap> = client
+            .select(
+                "SELECT f.channel, f.max_messages, pg_catalog.date_part('epoch', f.\"window\") \
+                 FROM personalize.frequency_caps f",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| spi_error("cannot read personalize.frequency_caps", e))
+            .filter_map(|row| {
+                Some(GlobalCap {
+                    channel: row.get::<String>(1).ok().flatten(),
+                    cap: Cap {
+                        max_messages: i64::from(row.get::<i32>(2).ok()??),
+                        window_seconds: row.get::<f64>(3).ok()??,
+                    },
+                })
+            })
+            .collect();
+        let longest_window = global_caps
+            .iter()
+            .map(|g| g.cap.window_seconds)
+            .chain(
+                locked
+                    .iter()
+                    .filter_map(|l| l.candidate.campaign_cap.map(|c| c.window_seconds)),
+            )
+            .fold(0.0, f64::max);
+        let mut recent = Vec::new();
+        if longest_window > 0.0 {
+            let users: Vec<String> = locked
+                .iter()
+                .map(|l| l.candidate.user_id.clone())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            let args: [DatumWithOid; 2] = [users.into(), longest_window.into()];
+            recent = client
+                .select(RECENT_DELIVERIES, None, &args)
+                .unwrap_or_else(|e| spi_error("cannot read personalize.outbox", e))
+                .filter_map(|row| {
+                    Some(Delivery {
+                        message_id: row.get::<i64>(1).ok()??,
+                        user_id: row.get::<String>(2).ok()??,
+                        campaign_id: row.get::<i64>(3).ok().flatten(),
+                        channel: row.get::<String>(4).ok()??,
+                        at: row.get::<f64>(5).ok()??,
+                    })
+                })
+                .collect();
+        }
+
+        let candidates: Vec<Candidate> = locked.iter().map(|l| l.candidate.clone()).collect();
+        let verdicts = outbox::decide(now, &candidates, &mut recent, &global_caps);
+
+        // Payloads of the claimed ones, with recommendations computed now.
+        let mut recommended: Vec<Vec<(String, f32)>> = Vec::with_capacity(locked.len());
+        for (l, v) in locked.iter().zip(&verdicts) {
+            let wanted = *v == Verdict::Claim && l.recommendations > 0;
+            recommended.push(if wanted {
+                crate::api::serving::top_items_for_user(
+                    &l.candidate.user_id,
+                    l.recommendations as usize,
+                    l.model.as_deref().unwrap_or("default"),
+                )
+            } else {
+                Vec::new()
+            });
+        }
+        let item_info = item_details(client_ids(&recommended), |sql, args| {
+            client
+                .select(sql, None, args)
+                .unwrap_or_else(|e| spi_error("cannot read personalize.items", e))
+                .filter_map(|row| {
+                    let id = row.get::<String>(1).ok()??;
+                    let info = json!({
+                        "title": row.get::<String>(2).ok().flatten(),
+                        "category": row.get::<String>(3).ok().flatten(),
+                        "price": row.get::<f64>(4).ok().flatten(),
+                    });
+                    Some((id, info))
+                })
+                .collect()
+        });
+
+        let mut ids = Vec::with_capacity(locked.len());
+        let mut states = Vec::with_capacity(locked.len());
+        let mut until: Vec<Option<f64>> = Vec::with_capacity(locked.len());
+        let mut payloads: Vec<Option<String>> = Vec::with_capacity(locked.len());
+        let mut reasons: Vec<Option<String>> = Vec::with_capacity(locked.len());
+        let mut rendered: HashMap<i64, Value> = HashMap::new();
+        for ((l, v), recs) in locked.iter().zip(&verdicts).zip(&recommended) {
+            ids.push(l.candidate.message_id);
+            let (state, at, reason) = match v {
+                Verdict::Claim => ("claimed", None, None),
+                Verdict::Cancel(r) => ("cancelled", None, Some(r.clone())),
+                Verdict::Dead(r) => ("dead", None, Some(r.clone())),
+                Verdict::Defer(t) => ("pending", Some(*t), None),
+            };
+            states.push(state.to_owned());
+            until.push(at);
+            reasons.push(reason);
+            if *v == Verdict::Claim {
+                let payload = render(l, recs, &item_info);
+                payloads.push(Some(payload.to_string()));
+                rendered.insert(l.candidate.message_id, payload);
+            } else {
+                payloads.push(None);
+            }
+        }
+        let args: [DatumWithOid; 7] = [
+            ids.into(),
+            lease.into(),
+            visibility.into(),
+            states.into(),
+            until.into(),
+            payloads.into(),
+            reasons.into(),
+        ];
+        let expires: HashMap<i64, TimestampWithTimeZone> = client
+            .update(APPLY, None, &args)
+            .unwrap_or_else(|e| spi_error("cannot update personalize.outbox", e))
+            .filter_map(|row| {
+                Some((
+                    row.get::<i64>(1).ok()??,
+                    row.get::<TimestampWithTimeZone>(2).ok()??,
+                ))
+            })
+            .collect();
+
+        let out: Vec<_> = locked
+            .into_iter()
+            .filter_map(|l| {
+                let id = l.candidate.message_id;
+                let payload = rendered.remove(&id)?;
+                Some((
+                    id,
+                    lease,
+                    l.idempotency_key,
+                    l.campaign,
+                    channel.to_owned(),
+                    l.candidate.user_id,
+                    pgrx::JsonB(payload),
+                    l.candidate.attempts + 1,
+                    *expires.get(&id)?,
+                ))
+            })
+            .collect();
+        TableIterator::new(out)
+    })
+}
+
+/// Every recommended item id of a batch, once.
+fn client_ids(recommended: &[Vec<(String, f32)>]) -> Vec<String> {
+    let set: HashSet<&String> = recommended.iter().flatten().map(|(id, _)| id).collect();
+    set.into_iter().cloned().collect()
+}
+
+/// Title, category and price of the recommended items (one query for the batch).
+fn item_details(
+    ids: Vec<String>,
+    query: impl FnOnce(&str, &[DatumWithOid]) -> HashMap<String, Value>,
+) -> HashMap<String, Value> {
+    if ids.is_empty() {
+        return HashMap::new();
+    }
+    let args: [DatumWithOid; 1] = [ids.into()];
+    query(
+        "SELECT i.item_id, i.title, i.category, CAST(i.price AS pg_catalog.float8) \
+         FROM personalize.items i WHERE i.item_id OPERATOR(pg_catalog.=) ANY ($1)",
+        &args,
+    )
+}
+
+fn render(l: &Locked, recs: &[(String, f32)], items: &HashMap<String, Value>) -> Value {
+    let mut ctx = RenderContext::default();
+    let c = &l.candidate;
+    let context = l.context.as_object().cloned().unwrap_or_default();
+    let mut put = |k: &str, v: Value| {
+        ctx.values.insert(k.to_owned(), v);
+    };
+    put("user_id", json!(c.user_id));
+    put("item_id", json!(l.item_id));
+    put("item_title", json!(l.item_title));
+    put("campaign", json!(l.campaign));
+    put("channel", json!(c.channel));
+    put("message_id", json!(c.message_id));
+    put("idempotency_key", json!(l.idempotency_key.to_string()));
+    for key in ["event_type", "category", "occurred_at"] {
+        put(key, context.get(key).cloned().unwrap_or(Value::Null));
+    }
+    ctx.properties = context
+        .get("properties")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_else(Map::new);
+    ctx.recommendations = recs
+        .iter()
+        .map(|(id, score)| {
+            let mut entry = json!({"item_id": id, "score": score});
+            if let (Some(Value::Object(info)), Value::Object(e)) = (items.get(id), &mut entry) {
+                e.extend(info.clone());
+            }
+            entry
+        })
+        .collect();
+    let template = l
+        .template
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_else(|| json!({}));
+    outbox::render(&template, &ctx, l.recommendations > 0)
+}

@@ -1,0 +1,851 @@
+//! Segments: a structured definition (JSON with `all` / `any` / `not` over predicates on the
+//! event log), validated with the JSON path of every mistake and compiled to parameterised SQL.
+//!
+//! The compiled SQL is built only from fixed fragments in this file; every value the user wrote
+//! (categories, item ids, intervals, numbers) travels as an element of one `text[]` parameter
+//! (`$2[n]`, cast in SQL). User text is never spliced into the query.
+//!
+//! Each predicate compiles to a query yielding the set of matching user ids; `all` is
+//! INTERSECT (minus the `not`s), `any` is UNION, a lone `not` is the universe minus its set.
+//! The same tree compiles in two forms: for every user (`segment_members`: set operations over
+//! grouped scans of the log) and for one user (`in_segment`: each scan restricted to `$1`, which
+//! the events index serves).
+
+use serde_json::{Map, Value};
+use std::fmt::Write;
+
+/// Deepest nesting of `all` / `any` / `not` accepted.
+pub const MAX_DEPTH: usize = 12;
+/// Most predicates in one definition.
+pub const MAX_PREDICATES: usize = 64;
+/// Longest category / item id / event type value.
+pub const MAX_VALUE_CHARS: usize = 200;
+
+/// The predicates a definition may use, for error hints.
+pub const PREDICATES: [&str; 8] = [
+    "bought",
+    "viewed",
+    "viewed_without_buying",
+    "event_count",
+    "total_spend",
+    "average_order_value",
+    "last_seen",
+    "days_since_last_purchase",
+];
+
+/// Why a definition is refused: the JSON path of the offending value and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentError {
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for SegmentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+fn err<T>(path: &str, message: impl Into<String>) -> Result<T, SegmentError> {
+    Err(SegmentError {
+        path: path.to_owned(),
+        message: message.into(),
+    })
+}
+
+/// Which items a bought / viewed predicate looks at.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Scope {
+    pub category: Option<String>,
+    pub item_id: Option<String>,
+    /// Only events newer than now() minus this interval (canonical text, e.g. "7 days").
+    pub within: Option<String>,
+}
+
+/// A numeric range; at least one end is set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Range {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Predicate {
+    Bought {
+        scope: Scope,
+        min_count: i64,
+    },
+    Viewed {
+        scope: Scope,
+        min_count: i64,
+    },
+    ViewedWithoutBuying {
+        scope: Scope,
+    },
+    EventCount {
+        event_type: String,
+        within: Option<String>,
+        range: Range,
+    },
+    TotalSpend {
+        within: Option<String>,
+        range: Range,
+    },
+    AverageOrderValue {
+        within: Option<String>,
+        range: Range,
+    },
+    /// Last event within the interval (`seen = true`) or not within it (`seen = false`).
+    LastSeen {
+        interval: String,
+        seen: bool,
+    },
+    DaysSinceLastPurchase {
+        range: Range,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    All(Vec<Node>),
+    Any(Vec<Node>),
+    Not(Box<Node>),
+    Predicate(Predicate),
+}
+
+/// Parses and validates a definition (JSON text).
+pub fn parse(text: &str) -> Result<Node, SegmentError> {
+    let value: Value =
+        serde_json::from_str(text).or_else(|e| err("$", format!("not JSON: {e}")))?;
+    let mut count = 0;
+    parse_node(&value, "$", 1, &mut count)
+}
+
+fn parse_node(
+    v: &Value,
+    path: &str,
+    depth: usize,
+    count: &mut usize,
+) -> Result<Node, SegmentError> {
+    if depth > MAX_DEPTH {
+        return err(path, format!("nested deeper than {MAX_DEPTH} levels"));
+    }
+    let Some(obj) = v.as_object() else {
+        return err(
+            path,
+            format!(
+                "expected an object like {{\"all\": [...]}} or {{\"bought\": {{...}}}}, got {}",
+                kind(v)
+            ),
+        );
+    };
+    if obj.len() != 1 {
+        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        return err(
+            path,
+            format!(
+                "expected exactly one key (all, any, not or a predicate), got {}",
+                if keys.is_empty() {
+                    "none".to_owned()
+                } else {
+                    keys.join(", ")
+                }
+            ),
+        );
+    }
+    let (key, inner) = obj.iter().next().expect("one key");
+    let here = format!("{path}.{key}");
+    match key.as_str() {
+        "all" | "any" => {
+            let Some(items) = inner.as_array() else {
+                return err(
+                    &here,
+                    format!("expected an array of conditions, got {}", kind(inner)),
+                );
+            };
+            if items.is_empty() {
+                return err(&here, "must hold at least one condition");
+            }
+            let children = items
+                .iter()
+                .enumerate()
+                .map(|(i, c)| parse_node(c, &format!("{here}[{i}]"), depth + 1, count))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(if key == "all" {
+                Node::All(children)
+            } else {
+                Node::Any(children)
+            })
+        }
+        "not" => Ok(Node::Not(Box::new(parse_node(
+            inner,
+            &here,
+            depth + 1,
+            count,
+        )?))),
+        name => {
+            *count += 1;
+            if *count > MAX_PREDICATES {
+                return err(&here, format!("more than {MAX_PREDICATES} predicates"));
+            }
+            parse_predicate(name, inner, &here).map(Node::Predicate)
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The arguments of one predicate: every key must be known, each read at most once.
+struct Args<'a> {
+    obj: &'a Map<String, Value>,
+    path: &'a str,
+}
+
+impl<'a> Args<'a> {
+    fn new(v: &'a Value, path: &'a str, allowed: &[&str]) -> Result<Self, SegmentError> {
+        let Some(obj) = v.as_object() else {
+            return err(
+                path,
+                format!("expected an object of arguments, got {}", kind(v)),
+            );
+        };
+        for k in obj.keys() {
+            if !allowed.contains(&k.as_str()) {
+                return err(
+                    &format!("{path}.{k}"),
+                    format!("unknown argument; allowed: {}", allowed.join(", ")),
+                );
+            }
+        }
+        Ok(Args { obj, path })
+    }
+
+    fn path(&self, key: &str) -> String {
+        format!("{}.{key}", self.path)
+    }
+
+    fn text(&self, key: &str) -> Result<Option<String>, SegmentError> {
+        match self.obj.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_VALUE_CHARS => {
+                Ok(Some(s.clone()))
+            }
+            Some(Value::String(_)) => err(
+                &self.path(key),
+                format!("must be a non-empty string of at most {MAX_VALUE_CHARS} characters"),
+            ),
+            Some(v) => err(
+                &self.path(key),
+                format!("expected a string, got {}", kind(v)),
+            ),
+        }
+    }
+
+    fn interval(&self, key: &str) -> Result<Option<String>, SegmentError> {
+        match self.obj.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => parse_interval(s)
+                .map(Some)
+                .or_else(|m| err(&self.path(key), m)),
+            Some(v) => err(
+                &self.path(key),
+                format!(
+                    "expected an interval string like \"7 days\", got {}",
+                    kind(v)
+                ),
+            ),
+        }
+    }
+
+    fn number(&self, key: &str) -> Result<Option<f64>, SegmentError> {
+        match self.obj.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_f64() {
+                Some(x) if (0.0..=1e15).contains(&x) => Ok(Some(x)),
+                _ => err(&self.path(key), "must be a number between 0 and 1e15"),
+            },
+            Some(v) => err(
+                &self.path(key),
+                format!("expected a number, got {}", kind(v)),
+            ),
+        }
+    }
+
+    fn count(&self, key: &str) -> Result<Option<i64>, SegmentError> {
+        match self.obj.get(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(x) if (1..=1_000_000_000).contains(&x) => Ok(Some(x)),
+                _ => err(
+                    &self.path(key),
+                    "must be a whole number between 1 and 1000000000",
+                ),
+            },
+            Some(v) => err(
+                &self.path(key),
+                format!("expected a whole number, got {}", kind(v)),
+            ),
+        }
+    }
+
+    fn range(&self) -> Result<Range, SegmentError> {
+        let range = Range {
+            min: self.number("min")?,
+            max: self.number("max")?,
+        };
+        match (range.min, range.max) {
+            (None, None) => err(self.path, "needs min, max or both"),
+            (Some(lo), Some(hi)) if lo > hi => {
+                err(self.path, format!("min ({lo}) is above max ({hi})"))
+            }
+            _ => Ok(range),
+        }
+    }
+
+    fn scope(&self) -> Result<Scope, SegmentError> {
+        Ok(Scope {
+            category: self.text("category")?,
+            item_id: self.text("item_id")?,
+            within: self.interval("within")?,
+        })
+    }
+}
+
+fn parse_predicate(name: &str, v: &Value, path: &str) -> Result<Predicate, SegmentError> {
+    Ok(match name {
+        "bought" | "viewed" => {
+            let a = Args::new(v, path, &["category", "item_id", "within", "min_count"])?;
+            let scope = a.scope()?;
+            let min_count = a.count("min_count")?.unwrap_or(1);
+            if name == "bought" {
+                Predicate::Bought { scope, min_count }
+            } else {
+                Predicate::Viewed { scope, min_count }
+            }
+        }
+        "viewed_without_buying" => {
+            let a = Args::new(v, path, &["category", "item_id", "within"])?;
+            Predicate::ViewedWithoutBuying { scope: a.scope()? }
+        }
+        "event_count" => {
+            let a = Args::new(v, path, &["event_type", "within", "min", "max"])?;
+            let Some(event_type) = a.text("event_type")? else {
+                return err(path, "needs event_type");
+            };
+            let range = a.range()?;
+            Predicate::EventCount {
+                event_type,
+                within: a.interval("within")?,
+                range,
+            }
+        }
+        "total_spend" | "average_order_value" => {
+            let a = Args::new(v, path, &["within", "min", "max"])?;
+            let (within, range) = (a.interval("within")?, a.range()?);
+            if name == "total_spend" {
+                Predicate::TotalSpend { within, range }
+            } else {
+                Predicate::AverageOrderValue { within, range }
+            }
+        }
+        "last_seen" => {
+            let a = Args::new(v, path, &["within", "not_within"])?;
+            match (a.interval("within")?, a.interval("not_within")?) {
+                (Some(i), None) => Predicate::LastSeen {
+                    interval: i,
+                    seen: true,
+                },
+                (None, Some(i)) => Predicate::LastSeen {
+                    interval: i,
+                    seen: false,
+                },
+                _ => {
+                    return err(
+                        path,
+                        "needs exactly one of within (active users) or not_within (lapsed users)",
+                    )
+                }
+            }
+        }
+        "days_since_last_purchase" => {
+            let a = Args::new(v, path, &["min", "max"])?;
+            Predicate::DaysSinceLastPurchase { range: a.range()? }
+        }
+        other => {
+            return err(
+                path,
+                format!(
+                    "unknown condition \"{}\"; use all, any, not or one of: {}",
+                    other.chars().take(60).collect::<String>(),
+                    PREDICATES.join(", ")
+                ),
+            )
+        }
+    })
+}
+
+/// Parses an interval such as "7 days", "2 hours 30 minutes" or "1 week" into its canonical
+/// text. Only whole numbers and these units, so Postgres reads it the same way.
+pub fn parse_interval(s: &str) -> Result<String, String> {
+    let bad = || {
+        format!(
+            "\"{}\" is not an interval like \"7 days\" or \"2 hours 30 minutes\" \
+             (units: seconds, minutes, hours, days, weeks, months, years)",
+            s.chars().take(60).collect::<String>()
+        )
+    };
+    let words: Vec<&str> = s.split_whitespace().collect();
+    if words.is_empty() || !words.len().is_multiple_of(2) || words.len() > 14 {
+        return Err(bad());
+    }
+    let mut parts = Vec::new();
+    let mut total = 0u128;
+    for pair in words.chunks(2) {
+        let n: u64 = pair[0].parse().map_err(|_| bad())?;
+        if n > 100_000_000 {
+            return Err(bad());
+        }
+        let unit = pair[1].to_ascii_lowercase();
+        let (unit, seconds) = match unit.trim_end_matches('s') {
+            "second" | "sec" => ("seconds", 1),
+            "minute" | "min" => ("minutes", 60),
+            "hour" => ("hours", 3600),
+            "day" => ("days", 86_400),
+            "week" => ("weeks", 604_800),
+            "month" | "mon" => ("months", 2_592_000),
+            "year" => ("years", 31_536_000),
+            _ => return Err(bad()),
+        };
+        total += u128::from(n) * seconds;
+        parts.push(format!("{n} {unit}"));
+    }
+    if total == 0 {
+        return Err(format!(
+            "\"{s}\" is an empty interval; use a positive one like \"7 days\""
+        ));
+    }
+    Ok(parts.join(" "))
+}
+
+/// A compiled definition: SQL with `$1` the user id (one-user form) and `$2` a `text[]` of
+/// the definition's values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compiled {
+    pub sql: String,
+    pub params: Vec<String>,
+}
+
+/// The form a definition compiles to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `SELECT user_id` of every member, sorted (`segment_members`).
+    Members,
+    /// `SELECT boolean`: is `$1` a member (`in_segment`).
+    OneUser,
+}
+
+pub fn compile(node: &Node, form: Form) -> Compiled {
+    let mut c = Compiler {
+        params: Vec::new(),
+        one_user: form == Form::OneUser,
+    };
+    let set = c.node(node);
+    let sql = match form {
+        Form::Members => format!("SELECT s.user_id FROM ({set}) AS s(user_id) ORDER BY 1"),
+        Form::OneUser => format!("SELECT EXISTS ({set})"),
+    };
+    Compiled {
+        sql,
+        params: c.params,
+    }
+}
+
+/// The purchase value of one event row `e` (joined with items `i`): the event's price (or the
+/// catalogue's) times its quantity (default 1). Non-numeric properties count as missing rather
+/// than failing a cast.
+const EVENT_VALUE: &str = "(COALESCE(CASE WHEN pg_catalog.jsonb_typeof(e.properties OPERATOR(pg_catalog.->) 'price') OPERATOR(pg_catalog.=) 'number' \
+THEN CAST(e.properties OPERATOR(pg_catalog.->>) 'price' AS pg_catalog.numeric) END, i.price, 0) \
+OPERATOR(pg_catalog.*) COALESCE(CASE WHEN pg_catalog.jsonb_typeof(e.properties OPERATOR(pg_catalog.->) 'quantity') OPERATOR(pg_catalog.=) 'number' \
+THEN CAST(e.properties OPERATOR(pg_catalog.->>) 'quantity' AS pg_catalog.numeric) END, 1))";
+
+/// The order an event belongs to (its own event when it names none).
+const EVENT_ORDER: &str = "COALESCE(e.properties OPERATOR(pg_catalog.->>) 'order_id', \
+CAST(e.event_id AS pg_catalog.text))";
+
+const PURCHASE_TYPES: &str = "e.event_type OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))";
+const VIEW_TYPES: &str = "e.event_type OPERATOR(pg_catalog.=) 'view'";
+
+struct Compiler {
+    params: Vec<String>,
+    one_user: bool,
+}
+
+impl Compiler {
+    /// Adds a value and returns its SQL reference, cast to `ty`.
+    fn param(&mut self, value: String, ty: &str) -> String {
+        self.params.push(value);
+        format!("CAST($2[{}] AS pg_catalog.{ty})", self.params.len())
+    }
+
+    fn universe(&self) -> String {
+        if self.one_user {
+            "SELECT CAST($1 AS pg_catalog.text)".to_owned()
+        } else {
+            "SELECT DISTINCT e.user_id FROM personalize.events e".to_owned()
+        }
+    }
+
+    fn node(&mut self, node: &Node) -> String {
+        match node {
+            Node::Predicate(p) => self.predicate(p),
+            Node::Not(inner) => format!("({}) EXCEPT ({})", self.universe(), self.node(inner)),
+            Node::Any(children) => {
+                let parts: Vec<String> = children
+                    .iter()
+                    .map(|c| format!("({})", self.node(c)))
+                    .collect();
+                parts.join(" UNION ")
+            }
+            Node::All(children) => {
+                let (negatives, positives): (Vec<&Node>, Vec<&Node>) =
+                    children.iter().partition(|c| matches!(c, Node::Not(_)));
+                let mut sql = if positives.is_empty() {
+                    format!("({})", self.universe())
+                } else {
+                    let parts: Vec<String> = positives
+                        .iter()
+                        .map(|c| format!("({})", self.node(c)))
+                        .collect();
+                    format!("({})", parts.join(" INTERSECT "))
+                };
+                for n in negatives {
+                    let Node::Not(inner) = n else { unreachable!() };
+                    sql = format!("({sql} EXCEPT ({}))", self.node(inner));
+                }
+                // An `all` whose result is itself parenthesised composes like any other set.
+                format!("SELECT * FROM {sql} AS a")
+            }
+        }
+    }
+
+    /// `SELECT e.user_id FROM events e [JOIN items] WHERE <conds> GROUP BY e.user_id [HAVING]`.
+    fn scan(&mut self, mut conds: Vec<String>, join_items: bool, having: Option<String>) -> String {
+        if self.one_user {
+            conds.insert(0, "e.user_id OPERATOR(pg_catalog.=) $1".to_owned());
+        }
+        let mut sql = String::from("SELECT e.user_id FROM personalize.events e");
+        if join_items {
+            sql.push_str(
+                " LEFT JOIN personalize.items i ON i.item_id OPERATOR(pg_catalog.=) e.item_id",
+            );
+        }
+        if !conds.is_empty() {
+            let _ = write!(sql, " WHERE {}", conds.join(" AND "));
+        }
+        sql.push_str(" GROUP BY e.user_id");
+        if let Some(h) = having {
+            let _ = write!(sql, " HAVING {h}");
+        }
+        sql
+    }
+
+    fn within(&mut self, within: &Option<String>, conds: &mut Vec<String>) {
+        if let Some(w) = within {
+            let p = self.param(w.clone(), "interval");
+            conds.push(format!(
+                "e.occurred_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) {p})"
+            ));
+        }
+    }
+
+    fn scope_conds(&mut self, kind: &str, scope: &Scope) -> (Vec<String>, bool) {
+        let mut conds = vec![kind.to_owned()];
+        self.within(&scope.within, &mut conds);
+        if let Some(item) = &scope.item_id {
+            let p = self.param(item.clone(), "text");
+            conds.push(format!("e.item_id OPERATOR(pg_catalog.=) {p}"));
+        }
+        let mut join = false;
+        if let Some(cat) = &scope.category {
+            let p = self.param(cat.clone(), "text");
+            conds.push(format!(
+                "(e.properties OPERATOR(pg_catalog.->>) 'category' OPERATOR(pg_catalog.=) {p} \
+                 OR i.category OPERATOR(pg_catalog.=) {p})"
+            ));
+            join = true;
+        }
+        (conds, join)
+    }
+
+    fn range(&mut self, expr: &str, range: &Range) -> String {
+        let mut parts = Vec::new();
+        if let Some(lo) = range.min {
+            let p = self.param(lo.to_string(), "numeric");
+            parts.push(format!("{expr} OPERATOR(pg_catalog.>=) {p}"));
+        }
+        if let Some(hi) = range.max {
+            let p = self.param(hi.to_string(), "numeric");
+            parts.push(format!("{expr} OPERATOR(pg_catalog.<=) {p}"));
+        }
+        parts.join(" AND ")
+    }
+
+    fn min_count(&mut self, n: i64) -> Option<String> {
+        (n > 1).then(|| {
+            let p = self.param(n.to_string(), "int8");
+            format!("pg_catalog.count(*) OPERATOR(pg_catalog.>=) {p}")
+        })
+    }
+
+    fn predicate(&mut self, p: &Predicate) -> String {
+        match p {
+            Predicate::Bought { scope, min_count } => {
+                let (conds, join) = self.scope_conds(PURCHASE_TYPES, scope);
+                let having = self.min_count(*min_count);
+                self.scan(conds, join, having)
+            }
+            Predicate::Viewed { scope, min_count } => {
+                let (conds, join) = self.scope_conds(VIEW_TYPES, scope);
+                let having = self.min_count(*min_count);
+                self.scan(conds, join, having)
+            }
+            Predicate::ViewedWithoutBuying { scope } => {
+                let (viewed, join) = self.scope_conds(VIEW_TYPES, scope);
+                let viewed = self.scan(viewed, join, None);
+                let (bought, join) = self.scope_conds(PURCHASE_TYPES, scope);
+                let bought = self.scan(bought, join, None);
+                format!("({viewed}) EXCEPT ({bought})")
+            }
+            Predicate::EventCount {
+                event_type,
+                within,
+                range,
+            } => {
+                let t = self.param(event_type.clone(), "text");
+                let mut conds = vec![format!("e.event_type OPERATOR(pg_catalog.=) {t}")];
+                self.within(within, &mut conds);
+                let count = "pg_catalog.count(*)";
+                let having = self.range(count, range);
+                if range.min.is_none_or(|m| m <= 0.0) {
+                    // "at most N" includes users with none of these events at all.
+                    let matching = self.scan(conds, false, Some(format!("NOT ({having})")));
+                    return format!("({}) EXCEPT ({matching})", self.universe());
+                }
+                self.scan(conds, false, Some(having))
+            }
+            Predicate::TotalSpend { within, range }
+            | Predicate::AverageOrderValue { within, range } => {
+                let mut conds = vec![PURCHASE_TYPES.to_owned()];
+                self.within(within, &mut conds);
+                let expr = if matches!(p, Predicate::TotalSpend { .. }) {
+                    format!("pg_catalog.sum({EVENT_VALUE})")
+                } else {
+                    format!(
+                        "(pg_catalog.sum({EVENT_VALUE}) OPERATOR(pg_catalog./) pg_catalog.count(DISTINCT {EVENT_ORDER}))"
+                    )
+                };
+                let having = self.range(&expr, range);
+                self.scan(conds, true, Some(having))
+            }
+            Predicate::LastSeen { interval, seen } => {
+                let p = self.param(interval.clone(), "interval");
+                let op = if *seen { ">" } else { "<=" };
+                self.scan(
+                    Vec::new(),
+                    false,
+                    Some(format!(
+                        "pg_catalog.max(e.occurred_at) OPERATOR(pg_catalog.{op}) (pg_catalog.now() OPERATOR(pg_catalog.-) {p})"
+                    )),
+                )
+            }
+            Predicate::DaysSinceLastPurchase { range } => {
+                let expr = "CAST(pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) \
+                            pg_catalog.max(e.occurred_at)) OPERATOR(pg_catalog./) 86400 AS pg_catalog.numeric)";
+                let having = self.range(expr, range);
+                self.scan(vec![PURCHASE_TYPES.to_owned()], false, Some(having))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> SegmentError {
+        parse(text).expect_err("should be refused")
+    }
+
+    #[test]
+    fn parses_the_growth_team_example() {
+        let node = parse(
+            r#"{"all": [{"viewed": {"category": "cameras", "within": "7 days"}},
+                        {"not": {"bought": {"category": "cameras", "within": "30 days"}}},
+                        {"total_spend": {"min": 100}}]}"#,
+        )
+        .unwrap();
+        let Node::All(children) = node else { panic!() };
+        assert_eq!(children.len(), 3);
+        assert_eq!(
+            children[0],
+            Node::Predicate(Predicate::Viewed {
+                scope: Scope {
+                    category: Some("cameras".into()),
+                    item_id: None,
+                    within: Some("7 days".into())
+                },
+                min_count: 1
+            })
+        );
+    }
+
+    #[test]
+    fn errors_name_the_path_of_the_mistake() {
+        let e = error_of(r#"{"all": [{"viewed": {}}, {"bought": {"within": "7 dayz"}}]}"#);
+        assert_eq!(e.path, "$.all[1].bought.within");
+        assert!(e.message.contains("7 dayz"), "{}", e.message);
+
+        let e = error_of(r#"{"any": [{"bougth": {}}]}"#);
+        assert_eq!(e.path, "$.any[0].bougth");
+        assert!(
+            e.message.contains("unknown condition \"bougth\""),
+            "{}",
+            e.message
+        );
+
+        let e = error_of(r#"{"not": {"viewed": {"colour": "red"}}}"#);
+        assert_eq!(e.path, "$.not.viewed.colour");
+
+        let e = error_of(r#"{"total_spend": {"min": 10, "max": 5}}"#);
+        assert_eq!(e.path, "$.total_spend");
+        assert!(e.message.contains("above max"));
+
+        assert_eq!(error_of(r#"{"all": []}"#).path, "$.all");
+        assert_eq!(error_of(r#"{"all": [], "any": []}"#).path, "$");
+        assert_eq!(error_of(r#"[1]"#).path, "$");
+        assert_eq!(
+            error_of(r#"{"event_count": {"min": 1}}"#).message,
+            "needs event_type"
+        );
+        assert_eq!(
+            error_of(r#"{"viewed": {"min_count": 0}}"#).path,
+            "$.viewed.min_count"
+        );
+        assert_eq!(
+            error_of(r#"{"total_spend": {"min": -1}}"#).path,
+            "$.total_spend.min"
+        );
+        assert_eq!(error_of(r#"{"last_seen": {}}"#).path, "$.last_seen");
+        assert_eq!(error_of("not json").path, "$");
+    }
+
+    #[test]
+    fn depth_and_size_are_bounded() {
+        let mut text = r#"{"viewed": {}}"#.to_owned();
+        for _ in 0..MAX_DEPTH {
+            text = format!(r#"{{"not": {text}}}"#);
+        }
+        assert!(error_of(&text).message.contains("nested deeper"));
+        let many = vec![r#"{"viewed": {}}"#; MAX_PREDICATES + 1].join(",");
+        assert!(error_of(&format!(r#"{{"any": [{many}]}}"#))
+            .message
+            .contains("more than"));
+    }
+
+    #[test]
+    fn intervals_are_canonical_and_positive() {
+        assert_eq!(parse_interval("7 days").unwrap(), "7 days");
+        assert_eq!(parse_interval("1 Day").unwrap(), "1 days");
+        assert_eq!(
+            parse_interval("2 hours 30 mins").unwrap(),
+            "2 hours 30 minutes"
+        );
+        assert_eq!(parse_interval(" 1   week ").unwrap(), "1 weeks");
+        for bad in [
+            "",
+            "7",
+            "days",
+            "-1 days",
+            "1.5 days",
+            "7 fortnights",
+            "0 days",
+            "1 day; drop",
+            "1e3 days",
+        ] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn user_values_only_travel_as_parameters() {
+        let hostile = "cameras'); DROP TABLE personalize.events; --";
+        let node = parse(
+            &serde_json::json!({"all": [
+                {"viewed": {"category": hostile, "item_id": "x' OR '1'='1"}},
+                {"event_count": {"event_type": "view\"; --", "min": 2}}
+            ]})
+            .to_string(),
+        )
+        .unwrap();
+        for form in [Form::Members, Form::OneUser] {
+            let c = compile(&node, form);
+            assert!(!c.sql.contains("DROP"), "{}", c.sql);
+            assert!(!c.sql.contains("OR '1'"), "{}", c.sql);
+            assert!(!c.sql.contains("--"), "{}", c.sql);
+            assert_eq!(
+                c.params,
+                ["x' OR '1'='1", hostile, "view\"; --", "2"]
+                    .map(String::from)
+                    .to_vec()
+            );
+        }
+    }
+
+    #[test]
+    fn compiles_to_set_operations() {
+        let node = parse(
+            r#"{"all": [{"viewed": {"category": "c"}}, {"not": {"bought": {"category": "c"}}}]}"#,
+        )
+        .unwrap();
+        let members = compile(&node, Form::Members);
+        assert!(members.sql.starts_with("SELECT s.user_id FROM ("));
+        assert!(members.sql.contains(" EXCEPT "));
+        assert!(!members.sql.contains("$1"));
+        assert_eq!(members.params, vec!["c".to_owned(), "c".to_owned()]);
+        let one = compile(&node, Form::OneUser);
+        assert!(one.sql.starts_with("SELECT EXISTS ("));
+        assert_eq!(
+            one.sql
+                .matches("e.user_id OPERATOR(pg_catalog.=) $1")
+                .count(),
+            2
+        );
+
+        let any = compile(
+            &parse(r#"{"any": [{"viewed": {}}, {"last_seen": {"within": "1 day"}}]}"#).unwrap(),
+            Form::Members,
+        );
+        assert!(any.sql.contains(" UNION "));
+        let lone_not = compile(&parse(r#"{"not": {"viewed": {}}}"#).unwrap(), Form::Members);
+        assert!(lone_not
+            .sql
+            .contains("SELECT DISTINCT e.user_id FROM personalize.events e"));
+        let at_most = compile(
+            &parse(r#"{"event_count": {"event_type": "view", "max": 2}}"#).unwrap(),
+            Form::OneUser,
+        );
+        assert!(
+            at_most.sql.contains("EXCEPT"),
+            "users with no such events count as at most 2"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+-- Campaigns and the outbox: messages written in the event's transaction, delay, filters,
+-- segment, cancel-on, frequency caps, quiet hours, leases, retries to dead, visibility
+-- timeouts and NOTIFY. Times are checked relative to now(), ids and tokens only by equality.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS pg_personalize CASCADE;
+CREATE EXTENSION pg_personalize;
+CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN EXECUTE q; RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+CREATE FUNCTION pg_temp.ev(t text, u text, i text, props jsonb DEFAULT '{}') RETURNS bigint
+LANGUAGE sql AS $$
+  SELECT personalize.track(jsonb_build_object('type', t, 'user_id', u, 'item_id', i, 'properties', props), true)
+$$;
+CREATE VIEW pg_temp.box AS
+SELECT message_id AS id, campaign, user_id, item_id, state, attempts, redeliveries,
+       round(date_part('epoch', visible_at - created_at)) AS due_in_s, last_error
+  FROM personalize.outbox ORDER BY message_id;
+-- Claims a channel and keeps what it handed out (to ack or fail it later).
+CREATE TEMP TABLE claimed AS SELECT * FROM personalize.claim_messages('email', 1) WHERE false;
+CREATE FUNCTION pg_temp.claim(ch text, n integer DEFAULT 10, vis interval DEFAULT '30 seconds')
+RETURNS TABLE (id bigint, campaign text, user_id text, attempt integer, payload jsonb)
+LANGUAGE sql AS $$
+  WITH c AS (SELECT * FROM personalize.claim_messages(ch, n, vis)),
+       kept AS (INSERT INTO claimed SELECT * FROM c RETURNING *)
+  SELECT k.message_id, k.campaign, k.user_id, k.attempt, k.payload FROM kept k ORDER BY k.message_id
+$$;
+
+SELECT personalize.upsert_items('[{"item_id": "cam1", "category": "cameras", "title": "Camera One", "price": 500},
+  {"item_id": "cam2", "category": "cameras", "title": "Camera Two", "price": 800},
+  {"item_id": "lens1", "category": "lenses", "title": "Lens", "price": 200}]');
+
+INSERT INTO personalize.campaigns (name, trigger_event_type, trigger_category, delay, cancel_on, channel, template)
+VALUES ('camera_browse', 'view', 'cameras', '2 hours', '{purchase}', 'email',
+        '{"subject": "Still thinking about {{item_title}}, {{user_id}}?", "price": "{{properties.price}}",
+          "key": "{{idempotency_key}}"}');
+INSERT INTO personalize.campaigns (name, trigger_event_type, trigger_properties, channel, template)
+VALUES ('newsletter_cart', 'add_to_cart', '{"cart_id": "from-newsletter"}', 'push', '{"title": "Your cart"}');
+
+-- A camera view schedules one email in 2 hours; a lens view and a view without the property
+-- filter do not; a second camera view while one is pending is absorbed.
+SELECT pg_temp.ev('view', 'u1', 'cam1', '{"price": 499.5}') > 0 AS ok;
+SELECT pg_temp.ev('view', 'u1', 'cam2') > 0 AS ok;
+SELECT pg_temp.ev('view', 'u2', 'lens1') > 0 AS ok;
+SELECT pg_temp.ev('add_to_cart', 'u2', 'lens1', '{"cart_id": "other"}') > 0 AS ok;
+SELECT pg_temp.ev('add_to_cart', 'u3', 'lens1', '{"cart_id": "from-newsletter"}') > 0 AS ok;
+SELECT * FROM pg_temp.box;
+-- The category may come from the event's properties when the catalogue has no row.
+SELECT pg_temp.ev('view', 'u4', 'unknown-item', '{"category": "cameras"}') > 0 AS ok;
+SELECT id, user_id, item_id FROM pg_temp.box WHERE user_id = 'u4';
+
+-- Same transaction: a rolled-back event leaves no message.
+BEGIN;
+SELECT pg_temp.ev('view', 'u5', 'cam1') > 0 AS ok;
+SELECT count(*) AS inside FROM personalize.outbox WHERE user_id = 'u5';
+ROLLBACK;
+SELECT count(*) AS after_rollback FROM personalize.outbox WHERE user_id = 'u5';
+
+-- Old events (a history import) trigger nothing.
+SELECT personalize.track('{"type": "view", "user_id": "u6", "item_id": "cam1", "occurred_at": "2020-01-01T00:00:00Z"}') > 0 AS ok;
+SELECT count(*) AS from_old_event FROM personalize.outbox WHERE user_id = 'u6';
+
+-- Cancel-on: u1 buys; the pending browse email is cancelled (also within one batch).
+SELECT pg_temp.ev('purchase', 'u1', 'cam1') > 0 AS ok;
+SELECT * FROM personalize.track_batch(ARRAY[
+  '{"type": "view", "user_id": "u7", "item_id": "cam2"}',
+  '{"type": "purchase", "user_id": "u7", "item_id": "cam2"}']::jsonb[]);
+SELECT id, user_id, state, last_error ~ '^cancelled by event \d+ \(purchase\)$' AS cancelled_by_purchase
+  FROM pg_temp.box WHERE campaign = 'camera_browse' ORDER BY id;
+
+-- Not due yet: nothing to claim on email; the push is due now.
+SELECT count(*) AS due_email FROM pg_temp.claim('email');
+SELECT id, campaign, user_id, attempt, payload FROM pg_temp.claim('push');
+-- ack takes the lease: a wrong token does nothing; the right one marks it sent, once.
+SELECT personalize.ack(message_id, '00000000-0000-0000-0000-000000000000') AS wrong_token FROM claimed;
+SELECT personalize.ack(message_id, lease_token) AS acked FROM claimed;
+SELECT personalize.ack(message_id, lease_token) AS acked_twice FROM claimed;
+TRUNCATE claimed;
+
+-- Time passes (the email becomes due); the payload is rendered at claim time.
+UPDATE personalize.outbox SET visible_at = now() WHERE state = 'pending' AND campaign = 'camera_browse';
+SELECT id, user_id, attempt, payload - 'key' AS payload,
+       payload ->> 'key' = (SELECT CAST(idempotency_key AS text) FROM personalize.outbox o WHERE o.message_id = id) AS key_is_stable
+  FROM pg_temp.claim('email');
+-- Claimed messages are not handed out twice while the lease runs.
+SELECT count(*) AS claimable_again FROM personalize.claim_messages('email');
+
+-- fail(): retried with backoff, then dead after max_attempts; a stale lease cannot fail it.
+UPDATE personalize.campaigns SET max_attempts = 2 WHERE name = 'camera_browse';
+SELECT personalize.fail(message_id, lease_token, 'smtp 451 try later') AS state FROM claimed;
+SELECT personalize.fail(message_id, lease_token, 'again') AS stale_lease FROM claimed;
+SELECT id, state, attempts, due_in_s BETWEEN 9 AND 11 + date_part('epoch', now() - statement_timestamp()) AS backoff_10s, last_error
+  FROM pg_temp.box WHERE user_id = 'u4';
+TRUNCATE claimed;
+UPDATE personalize.outbox SET visible_at = now() WHERE user_id = 'u4';
+SELECT id, attempt FROM pg_temp.claim('email');
+SELECT personalize.fail(message_id, lease_token, 'mailbox full', retry_in => '0') AS state FROM claimed;
+SELECT id, state, attempts, last_error FROM pg_temp.box WHERE user_id = 'u4';
+TRUNCATE claimed;
+
+-- A lease that expires without ack: the message comes back (a redelivery), the old lease
+-- can no longer ack it, and it is dead once max_attempts claims have expired.
+SELECT pg_temp.ev('view', 'u8', 'cam1') > 0 AS ok;
+UPDATE personalize.outbox SET visible_at = now() WHERE user_id = 'u8';
+SELECT id, attempt FROM pg_temp.claim('email', 10, '1 millisecond');
+SELECT pg_sleep(0.01);
+SELECT id, attempt FROM pg_temp.claim('email', 10, '1 millisecond');
+SELECT count(DISTINCT lease_token) AS leases, bool_or(personalize.ack(message_id, lease_token)) FILTER (WHERE attempt = 1) AS first_lease_acks
+  FROM claimed;
+SELECT pg_sleep(0.01);
+SELECT count(*) AS claimed_after_max_attempts FROM pg_temp.claim('email', 10, '1 millisecond');
+SELECT id, state, attempts, redeliveries, last_error FROM pg_temp.box WHERE user_id = 'u8';
+TRUNCATE claimed;
+
+-- Frequency caps: per campaign, and across campaigns (checked when writing and when claiming).
+INSERT INTO personalize.campaigns (name, trigger_event_type, channel, cap_messages, cap_window, template)
+VALUES ('every_cart', 'add_to_cart', 'sms', 1, '1 day', '{"text": "cart"}');
+SELECT pg_temp.ev('add_to_cart', 'u9', 'cam1') > 0 AS ok;
+SELECT id, attempt FROM pg_temp.claim('sms');
+SELECT count(*) AS acked FROM claimed WHERE personalize.ack(message_id, lease_token);
+TRUNCATE claimed;
+SELECT pg_temp.ev('add_to_cart', 'u9', 'cam2') > 0 AS ok;
+SELECT count(*) AS written_over_cap FROM personalize.outbox WHERE user_id = 'u9';
+-- A cap added after messages were written is applied at claim time.
+UPDATE personalize.campaigns SET cap_messages = NULL, cap_window = NULL WHERE name = 'every_cart';
+SELECT pg_temp.ev('add_to_cart', 'u9', 'lens1') > 0 AS ok;
+INSERT INTO personalize.frequency_caps (channel, max_messages, "window") VALUES ('sms', 1, '7 days');
+SELECT count(*) AS claimed_over_global_cap FROM pg_temp.claim('sms');
+SELECT id, state, last_error FROM pg_temp.box WHERE user_id = 'u9';
+DELETE FROM personalize.frequency_caps;
+
+-- Quiet hours: a message due inside them waits until they end (local time of the campaign).
+INSERT INTO personalize.campaigns (name, trigger_event_type, channel, quiet_start, quiet_end, quiet_timezone, template)
+SELECT 'quiet_push', 'checkout', 'push',
+       CAST((now() AT TIME ZONE 'Asia/Tokyo') - interval '1 hour' AS time),
+       CAST((now() AT TIME ZONE 'Asia/Tokyo') + interval '2 hours' AS time), 'Asia/Tokyo', '{}';
+SELECT personalize.track('{"type": "checkout", "user_id": "u10"}') > 0 AS ok;
+SELECT state, round(date_part('epoch', visible_at - now()) / 60) AS waits_minutes
+  FROM personalize.outbox WHERE user_id = 'u10';
+-- A message that became due before the quiet hours began is held back at claim time.
+UPDATE personalize.outbox SET visible_at = now() - interval '1 minute' WHERE user_id = 'u10';
+SELECT count(*) AS claimed_in_quiet_hours FROM pg_temp.claim('push');
+SELECT state, round(date_part('epoch', visible_at - now()) / 60) AS waits_minutes FROM personalize.outbox WHERE user_id = 'u10';
+SELECT personalize._after_quiet_hours('2026-03-01 23:30+00', '22:00', '07:00', 'UTC') AS wraps_midnight,
+       personalize._after_quiet_hours('2026-03-01 06:00+00', '22:00', '07:00', 'UTC') AS early_morning,
+       personalize._after_quiet_hours('2026-03-01 12:00+00', '22:00', '07:00', 'UTC') AS daytime;
+
+-- A campaign in a segment only fires for its members.
+INSERT INTO personalize.segments VALUES ('buyers', '{"bought": {}}');
+INSERT INTO personalize.campaigns (name, trigger_event_type, channel, segment, template)
+VALUES ('buyer_search', 'search', 'webhook', 'buyers', '{"q": "{{properties.query}}"}');
+SELECT personalize.track('{"type": "search", "user_id": "u1", "properties": {"query": "lens"}}') > 0 AS buyer,
+       personalize.track('{"type": "search", "user_id": "u2", "properties": {"query": "lens"}}') > 0 AS not_buyer;
+SELECT user_id, campaign FROM pg_temp.box WHERE campaign = 'buyer_search';
+
+-- Recommendations in the payload, computed at claim time from the active model.
+INSERT INTO personalize.models (name, status, params, as_of, n_users, n_items, n_interactions,
+        loss_per_iteration, seconds_per_iteration, read_seconds, train_seconds)
+SELECT 'default', 'active', '{"factors": 2, "alpha": 2, "regularization": 0.1}', now() - interval '1 day', 1, 3, 0, '{}', '{}', 0, 0;
+INSERT INTO personalize.model_items (model_id, item_index, item_id, factors, popularity)
+SELECT m.model_id, v.* FROM personalize.models m,
+ (VALUES (0, 'cam1', '{1, 0}'::real[], 3::real), (1, 'cam2', '{0.9, 0.1}', 2), (2, 'lens1', '{0, 1}', 1)) v;
+INSERT INTO personalize.campaigns (name, trigger_event_type, channel, recommendations, template)
+VALUES ('grid', 'remove_from_cart', 'whatsapp', 2, '{"items": "{{recommendations}}"}');
+SELECT personalize.track('{"type": "remove_from_cart", "user_id": "u1", "item_id": "lens1"}') > 0 AS ok;
+SELECT id, jsonb_pretty(payload) FROM pg_temp.claim('whatsapp');
+TRUNCATE claimed;
+
+-- (NOTIFY on due messages is tested in tests/outbox_concurrency.sh: psql prints the
+-- notifying backend's PID, which differs between runs.)
+SELECT pg_temp.ev('add_to_cart', 'u11', 'cam1', '{"cart_id": "from-newsletter"}') > 0 AS ok;
+
+-- Paused campaigns' messages wait; a deleted campaign's messages are cancelled at claim time.
+SELECT pg_temp.ev('add_to_cart', 'u12', 'cam1', '{"cart_id": "from-newsletter"}') > 0 AS ok;
+UPDATE personalize.campaigns SET enabled = false WHERE name = 'newsletter_cart';
+SELECT count(*) AS claimed_while_paused FROM pg_temp.claim('push');
+DELETE FROM personalize.campaigns WHERE name = 'newsletter_cart';
+SELECT count(*) AS claimed_after_delete FROM pg_temp.claim('push');
+SELECT user_id, state, last_error FROM pg_temp.box WHERE user_id IN ('u11', 'u12');
+
+-- Bad campaigns and bad calls: clear errors, nothing written.
+SELECT pg_temp.err($$INSERT INTO personalize.campaigns (name, trigger_event_type, channel) VALUES ('x', 'wishlist', 'email')$$);
+SELECT pg_temp.err($$INSERT INTO personalize.campaigns (name, trigger_event_type, channel, cancel_on) VALUES ('x', 'view', 'email', '{purchase, refnd}')$$);
+SELECT pg_temp.err($$INSERT INTO personalize.campaigns (name, trigger_event_type, channel) VALUES ('x', 'view', 'fax')$$);
+SELECT pg_temp.err($$INSERT INTO personalize.campaigns (name, trigger_event_type, channel, template) VALUES ('x', 'view', 'email', '{"s": "{{first_name}}"}')$$);
+SELECT pg_temp.err($$INSERT INTO personalize.campaigns (name, trigger_event_type, channel, template) VALUES ('x', 'view', 'email', '{"s": "see {{recommendations}}"}')$$);
+SELECT pg_temp.err($$INSERT INTO personalize.campaigns (name, trigger_event_type, channel, quiet_start, quiet_end, quiet_timezone) VALUES ('x', 'view', 'email', '22:00', '07:00', 'Mars/Olympus')$$);
+SELECT pg_temp.err($$INSERT INTO personalize.campaigns (name, trigger_event_type, channel, delay) VALUES ('x', 'view', 'email', '-1 hour')$$);
+SELECT pg_temp.err($$INSERT INTO personalize.campaigns (name, trigger_event_type, channel, cap_messages) VALUES ('x', 'view', 'email', 3)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.claim_messages('fax')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.claim_messages('email', 0)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.claim_messages('email', 10, '0 seconds')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.claim_messages(NULL)$$);
+SELECT pg_temp.err($$SELECT personalize.fail(1, gen_random_uuid(), 'x', '-1 second')$$);
+SELECT count(*) AS campaigns FROM personalize.campaigns;
+
+-- Archiving finished messages.
+SELECT personalize.archive_messages('0 seconds') AS archived;
+SELECT state, count(*) FROM personalize.outbox GROUP BY state ORDER BY state;
+SELECT state, count(*) FROM personalize.outbox_archive GROUP BY state ORDER BY state;
+SELECT * FROM personalize.status WHERE section = 'outbox' ORDER BY name;
