@@ -82,4 +82,45 @@ SELECT r.rank, r.item_id, round(r.score::numeric, 4) AS affinity
   FROM personalize.rank_items('U0000042',
          ARRAY(SELECT item_id FROM personalize.items WHERE category = 'cameras' ORDER BY item_id LIMIT 6)) r;
 
-\echo 'Coming next on this same command: segments and the campaign outbox.'
+
+\echo '11. Segments: named predicates over the event log, stored as JSON (all / any / not), checked on'
+\echo '    write and compiled to parameterised SQL. The predicates also work in any WHERE clause:'
+INSERT INTO personalize.segments (name, definition, description) VALUES
+ ('camera_browsers', '{"all": [{"viewed": {"category": "cameras", "within": "365 days"}},
+                               {"not": {"bought": {"category": "cameras"}}}]}', 'viewed cameras, never bought one'),
+ ('big_spenders', '{"total_spend": {"min": 1000}}', 'spent 1,000 or more'),
+ ('loyal_lens_buyers', '{"all": [{"bought": {"category": "lenses", "min_count": 2}},
+                                 {"average_order_value": {"min": 100}}]}', 'two or more lenses, orders of 100+ on average');
+\timing on
+SELECT name, (SELECT count(*) FROM personalize.segment_members(name)) AS members, description
+  FROM personalize.segments ORDER BY name;
+\timing off
+SELECT ARRAY(SELECT personalize.user_segments('U0000042')) AS "segments of U0000042",
+       round(personalize.total_spend('U0000042'), 2) AS total_spend,
+       personalize.viewed_without_buying('U0000042', 'cameras') AS "viewed cameras, bought none";
+\echo '    A mistake is refused with the JSON path of the problem:'
+\set ON_ERROR_STOP off
+\set SHOW_CONTEXT never
+INSERT INTO personalize.segments VALUES ('typo', '{"all": [{"viewed": {"category": "cameras", "within": "7 dayz"}}]}');
+\set ON_ERROR_STOP on
+
+\echo '12. Campaigns: triggers on personalize.events write messages into the outbox in the same transaction.'
+\echo '    Browse abandonment: a camera view schedules an email 2 hours later (with 3 fresh recommendations),'
+\echo '    cancelled if they purchase first. Cart abandonment: a push now, for big spenders only.'
+INSERT INTO personalize.campaigns (name, trigger_event_type, trigger_category, delay, cancel_on, channel,
+                                   recommendations, template) VALUES
+ ('camera_browse_abandonment', 'view', 'cameras', '2 hours', '{purchase}', 'email', 3,
+  '{"to": "{{user_id}}", "subject": "Still thinking about {{item_title}}?", "picked_for_you": "{{recommendations}}"}');
+INSERT INTO personalize.campaigns (name, trigger_event_type, segment, cancel_on, channel, cap_messages, cap_window, template)
+VALUES ('cart_abandonment', 'add_to_cart', 'big_spenders', '{purchase, checkout}', 'push', 1, '1 day',
+        '{"title": "{{item_title}} is waiting in your cart, {{user_id}}"}');
+SELECT user_id, item_id, event_type
+  FROM (SELECT personalize.track(jsonb_build_object('type', t, 'user_id', u, 'item_id', i)) AS id, u AS user_id, i AS item_id, t AS event_type
+          FROM (VALUES ('view', 'shopper-A', (SELECT min(item_id) FROM personalize.items WHERE category = 'cameras')),
+                       ('view', 'shopper-B', (SELECT max(item_id) FROM personalize.items WHERE category = 'cameras')),
+                       ('purchase', 'shopper-B', (SELECT max(item_id) FROM personalize.items WHERE category = 'cameras')),
+                       ('add_to_cart', (SELECT min(m) FROM personalize.segment_members('big_spenders') m), 'P0000003'),
+                       ('add_to_cart', 'shopper-C', 'P0000003')) v(t, u, i)) tracked;
+\echo '    The outbox (shopper-B bought the camera, so their email is cancelled; shopper-C is not a big spender):'
+SELECT message_id, campaign, channel, user_id, state, date_trunc('minute', visible_at - now() + interval '30 seconds') AS due_in, last_error
+  FROM personalize.outbox ORDER BY message_id;

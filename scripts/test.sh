@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test: formatting and clippy, plain-Rust unit tests and #[pg_test]s (cargo pgrx test),
 # the pg_regress suite,
-# a pg_dump/restore round trip, and the real-data test on ../shared/data (skipped, with a
+# a pg_dump/restore round trip, the outbox under concurrent and crashing workers, and the real-data test on ../shared/data (skipped, with a
 # message, when the file is absent). Ends with one "N passed, M failed" line.
 source "$(dirname "$0")/lib.sh"
 
@@ -52,6 +52,7 @@ regress() {
 }
 step "pg_regress suite" regress
 step "pg_dump / restore round trip" bash "$ROOT/tests/dump_restore.sh"
+step "outbox: concurrent workers, NOTIFY, crashed workers" bash "$ROOT/tests/outbox_concurrency.sh"
 step "real data: UCI Online Retail" bash "$ROOT/tests/real_data.sh"
 
 say "Summary"
