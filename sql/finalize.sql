@@ -487,27 +487,34 @@ CREATE TRIGGER campaigns_before_write
 CREATE FUNCTION personalize._events_fire_campaigns() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    fires boolean;
+    cancels boolean;
     any_global_cap boolean;
     due_channels text[];
     due_channel text;
 BEGIN
-    -- Ingestion without campaigns pays for this one probe.
-    IF NOT EXISTS (SELECT 1 FROM personalize.campaigns c WHERE c.enabled) THEN
-        RETURN NULL;
-    END IF;
-    any_global_cap := EXISTS (SELECT 1 FROM personalize.frequency_caps);
-
-    -- One message per campaign and user and statement (their first matching event); a user
-    -- who already has one pending for the campaign keeps it (the unique partial index).
-    WITH fired AS (
+    -- One probe decides whether this statement's events concern any enabled campaign, as a
+    -- trigger or as a cancel-on type; ingestion of other events pays only for it.
+    SELECT bool_or(c.trigger_event_type = e.event_type), bool_or(e.event_type = ANY (c.cancel_on))
+      INTO fires, cancels
+      FROM (SELECT DISTINCT n.event_type FROM new_events n) e
+      JOIN personalize.campaigns c ON c.enabled
+                                  AND (c.trigger_event_type = e.event_type OR e.event_type = ANY (c.cancel_on));
+    IF fires THEN
+        any_global_cap := EXISTS (SELECT 1 FROM personalize.frequency_caps);
+        -- One message per campaign and user and statement (their first matching event); a
+        -- user who already has one pending for the campaign keeps it (the unique partial index).
+        WITH fired AS (
             SELECT DISTINCT ON (c.campaign_id, e.user_id)
                    c.campaign_id, c.name, c.channel, e.user_id, e.item_id, e.event_id, e.occurred_at,
                    jsonb_build_object('event_type', e.event_type,
                                       'category', COALESCE(i.category, e.properties ->> 'category'),
                                       'occurred_at', e.occurred_at,
                                       'properties', e.properties) AS context,
-                   personalize._after_quiet_hours(greatest(now(), e.occurred_at + c.delay),
-                                                  c.quiet_start, c.quiet_end, c.quiet_timezone) AS visible_at
+                   CASE WHEN c.quiet_start IS NULL THEN greatest(now(), e.occurred_at + c.delay)
+                        ELSE personalize._after_quiet_hours(greatest(now(), e.occurred_at + c.delay),
+                                                            c.quiet_start, c.quiet_end, c.quiet_timezone)
+                   END AS visible_at
               FROM new_events e
               JOIN personalize.campaigns c ON c.enabled AND c.trigger_event_type = e.event_type
               LEFT JOIN personalize.items i ON i.item_id = e.item_id
@@ -527,21 +534,35 @@ BEGIN
             ON CONFLICT (campaign_id, user_id) WHERE state = 'pending' DO NOTHING
             RETURNING o.channel, o.visible_at
         )
-    SELECT array_agg(DISTINCT w.channel) INTO due_channels FROM written w WHERE w.visible_at <= now();
-    -- Wakes idle workers (LISTEN personalize_outbox) when something is due now.
-    FOREACH due_channel IN ARRAY COALESCE(due_channels, '{}') LOOP
-        PERFORM pg_notify('personalize_outbox', due_channel);
-    END LOOP;
+        SELECT array_agg(DISTINCT w.channel) INTO due_channels FROM written w WHERE w.visible_at <= now();
+        -- Wakes idle workers (LISTEN personalize_outbox) when something is due now.
+        FOREACH due_channel IN ARRAY COALESCE(due_channels, '{}') LOOP
+            PERFORM pg_notify('personalize_outbox', due_channel);
+        END LOOP;
+    END IF;
 
-    -- Cancel-on: an event of a cancelling type (a purchase) after the trigger cancels the
-    -- user's pending messages of that campaign. Claims check the same again.
-    UPDATE personalize.outbox o
-       SET state = 'cancelled', finished_at = now(),
-           last_error = 'cancelled by event ' || e.event_id || ' (' || e.event_type || ')'
-      FROM new_events e, personalize.campaigns c
-     WHERE e.event_type = ANY (c.cancel_on)
-       AND o.campaign_id = c.campaign_id AND o.user_id = e.user_id AND o.state = 'pending'
-       AND e.occurred_at >= o.triggered_at AND e.event_id <> o.trigger_event_id;
+    IF cancels THEN
+        -- Cancel-on: an event of a cancelling type (a purchase) after the trigger cancels the
+        -- user's pending message of that campaign (claims check the same again). The pending
+        -- messages are found per (campaign, user) in the unique partial index, and updated by
+        -- id, so the plan stays index-only whatever the statement's size (plpgsql keeps one
+        -- plan per session; a hash join over the whole outbox would be kept for single events).
+        WITH hits AS MATERIALIZED (
+            SELECT DISTINCT ON (p.message_id) p.message_id, e.event_id, e.event_type
+              FROM new_events e
+              JOIN personalize.campaigns c ON e.event_type = ANY (c.cancel_on)
+              CROSS JOIN LATERAL (
+                  SELECT x.message_id FROM personalize.outbox x
+                   WHERE x.campaign_id = c.campaign_id AND x.user_id = e.user_id AND x.state = 'pending'
+                     AND x.triggered_at <= e.occurred_at AND x.trigger_event_id <> e.event_id) p
+             ORDER BY p.message_id, e.occurred_at, e.event_id)
+        UPDATE personalize.outbox o
+           SET state = 'cancelled', finished_at = now(),
+               last_error = 'cancelled by event ' || h.event_id || ' (' || h.event_type || ')'
+          FROM hits h
+         WHERE o.message_id = ANY (ARRAY(SELECT h2.message_id FROM hits h2))
+           AND o.message_id = h.message_id AND o.state = 'pending';
+    END IF;
     RETURN NULL;
 END
 $$;

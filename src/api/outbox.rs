@@ -54,7 +54,7 @@ SELECT o.message_id, o.user_id, o.campaign_id, o.attempts, COALESCE(c.max_attemp
    AND o.visible_at OPERATOR(pg_catalog.<=) pg_catalog.now()
    -- A paused campaign's messages wait.
    AND c.enabled IS DISTINCT FROM false
- ORDER BY o.visible_at, o.message_id
+ ORDER BY o.visible_at
  LIMIT $2
    FOR UPDATE OF o SKIP LOCKED";
 
