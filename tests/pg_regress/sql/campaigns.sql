@@ -89,8 +89,9 @@ SELECT count(*) AS claimable_again FROM personalize.claim_messages('email');
 UPDATE personalize.campaigns SET max_attempts = 2 WHERE name = 'camera_browse';
 SELECT personalize.fail(message_id, lease_token, 'smtp 451 try later') AS state FROM claimed;
 SELECT personalize.fail(message_id, lease_token, 'again') AS stale_lease FROM claimed;
-SELECT id, state, attempts, due_in_s BETWEEN 9 AND 11 + date_part('epoch', now() - statement_timestamp()) AS backoff_10s, last_error
-  FROM pg_temp.box WHERE user_id = 'u4';
+SELECT message_id AS id, state, attempts,
+       date_part('epoch', visible_at - now()) BETWEEN 9 AND 10 AS backoff_10s, last_error
+  FROM personalize.outbox WHERE user_id = 'u4';
 TRUNCATE claimed;
 UPDATE personalize.outbox SET visible_at = now() WHERE user_id = 'u4';
 SELECT id, attempt FROM pg_temp.claim('email');
