@@ -332,12 +332,18 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
        AND (event_count.within IS NULL OR e.occurred_at > now() - event_count.within)
 $$;
 
+-- The one definition of a purchase's value, used by the predicates and by compiled segments.
+-- No SET clause, so the planner inlines it into their scans; every name is qualified instead.
 CREATE FUNCTION personalize._event_value(properties jsonb, catalogue_price numeric) RETURNS numeric
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT COALESCE(CASE WHEN jsonb_typeof(properties -> 'price') = 'number'
-                         THEN CAST(properties ->> 'price' AS numeric) END, catalogue_price, 0)
-         * COALESCE(CASE WHEN jsonb_typeof(properties -> 'quantity') = 'number'
-                         THEN CAST(properties ->> 'quantity' AS numeric) END, 1)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT COALESCE(CASE WHEN pg_catalog.jsonb_typeof(properties OPERATOR(pg_catalog.->) 'price')
+                              OPERATOR(pg_catalog.=) 'number'
+                         THEN CAST(properties OPERATOR(pg_catalog.->>) 'price' AS pg_catalog.numeric) END,
+                    catalogue_price, 0)
+         OPERATOR(pg_catalog.*)
+           COALESCE(CASE WHEN pg_catalog.jsonb_typeof(properties OPERATOR(pg_catalog.->) 'quantity')
+                              OPERATOR(pg_catalog.=) 'number'
+                         THEN CAST(properties OPERATOR(pg_catalog.->>) 'quantity' AS pg_catalog.numeric) END, 1)
 $$;
 
 CREATE FUNCTION personalize.total_spend(user_id text, within interval DEFAULT NULL) RETURNS numeric

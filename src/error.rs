@@ -78,6 +78,15 @@ pub fn required<T>(v: Option<T>, name: &str) -> T {
     })
 }
 
+/// A query on the extension's own tables failed (SQLSTATE 55000): `what` says which.
+pub fn spi_failed(what: &str, e: impl std::fmt::Display) -> ! {
+    PersonalizeError::NotReady {
+        message: format!("{what}: {e}"),
+        hint: "Check that the extension's tables exist and the role may use them.".into(),
+    }
+    .raise()
+}
+
 /// The `strict` argument of the tracking and import functions: NULL is refused rather than
 /// silently treated as either value.
 pub fn strict_flag(strict: Option<bool>) -> bool {

@@ -10,7 +10,7 @@ use pgrx::prelude::*;
 use serde_json::{json, Map, Value};
 
 use crate::core::outbox::{self, Candidate, Cap, Delivery, GlobalCap, RenderContext, Verdict};
-use crate::error::{required, PersonalizeError};
+use crate::error::{required, spi_failed, PersonalizeError};
 
 /// Why a campaign template (JSON text) is refused, or NULL when it is valid.
 #[pg_extern(immutable, parallel_safe)]
@@ -100,14 +100,6 @@ struct Locked {
     template: Option<String>,
 }
 
-fn spi_error(what: &str, e: impl std::fmt::Display) -> ! {
-    PersonalizeError::NotReady {
-        message: format!("{what}: {e}"),
-        hint: "Check that the pg_personalize extension is installed completely.".into(),
-    }
-    .raise()
-}
-
 fn visibility_seconds(v: Interval) -> f64 {
     let seconds =
         v.months() as f64 * 30.0 * 86_400.0 + v.days() as f64 * 86_400.0 + v.micros() as f64 / 1e6;
@@ -185,7 +177,7 @@ fn claim_messages(
         let args: [DatumWithOid; 2] = [channel.into(), batch.into()];
         let table = client
             .update(LOCK_DUE, None, &args)
-            .unwrap_or_else(|e| spi_error("cannot read personalize.outbox", e));
+            .unwrap_or_else(|e| spi_failed("cannot read personalize.outbox", e));
         let mut now = 0.0;
         let mut locked = Vec::with_capacity(table.len());
         for row in table {
@@ -242,7 +234,7 @@ fn claim_messages(
                 None,
                 &[],
             )
-            .unwrap_or_else(|e| spi_error("cannot read personalize.frequency_caps", e))
+            .unwrap_or_else(|e| spi_failed("cannot read personalize.frequency_caps", e))
             .filter_map(|row| {
                 Some(GlobalCap {
                     channel: row.get::<String>(1).ok().flatten(),
@@ -273,7 +265,7 @@ fn claim_messages(
             let args: [DatumWithOid; 2] = [users.into(), longest_window.into()];
             recent = client
                 .select(RECENT_DELIVERIES, None, &args)
-                .unwrap_or_else(|e| spi_error("cannot read personalize.outbox", e))
+                .unwrap_or_else(|e| spi_failed("cannot read personalize.outbox", e))
                 .filter_map(|row| {
                     Some(Delivery {
                         message_id: row.get::<i64>(1).ok()??,
@@ -306,7 +298,7 @@ fn claim_messages(
         let item_info = item_details(client_ids(&recommended), |sql, args| {
             client
                 .select(sql, None, args)
-                .unwrap_or_else(|e| spi_error("cannot read personalize.items", e))
+                .unwrap_or_else(|e| spi_failed("cannot read personalize.items", e))
                 .filter_map(|row| {
                     let id = row.get::<String>(1).ok()??;
                     let info = json!({
@@ -355,7 +347,7 @@ fn claim_messages(
         ];
         let expires: HashMap<i64, TimestampWithTimeZone> = client
             .update(APPLY, None, &args)
-            .unwrap_or_else(|e| spi_error("cannot update personalize.outbox", e))
+            .unwrap_or_else(|e| spi_failed("cannot update personalize.outbox", e))
             .filter_map(|row| {
                 Some((
                     row.get::<i64>(1).ok()??,

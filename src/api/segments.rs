@@ -6,7 +6,7 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
 use crate::core::segments::{self, Compiled, Form, Node};
-use crate::error::{required, PersonalizeError};
+use crate::error::{required, spi_failed, PersonalizeError};
 
 /// Why a segment definition (JSON text) is refused, or NULL when it is valid.
 #[pg_extern(immutable, parallel_safe)]
@@ -15,14 +15,6 @@ fn _segment_problem(definition: Option<&str>) -> Option<String> {
         return Some("definition must not be NULL".into());
     };
     segments::parse(text).err().map(|e| e.to_string())
-}
-
-fn spi_error(what: &str, e: impl std::fmt::Display) -> ! {
-    PersonalizeError::NotReady {
-        message: format!("{what}: {e}"),
-        hint: "Check that the pg_personalize extension is installed completely.".into(),
-    }
-    .raise()
 }
 
 /// The parsed definition of a named segment.
@@ -35,7 +27,7 @@ fn definition(client: &SpiClient<'_>, name: &str) -> Node {
             None,
             &args,
         )
-        .unwrap_or_else(|e| spi_error("cannot read personalize.segments", e))
+        .unwrap_or_else(|e| spi_failed("cannot read personalize.segments", e))
         .first()
         .get(1)
         .unwrap_or(None);
@@ -68,7 +60,7 @@ fn is_member(client: &SpiClient<'_>, node: &Node, user_id: &str) -> bool {
     let compiled = segments::compile(node, Form::OneUser);
     client
         .select(&compiled.sql, None, &args(user_id, &compiled))
-        .unwrap_or_else(|e| spi_error("cannot evaluate the segment", e))
+        .unwrap_or_else(|e| spi_failed("cannot evaluate the segment", e))
         .first()
         .get::<bool>(1)
         .unwrap_or(None)
@@ -97,7 +89,7 @@ fn segment_members(segment: Option<&str>) -> SetOfIterator<'static, String> {
         let compiled = segments::compile(&node, Form::Members);
         client
             .select(&compiled.sql, None, &args("", &compiled))
-            .unwrap_or_else(|e| spi_error("cannot evaluate the segment", e))
+            .unwrap_or_else(|e| spi_failed("cannot evaluate the segment", e))
             .filter_map(|row| row.get::<String>(1).ok().flatten())
             .collect()
     });
@@ -116,7 +108,7 @@ fn user_segments(user_id: Option<&str>) -> SetOfIterator<'static, String> {
                 None,
                 &[],
             )
-            .unwrap_or_else(|e| spi_error("cannot read personalize.segments", e))
+            .unwrap_or_else(|e| spi_failed("cannot read personalize.segments", e))
             .filter_map(|row| Some((row.get(1).ok()??, row.get(2).ok()??)))
             .collect();
         all.into_iter()

@@ -12,6 +12,8 @@
 //! the events index serves).
 
 use serde_json::{Map, Value};
+
+use crate::core::tracking::json_kind;
 use std::fmt::Write;
 
 /// Deepest nesting of `all` / `any` / `not` accepted.
@@ -135,7 +137,7 @@ fn parse_node(
             path,
             format!(
                 "expected an object like {{\"all\": [...]}} or {{\"bought\": {{...}}}}, got {}",
-                kind(v)
+                json_kind(v)
             ),
         );
     };
@@ -160,7 +162,7 @@ fn parse_node(
             let Some(items) = inner.as_array() else {
                 return err(
                     &here,
-                    format!("expected an array of conditions, got {}", kind(inner)),
+                    format!("expected an array of conditions, got {}", json_kind(inner)),
                 );
             };
             if items.is_empty() {
@@ -193,17 +195,6 @@ fn parse_node(
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// The arguments of one predicate: every key must be known, each read at most once.
 struct Args<'a> {
     obj: &'a Map<String, Value>,
@@ -215,7 +206,7 @@ impl<'a> Args<'a> {
         let Some(obj) = v.as_object() else {
             return err(
                 path,
-                format!("expected an object of arguments, got {}", kind(v)),
+                format!("expected an object of arguments, got {}", json_kind(v)),
             );
         };
         for k in obj.keys() {
@@ -245,7 +236,7 @@ impl<'a> Args<'a> {
             ),
             Some(v) => err(
                 &self.path(key),
-                format!("expected a string, got {}", kind(v)),
+                format!("expected a string, got {}", json_kind(v)),
             ),
         }
     }
@@ -260,7 +251,7 @@ impl<'a> Args<'a> {
                 &self.path(key),
                 format!(
                     "expected an interval string like \"7 days\", got {}",
-                    kind(v)
+                    json_kind(v)
                 ),
             ),
         }
@@ -275,7 +266,7 @@ impl<'a> Args<'a> {
             },
             Some(v) => err(
                 &self.path(key),
-                format!("expected a number, got {}", kind(v)),
+                format!("expected a number, got {}", json_kind(v)),
             ),
         }
     }
@@ -292,7 +283,7 @@ impl<'a> Args<'a> {
             },
             Some(v) => err(
                 &self.path(key),
-                format!("expected a whole number, got {}", kind(v)),
+                format!("expected a whole number, got {}", json_kind(v)),
             ),
         }
     }
@@ -469,13 +460,8 @@ pub fn compile(node: &Node, form: Form) -> Compiled {
     }
 }
 
-/// The purchase value of one event row `e` (joined with items `i`): the event's price (or the
-/// catalogue's) times its quantity (default 1). Non-numeric properties count as missing rather
-/// than failing a cast.
-const EVENT_VALUE: &str = "(COALESCE(CASE WHEN pg_catalog.jsonb_typeof(e.properties OPERATOR(pg_catalog.->) 'price') OPERATOR(pg_catalog.=) 'number' \
-THEN CAST(e.properties OPERATOR(pg_catalog.->>) 'price' AS pg_catalog.numeric) END, i.price, 0) \
-OPERATOR(pg_catalog.*) COALESCE(CASE WHEN pg_catalog.jsonb_typeof(e.properties OPERATOR(pg_catalog.->) 'quantity') OPERATOR(pg_catalog.=) 'number' \
-THEN CAST(e.properties OPERATOR(pg_catalog.->>) 'quantity' AS pg_catalog.numeric) END, 1))";
+/// The purchase value of one event row `e` joined with items `i` (defined once, in SQL).
+const EVENT_VALUE: &str = "personalize._event_value(e.properties, i.price)";
 
 /// The order an event belongs to (its own event when it names none).
 const EVENT_ORDER: &str = "COALESCE(e.properties OPERATOR(pg_catalog.->>) 'order_id', \

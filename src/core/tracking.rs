@@ -326,7 +326,8 @@ pub fn pointer_to_path(pointer: &str) -> String {
     out
 }
 
-fn json_kind(v: &Value) -> &'static str {
+/// "a string", "an object", …: what a JSON value is, for error messages.
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

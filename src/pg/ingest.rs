@@ -11,7 +11,7 @@ use pgrx::spi::SpiClient;
 use serde_json::{json, Value};
 
 use crate::core::tracking::{check_event_text, Limits, TrackingPlan, Verdict, Violation};
-use crate::error::PersonalizeError;
+use crate::error::{spi_failed, PersonalizeError};
 
 /// The functions calling into this module pin `search_path = pg_catalog, pg_temp`, so the
 /// unqualified built-ins below cannot be shadowed; our own tables are qualified.
@@ -86,14 +86,6 @@ fn violations_json(v: &[Violation]) -> String {
             .collect(),
     )
     .to_string()
-}
-
-fn spi_failed(what: &str, e: impl std::fmt::Display) -> ! {
-    PersonalizeError::NotReady {
-        message: format!("{what} failed: {e}"),
-        hint: "Check that the extension's tables exist and the role may write to them.".into(),
-    }
-    .raise()
 }
 
 impl Ingest {
@@ -255,7 +247,7 @@ impl Ingest {
                     client.update(INSERT_EVENTS, None, &args)
                 }
             }
-            .unwrap_or_else(|e| spi_failed("storing events", e));
+            .unwrap_or_else(|e| spi_failed("storing events failed", e));
             // Rows inserted (SPI_processed; the batch form returns no ids).
             let inserted = stored.len() as i64;
             self.tally.first_event_id = if inserted > 0 && original.is_none() {
@@ -284,7 +276,7 @@ impl Ingest {
             ];
             client
                 .update(INSERT_REJECTED, None, &args)
-                .unwrap_or_else(|e| spi_failed("quarantining rejected events", e));
+                .unwrap_or_else(|e| spi_failed("quarantining rejected events failed", e));
         }
     }
 }
@@ -303,13 +295,13 @@ pub fn ingest_query(
     Spi::connect_mut(|client| {
         let mut cursor = client
             .try_open_cursor(query, &[])
-            .unwrap_or_else(|e| spi_failed("reading the source", e));
+            .unwrap_or_else(|e| spi_failed("reading the source failed", e));
         let mut position: i64 = 0;
         loop {
             pgrx::check_for_interrupts!();
             let table = cursor
                 .fetch(chunk_rows)
-                .unwrap_or_else(|e| spi_failed("reading the source", e));
+                .unwrap_or_else(|e| spi_failed("reading the source failed", e));
             if table.is_empty() {
                 break;
             }

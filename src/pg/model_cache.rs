@@ -21,7 +21,7 @@ use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 
 use crate::core::serving;
-use crate::error::PersonalizeError;
+use crate::error::{spi_failed, PersonalizeError};
 
 /// Model versions kept per backend: the active one, the one it replaced (calls in flight while
 /// a training commits) and an A/B test's alternatives.
@@ -150,14 +150,6 @@ pub fn register_invalidation_callback() {
     }
 }
 
-fn not_ready(what: &str, e: impl std::fmt::Display) -> ! {
-    PersonalizeError::NotReady {
-        message: format!("{what}: {e}"),
-        hint: "Check that the extension's tables exist and the role may read them.".into(),
-    }
-    .raise()
-}
-
 /// Sends the invalidation that makes every backend re-read the catalogue flags.
 pub fn invalidate_catalog() {
     let relid: Option<pg_sys::Oid> =
@@ -191,7 +183,7 @@ fn catalog() -> Rc<Catalog> {
                 None,
                 &[],
             )
-            .unwrap_or_else(|e| not_ready("cannot read personalize.items", e));
+            .unwrap_or_else(|e| spi_failed("cannot read personalize.items", e));
         let mut items = HashMap::with_capacity(rows.len());
         let mut categories: HashMap<String, u32> = HashMap::new();
         for row in rows {
@@ -235,7 +227,7 @@ fn prepare(client: &SpiClient<'_>) -> Statements {
     let keep = |sql: &str, args: &[PgOid]| {
         client
             .prepare(sql, args)
-            .unwrap_or_else(|e| not_ready("preparing a serving query", e))
+            .unwrap_or_else(|e| spi_failed("preparing a serving query", e))
             .keep()
     };
     Statements {
@@ -292,7 +284,7 @@ pub fn find_active_model(name: &str) -> Option<Rc<ServingModel>> {
         let args: [DatumWithOid; 1] = [name.into()];
         let table = client
             .select(&st.active_model, None, &args)
-            .unwrap_or_else(|e| not_ready("cannot read personalize.models", e));
+            .unwrap_or_else(|e| spi_failed("cannot read personalize.models", e));
         if table.is_empty() {
             return None;
         }
@@ -337,7 +329,7 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
                 None,
                 &args,
             )
-            .unwrap_or_else(|e| not_ready("cannot read the model", e));
+            .unwrap_or_else(|e| spi_failed("cannot read the model", e));
         let row = meta.first();
         let params: serde_json::Value = row
             .get::<String>(1)
@@ -368,7 +360,7 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
             pgrx::check_for_interrupts!();
             let table = cursor
                 .fetch(10_000)
-                .unwrap_or_else(|e| not_ready("cannot read the model's items", e));
+                .unwrap_or_else(|e| spi_failed("cannot read the model's items", e));
             if table.is_empty() {
                 break;
             }
@@ -440,7 +432,7 @@ pub fn user_factors(model: &ServingModel, user_id: &str) -> Option<Vec<f32>> {
         let args: [DatumWithOid; 2] = [model.model_id.into(), user_id.into()];
         let table = client
             .select(&st.user_factors, None, &args)
-            .unwrap_or_else(|e| not_ready("cannot read personalize.model_users", e));
+            .unwrap_or_else(|e| spi_failed("cannot read personalize.model_users", e));
         if table.is_empty() {
             return None;
         }
@@ -468,7 +460,7 @@ pub fn all_items(user_id: &str, purchases_only: bool) -> Vec<String> {
         let args: [DatumWithOid; 2] = [user_id.into(), purchases_only.into()];
         let table = client
             .select(&st.all_items, None, &args)
-            .unwrap_or_else(|e| not_ready("cannot read the user's events", e));
+            .unwrap_or_else(|e| spi_failed("cannot read the user's events", e));
         table
             .into_iter()
             .filter_map(|row| row.get::<String>(1).ok().flatten())
@@ -482,7 +474,7 @@ pub fn history(user_id: &str, limit: i32) -> Vec<RawEvent> {
         let args: [DatumWithOid; 2] = [user_id.into(), limit.into()];
         let table = client
             .select(&st.history, None, &args)
-            .unwrap_or_else(|e| not_ready("cannot read the user's events", e));
+            .unwrap_or_else(|e| spi_failed("cannot read the user's events", e));
         let mut out = Vec::with_capacity(table.len());
         for row in table {
             let Some(item_id) = row.get::<String>(1).ok().flatten() else {

@@ -165,6 +165,10 @@ INSERT INTO personalize.campaigns (name, trigger_event_type, channel, recommenda
 VALUES ('grid', 'remove_from_cart', 'whatsapp', 2, '{"items": "{{recommendations}}"}');
 SELECT personalize.track('{"type": "remove_from_cart", "user_id": "u1", "item_id": "lens1"}') > 0 AS ok;
 SELECT id, jsonb_pretty(payload) FROM pg_temp.claim('whatsapp');
+-- ack_batch: only with the claim's lease, and once.
+SELECT personalize.ack_batch('00000000-0000-0000-0000-000000000000', ARRAY(SELECT message_id FROM claimed)) AS wrong_lease;
+SELECT personalize.ack_batch((SELECT lease_token FROM claimed), ARRAY(SELECT message_id FROM claimed)) AS acked;
+SELECT personalize.ack_batch((SELECT lease_token FROM claimed), ARRAY(SELECT message_id FROM claimed)) AS acked_twice;
 TRUNCATE claimed;
 
 -- (NOTIFY on due messages is tested in tests/outbox_concurrency.sh: psql prints the
@@ -199,4 +203,9 @@ SELECT count(*) AS campaigns FROM personalize.campaigns;
 SELECT personalize.archive_messages('0 seconds') AS archived;
 SELECT state, count(*) FROM personalize.outbox GROUP BY state ORDER BY state;
 SELECT state, count(*) FROM personalize.outbox_archive GROUP BY state ORDER BY state;
+-- purge deletes instead of archiving; nothing younger than older_than is touched.
+UPDATE personalize.outbox SET state = 'cancelled', finished_at = now() - interval '2 days' WHERE user_id = 'u10';
+SELECT personalize.archive_messages('1 day', purge => true) AS purged;
+SELECT (SELECT count(*) FROM personalize.outbox WHERE user_id = 'u10') AS u10_left,
+       (SELECT count(*) FROM personalize.outbox_archive) AS archive_unchanged;
 SELECT * FROM personalize.status WHERE section = 'outbox' ORDER BY name;
