@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job, end to end on a private cluster with a synthetic shop:
 # events → tracking-plan validation → (accepted | quarantined with reasons) → training →
-# recommendations → segments → campaign outbox → the reference worker delivering messages.
+# recommendations → segments → campaign outbox → the reference worker delivering messages →
+# an A/B experiment with a known true effect and its report.
 source "$(dirname "$0")/lib.sh"
 EVENTS=${DEMO_EVENTS:-20000}
 
@@ -28,5 +29,6 @@ python3 -m json.tool < "$delivered" 2>/dev/null || cat "$delivered"
 psql -X -d personalize_demo -v ON_ERROR_STOP=1 -c "\pset footer off" \
     -c "SELECT message_id, campaign, channel, user_id, state, attempts FROM personalize.outbox ORDER BY message_id" \
     -c "SELECT * FROM personalize.status WHERE section IN ('outbox', 'totals') ORDER BY section, name"
+psql -X -d personalize_demo -v ON_ERROR_STOP=1 -f "$ROOT/scripts/demo_experiment.sql"
 say "Done. Connect with: psql -h $PP_SOCK -p $PP_PORT -U postgres personalize_demo"
 echo "   Stop the cluster with: $PGBIN/pg_ctl -D $PP_DATA stop  (as $( [ "$(id -u)" = 0 ] && echo postgres || id -un))"

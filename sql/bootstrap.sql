@@ -226,3 +226,46 @@ CREATE INDEX outbox_user_idx ON personalize.outbox (user_id, claimed_at);
 CREATE TABLE personalize.outbox_archive (LIKE personalize.outbox);
 ALTER TABLE personalize.outbox_archive ADD PRIMARY KEY (message_id);
 ALTER TABLE personalize.outbox_archive ADD COLUMN archived_at timestamptz NOT NULL DEFAULT pg_catalog.now();
+
+-- A/B experiments: variants with weights (the first is the control), assigned by hashing
+-- (salt, user); conversions are read from the event log after each user's first exposure.
+CREATE TABLE personalize.experiments (
+    name                   text PRIMARY KEY CHECK (name OPERATOR(pg_catalog.~) '^[A-Za-z0-9_.-]{1,63}$'),
+    description            text NOT NULL DEFAULT '',
+    -- [{"name": "grid", "weight": 50}, {"name": "carousel", "weight": 50, "model": "als_v2"}]
+    variants               jsonb NOT NULL,
+    -- Part of the hash: a new salt reshuffles users; fixed once anyone was exposed.
+    salt                   text NOT NULL DEFAULT CAST(pg_catalog.gen_random_uuid() AS text)
+                           CHECK (pg_catalog.length(salt) OPERATOR(pg_catalog.<=) 200),
+    starts_at              timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    ends_at                timestamptz,
+    -- Clicks: events of these types whose properties name this experiment ("experiment").
+    click_event_types      text[] NOT NULL DEFAULT '{view}',
+    -- Conversions: events of these types by an exposed user within attribution_window of
+    -- their first exposure; purchases among them carry revenue.
+    conversion_event_types text[] NOT NULL DEFAULT '{purchase}',
+    attribution_window     interval NOT NULL DEFAULT '7 days'
+                           CHECK (attribution_window OPERATOR(pg_catalog.>) '0'::interval
+                                  AND attribution_window OPERATOR(pg_catalog.<=) '365 days'::interval),
+    confidence_level       float8 NOT NULL DEFAULT 0.95
+                           CHECK (confidence_level OPERATOR(pg_catalog.>=) 0.5
+                                  AND confidence_level OPERATOR(pg_catalog.<) 1),
+    created_at             timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at             timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT ends_after_it_starts CHECK (ends_at IS NULL OR ends_at OPERATOR(pg_catalog.>) starts_at)
+);
+
+-- Exposure log: one row per time a user saw an experiment's placement (append-only, cheap).
+-- No foreign key: its check would lock the experiment's row FOR KEY SHARE on every page view,
+-- and thousands of concurrent holders of one row make multixacts. A trigger on experiments
+-- refuses to rename or delete one with exposures instead, so a report's history cannot
+-- silently disappear.
+CREATE TABLE personalize.exposures (
+    experiment  text NOT NULL,
+    user_id     text NOT NULL,
+    variant     text NOT NULL,
+    placement   text,
+    exposed_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+-- The report groups an experiment's exposures by user: first exposure and variant.
+CREATE INDEX exposures_experiment_user_idx ON personalize.exposures (experiment, user_id, exposed_at);

@@ -651,6 +651,84 @@ END
 $$;
 
 ------------------------------------------------------------------------------------------
+-- Experiments
+------------------------------------------------------------------------------------------
+
+CREATE FUNCTION personalize._experiments_before_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    problem text;
+    missing text;
+BEGIN
+    problem := personalize._variants_problem(CAST(NEW.variants AS text));
+    IF problem IS NOT NULL THEN
+        RAISE EXCEPTION 'experiment "%": invalid variants: %', NEW.name, problem
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'variants is a JSON array of 2 to 20 objects {"name": "grid", "weight": 50} with an '
+                      || 'optional "model" (the model name serving uses for that variant); the first is the control.';
+    END IF;
+    IF cardinality(NEW.conversion_event_types) = 0 THEN
+        RAISE EXCEPTION 'experiment "%": conversion_event_types is empty', NEW.name
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Name at least one event type, e.g. ''{purchase}''.';
+    END IF;
+    SELECT string_agg(COALESCE(x, 'NULL'), ', ') INTO missing
+      FROM unnest(NEW.click_event_types || NEW.conversion_event_types) x
+     WHERE x IS NULL OR NOT EXISTS (SELECT 1 FROM personalize.event_types t WHERE t.event_type = x);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'experiment "%": click_event_types or conversion_event_types name event types that are not in the tracking plan: %', NEW.name, missing
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Known event types: ' || (SELECT string_agg(t.event_type, ', ' ORDER BY t.event_type) FROM personalize.event_types t);
+    END IF;
+    IF TG_OP = 'UPDATE'
+       AND (NEW.variants IS DISTINCT FROM OLD.variants OR NEW.salt IS DISTINCT FROM OLD.salt
+            OR NEW.name IS DISTINCT FROM OLD.name)
+       AND EXISTS (SELECT 1 FROM personalize.exposures e WHERE e.experiment = OLD.name) THEN
+        RAISE EXCEPTION 'experiment "%" has exposures: its name, variants and salt can no longer change', OLD.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Changing them would move users between variants and void the report. End this one '
+                      || '(UPDATE ... SET ends_at = now()) and create a new experiment.';
+    END IF;
+    NEW.updated_at := now();
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER experiments_before_write
+    BEFORE INSERT OR UPDATE ON personalize.experiments
+    FOR EACH ROW EXECUTE FUNCTION personalize._experiments_before_write();
+
+-- In place of a foreign key from exposures (see bootstrap.sql).
+CREATE FUNCTION personalize._experiments_before_delete() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM personalize.exposures e WHERE e.experiment = OLD.name) THEN
+        RAISE EXCEPTION 'experiment "%" has exposures and cannot be deleted', OLD.name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'End it instead (UPDATE ... SET ends_at = now()), or delete its history first: '
+                      || 'DELETE FROM personalize.exposures WHERE experiment = ' || quote_literal(OLD.name) || ';';
+    END IF;
+    RETURN OLD;
+END
+$$;
+
+CREATE TRIGGER experiments_before_delete
+    BEFORE DELETE ON personalize.experiments
+    FOR EACH ROW EXECUTE FUNCTION personalize._experiments_before_delete();
+
+-- assign_variant() keeps the experiments per backend; any change makes every backend re-read.
+CREATE FUNCTION personalize._experiments_changed() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM personalize._invalidate_experiment_cache();
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER experiments_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON personalize.experiments
+    FOR EACH STATEMENT EXECUTE FUNCTION personalize._experiments_changed();
+
+------------------------------------------------------------------------------------------
 -- Status
 ------------------------------------------------------------------------------------------
 
@@ -686,7 +764,12 @@ SELECT 'outbox', o.channel || ' ' || o.state, pg_catalog.count(*)
 UNION ALL
 SELECT 'totals', 'segments', (SELECT pg_catalog.count(*) FROM personalize.segments)
 UNION ALL
-SELECT 'totals', 'enabled campaigns', (SELECT pg_catalog.count(*) FROM personalize.campaigns c WHERE c.enabled);
+SELECT 'totals', 'enabled campaigns', (SELECT pg_catalog.count(*) FROM personalize.campaigns c WHERE c.enabled)
+UNION ALL
+SELECT 'totals', 'running experiments',
+       (SELECT pg_catalog.count(*) FROM personalize.experiments x
+         WHERE x.starts_at OPERATOR(pg_catalog.<=) pg_catalog.now()
+           AND (x.ends_at IS NULL OR x.ends_at OPERATOR(pg_catalog.>) pg_catalog.now()));
 
 ------------------------------------------------------------------------------------------
 -- pg_dump keeps the shop's data (extension tables are skipped unless registered).
@@ -712,6 +795,8 @@ SELECT pg_catalog.pg_extension_config_dump('personalize.frequency_caps_cap_id_se
 SELECT pg_catalog.pg_extension_config_dump('personalize.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('personalize.outbox_message_id_seq', '');
 SELECT pg_catalog.pg_extension_config_dump('personalize.outbox_archive', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.experiments', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.exposures', '');
 
 ------------------------------------------------------------------------------------------
 -- Internal helpers are not for direct use.
@@ -823,3 +908,21 @@ COMMENT ON FUNCTION personalize._capped(text, bigint, text, integer, interval) I
 COMMENT ON FUNCTION personalize._campaigns_before_write() IS 'Trigger: checks a campaign''s event types, template, model name and time zone on write';
 COMMENT ON FUNCTION personalize._events_fire_campaigns() IS 'Trigger: writes campaign messages for new events and cancels pending ones (cancel_on), in the events'' transaction; NOTIFY personalize_outbox when a message is due now';
 COMMENT ON FUNCTION personalize._template_problem(text) IS 'Internal: why a campaign template is refused, NULL when valid';
+
+COMMENT ON TABLE personalize.experiments IS 'A/B experiments: variants with integer weights (the first is the control, each may name the model serving uses), a salt for the assignment hash, start/end, the click and conversion event types and the attribution window. Variants and salt are fixed once anyone was exposed.';
+COMMENT ON COLUMN personalize.experiments.variants IS 'JSON array of {"name", "weight"[, "model"]}; the first variant is the control';
+COMMENT ON COLUMN personalize.experiments.salt IS 'Hashed with the user id: SHA-256(salt || '':'' || user_id), first 8 bytes, scaled into the weights. A new salt reshuffles users';
+COMMENT ON COLUMN personalize.experiments.click_event_types IS 'Clicks: events of these types whose properties.experiment names this experiment, within the attribution window';
+COMMENT ON COLUMN personalize.experiments.conversion_event_types IS 'Conversions: events of these types by an exposed user within the attribution window of their first exposure; purchases among them carry revenue';
+COMMENT ON COLUMN personalize.experiments.attribution_window IS 'How long after a user''s first exposure their clicks and conversions count';
+COMMENT ON COLUMN personalize.experiments.confidence_level IS 'Of the report''s confidence interval for the difference of conversion rates';
+COMMENT ON TABLE personalize.exposures IS 'Exposure log: one row per log_exposure() call while the experiment runs';
+COMMENT ON FUNCTION personalize.assign_variant(text, text) IS 'The user''s variant: deterministic (SHA-256 of salt and user id), proportional to the weights, the same in every session, server and standby; the control before starts_at and from ends_at on';
+COMMENT ON FUNCTION personalize.variant_model(text, text) IS 'The model name the user''s variant serves with (its "model", else default): recommend(user, k, model => personalize.variant_model(experiment, user))';
+COMMENT ON FUNCTION personalize.log_exposure(text, text, text) IS 'Records that the user saw the experiment''s placement and returns their variant; outside the experiment''s window returns the control and records nothing';
+COMMENT ON FUNCTION personalize.experiment_report(text) IS 'Per variant: users, exposures, clicks, CTR, converting users, conversions, conversion rate, revenue per user; against the control: lift, confidence interval of the rate difference and two-sided p-value (two-proportion z-test), revenue p-value (Welch); sample-ratio-mismatch chi-square p-value (mismatch when < 0.001)';
+COMMENT ON FUNCTION personalize._variants_problem(text) IS 'Internal: why an experiment''s variants are refused, NULL when valid';
+COMMENT ON FUNCTION personalize._invalidate_experiment_cache() IS 'Internal: makes every backend re-read the experiments at commit';
+COMMENT ON FUNCTION personalize._experiments_before_write() IS 'Trigger: checks an experiment''s variants and event types, and keeps name, variants and salt fixed once anyone was exposed';
+COMMENT ON FUNCTION personalize._experiments_before_delete() IS 'Trigger: refuses to delete an experiment that has exposures';
+COMMENT ON FUNCTION personalize._experiments_changed() IS 'Trigger: tells every backend that the experiments changed';

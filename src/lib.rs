@@ -25,6 +25,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     pg::plan_cache::register_invalidation_callback();
     pg::model_cache::register_invalidation_callback();
+    pg::experiment_cache::register_invalidation_callback();
 }
 
 /// Required by `cargo pgrx test`.

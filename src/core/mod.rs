@@ -3,6 +3,7 @@
 
 pub mod als;
 pub mod csr;
+pub mod experiments;
 pub mod loaders;
 pub mod metrics;
 pub mod outbox;
