@@ -426,22 +426,6 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     END
 $$;
 
--- Whether a user already had as many messages as a campaign's cap or a global cap allows.
-CREATE FUNCTION personalize._capped(user_id text, campaign_id bigint, channel text,
-                                    cap_messages integer, cap_window interval) RETURNS boolean
-LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT (cap_messages IS NOT NULL
-            AND (SELECT count(*) FROM personalize.outbox o
-                  WHERE o.user_id = _capped.user_id AND o.campaign_id = _capped.campaign_id
-                    AND o.state IN ('claimed', 'sent') AND o.claimed_at > now() - cap_window) >= cap_messages)
-        OR EXISTS (
-            SELECT 1 FROM personalize.frequency_caps f
-             WHERE (f.channel IS NULL OR f.channel = _capped.channel)
-               AND (SELECT count(*) FROM personalize.outbox o
-                     WHERE o.user_id = _capped.user_id AND (f.channel IS NULL OR o.channel = f.channel)
-                       AND o.state IN ('claimed', 'sent') AND o.claimed_at > now() - f."window") >= f.max_messages)
-$$;
-
 CREATE FUNCTION personalize._campaigns_before_write() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -495,7 +479,10 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     fires boolean;
     cancels boolean;
-    any_global_cap boolean;
+    users text[];
+    cap_horizon interval;
+    cancel_campaigns bigint[];
+    cancel_users text[];
     due_channels text[];
     due_channel text;
 BEGIN
@@ -507,10 +494,45 @@ BEGIN
       JOIN personalize.campaigns c ON c.enabled
                                   AND (c.trigger_event_type = e.event_type OR e.event_type = ANY (c.cancel_on));
     IF fires THEN
-        any_global_cap := EXISTS (SELECT 1 FROM personalize.frequency_caps);
+        users := ARRAY(SELECT DISTINCT n.user_id FROM new_events n);
+        -- How far back any cap looks (NULL: no caps, nothing to count).
+        cap_horizon := (SELECT max(w) FROM (SELECT c.cap_window FROM personalize.campaigns c WHERE c.enabled
+                                             UNION ALL SELECT f."window" FROM personalize.frequency_caps f) x(w));
         -- One message per campaign and user and statement (their first matching event); a
         -- user who already has one pending for the campaign keeps it (the unique partial index).
-        WITH fired AS (
+        -- Segments and caps are checked for the statement's users as sets, one query each:
+        -- per-row function calls would plan their queries once per row.
+        WITH members AS MATERIALIZED (
+            SELECT s.segment, m.user_id
+              FROM (SELECT DISTINCT c.segment FROM personalize.campaigns c
+                     WHERE c.enabled AND c.segment IS NOT NULL
+                       AND c.trigger_event_type IN (SELECT n.event_type FROM new_events n)) s
+             CROSS JOIN LATERAL personalize._segment_members_among(s.segment, users) AS m(user_id)
+        ), recent AS MATERIALIZED (
+            -- The statement's users' messages that count against caps (claimed or sent).
+            SELECT o.user_id, o.campaign_id, o.channel, o.claimed_at
+              FROM personalize.outbox o
+             WHERE cap_horizon IS NOT NULL
+               AND o.user_id = ANY (users)
+               AND o.claimed_at > now() - cap_horizon
+               AND o.state IN ('claimed', 'sent')
+        ), capped AS MATERIALIZED (
+            -- (user, campaign) pairs at their campaign's cap or at a global cap of its channel.
+            SELECT r.user_id, c.campaign_id
+              FROM recent r JOIN personalize.campaigns c ON c.campaign_id = r.campaign_id
+             WHERE c.cap_messages IS NOT NULL AND r.claimed_at > now() - c.cap_window
+             GROUP BY r.user_id, c.campaign_id, c.cap_messages
+            HAVING count(*) >= c.cap_messages
+            UNION
+            SELECT g.user_id, c.campaign_id
+              FROM (SELECT r.user_id, f.channel
+                      FROM recent r
+                      JOIN personalize.frequency_caps f
+                        ON (f.channel IS NULL OR f.channel = r.channel) AND r.claimed_at > now() - f."window"
+                     GROUP BY r.user_id, f.cap_id, f.channel, f.max_messages
+                    HAVING count(*) >= f.max_messages) g
+              JOIN personalize.campaigns c ON c.enabled AND (g.channel IS NULL OR g.channel = c.channel)
+        ), fired AS (
             SELECT DISTINCT ON (c.campaign_id, e.user_id)
                    c.campaign_id, c.name, c.channel, e.user_id, e.item_id, e.event_id, e.occurred_at,
                    jsonb_build_object('event_type', e.event_type,
@@ -524,13 +546,14 @@ BEGIN
               FROM new_events e
               JOIN personalize.campaigns c ON c.enabled AND c.trigger_event_type = e.event_type
               LEFT JOIN personalize.items i ON i.item_id = e.item_id
+              LEFT JOIN members m ON m.segment = c.segment AND m.user_id = e.user_id
+              LEFT JOIN capped x ON x.campaign_id = c.campaign_id AND x.user_id = e.user_id
              WHERE e.occurred_at > now() - c.max_event_age
                AND (c.trigger_category IS NULL OR c.trigger_category = i.category
                     OR c.trigger_category = e.properties ->> 'category')
                AND e.properties @> c.trigger_properties
-               AND (c.segment IS NULL OR personalize.in_segment(e.user_id, c.segment))
-               AND NOT ((c.cap_messages IS NOT NULL OR any_global_cap)
-                        AND personalize._capped(e.user_id, c.campaign_id, c.channel, c.cap_messages, c.cap_window))
+               AND (c.segment IS NULL OR m.user_id IS NOT NULL)
+               AND x.user_id IS NULL
              ORDER BY c.campaign_id, e.user_id, e.occurred_at, e.event_id
         ), written AS (
             INSERT INTO personalize.outbox AS o
@@ -549,25 +572,33 @@ BEGIN
 
     IF cancels THEN
         -- Cancel-on: an event of a cancelling type (a purchase) after the trigger cancels the
-        -- user's pending message of that campaign (claims check the same again). The pending
-        -- messages are found per (campaign, user) in the unique partial index, and updated by
-        -- id, so the plan stays index-only whatever the statement's size (plpgsql keeps one
-        -- plan per session; a hash join over the whole outbox would be kept for single events).
+        -- user's pending message of that campaign (claims check the same again). Every
+        -- condition on the outbox is an index condition on arrays computed here (pending
+        -- messages by campaign and user, then updates by id), so the plan reads only the
+        -- candidates whatever the statistics say: plpgsql keeps one plan per session, and one
+        -- made while the outbox looked empty would otherwise scan all of it on every statement.
+        cancel_campaigns := ARRAY(SELECT c.campaign_id FROM personalize.campaigns c
+                                   WHERE c.cancel_on && ARRAY(SELECT DISTINCT n.event_type FROM new_events n));
+        cancel_users := ARRAY(SELECT DISTINCT n.user_id FROM new_events n
+                               WHERE n.event_type = ANY (ARRAY(SELECT DISTINCT x FROM personalize.campaigns c, unnest(c.cancel_on) x)));
         WITH hits AS MATERIALIZED (
             SELECT DISTINCT ON (p.message_id) p.message_id, e.event_id, e.event_type
-              FROM new_events e
-              JOIN personalize.campaigns c ON e.event_type = ANY (c.cancel_on)
-              CROSS JOIN LATERAL (
-                  SELECT x.message_id FROM personalize.outbox x
-                   WHERE x.campaign_id = c.campaign_id AND x.user_id = e.user_id AND x.state = 'pending'
-                     AND x.triggered_at <= e.occurred_at AND x.trigger_event_id <> e.event_id) p
+              FROM personalize.outbox p
+              JOIN personalize.campaigns c ON c.campaign_id = p.campaign_id
+              JOIN new_events e ON e.user_id = p.user_id AND e.event_type = ANY (c.cancel_on)
+             WHERE p.campaign_id = ANY (cancel_campaigns) AND p.user_id = ANY (cancel_users)
+               AND p.state = 'pending'
+               AND p.triggered_at <= e.occurred_at AND p.trigger_event_id <> e.event_id
              ORDER BY p.message_id, e.occurred_at, e.event_id)
         UPDATE personalize.outbox o
            SET state = 'cancelled', finished_at = now(),
                last_error = 'cancelled by event ' || h.event_id || ' (' || h.event_type || ')'
           FROM hits h
          WHERE o.message_id = ANY (ARRAY(SELECT h2.message_id FROM hits h2))
-           AND o.message_id = h.message_id AND o.state = 'pending';
+           AND o.message_id = h.message_id
+           -- Still pending (a worker may have claimed it meanwhile). Not "= 'pending'": that
+           -- would make the whole pending index a candidate path for this scan.
+           AND o.state NOT IN ('claimed', 'sent', 'cancelled', 'dead');
     END IF;
     RETURN NULL;
 END
@@ -878,6 +909,7 @@ COMMENT ON FUNCTION personalize.segment_members(text) IS 'Every user with at lea
 COMMENT ON FUNCTION personalize.user_segments(text) IS 'Names of the segments a user is in, sorted';
 COMMENT ON FUNCTION personalize.segment_sql(jsonb, boolean) IS 'The parameterised SQL a segment definition compiles to (one_user: the in_segment form, $1 = user), and its parameter values ($2)';
 COMMENT ON FUNCTION personalize._segment_sql(text, boolean) IS 'Internal: segment_sql() on the definition''s JSON text';
+COMMENT ON FUNCTION personalize._segment_members_among(text, text[]) IS 'Internal: the members of a named segment among the given users (one set query; the campaign trigger)';
 COMMENT ON FUNCTION personalize._segment_problem(text) IS 'Internal: why a segment definition is refused, NULL when valid';
 COMMENT ON FUNCTION personalize._segment_hint() IS 'Internal: the hint shown under a refused segment definition';
 COMMENT ON FUNCTION personalize._segments_before_write() IS 'Trigger: checks a segment definition on write';
@@ -904,7 +936,6 @@ COMMENT ON FUNCTION personalize.ack_batch(uuid, bigint[]) IS 'ack() for several 
 COMMENT ON FUNCTION personalize.fail(bigint, uuid, text, interval) IS 'Reports a failed delivery: the message is retried after retry_in (default backoff 10 s doubling up to 1 hour) or is dead after the campaign''s max_attempts; returns the new state, NULL when the lease is no longer held';
 COMMENT ON FUNCTION personalize.archive_messages(interval, boolean) IS 'Moves sent, cancelled and dead messages finished longer ago than older_than to outbox_archive (purge: deletes them); returns how many';
 COMMENT ON FUNCTION personalize._after_quiet_hours(timestamptz, time, time, text) IS 'Internal: t, or the end of the quiet hours t falls in';
-COMMENT ON FUNCTION personalize._capped(text, bigint, text, integer, interval) IS 'Internal: whether a campaign cap or a global frequency cap is reached for the user';
 COMMENT ON FUNCTION personalize._campaigns_before_write() IS 'Trigger: checks a campaign''s event types, template, model name and time zone on write';
 COMMENT ON FUNCTION personalize._events_fire_campaigns() IS 'Trigger: writes campaign messages for new events and cancels pending ones (cancel_on), in the events'' transaction; NOTIFY personalize_outbox when a message is due now';
 COMMENT ON FUNCTION personalize._template_problem(text) IS 'Internal: why a campaign template is refused, NULL when valid';

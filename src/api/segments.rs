@@ -96,6 +96,33 @@ fn segment_members(segment: Option<&str>) -> SetOfIterator<'static, String> {
     SetOfIterator::new(users)
 }
 
+/// The members of a named segment among `users`, unsorted: one set query for a whole
+/// statement's users (the campaign trigger), where `in_segment()` per row would compile and
+/// plan the definition once per row.
+#[pg_extern(stable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
+fn _segment_members_among(
+    segment: Option<&str>,
+    users: Option<Vec<Option<String>>>,
+) -> SetOfIterator<'static, String> {
+    let segment = required(segment, "segment");
+    let users: Vec<String> = required(users, "users").into_iter().flatten().collect();
+    if users.is_empty() {
+        return SetOfIterator::new(Vec::new());
+    }
+    let members: Vec<String> = Spi::connect(|client| {
+        let node = definition(client, segment);
+        let compiled = segments::compile(&node, Form::Among);
+        let args: [DatumWithOid; 2] = [users.into(), compiled.params.clone().into()];
+        client
+            .select(&compiled.sql, None, &args)
+            .unwrap_or_else(|e| spi_failed("cannot evaluate the segment", e))
+            .filter_map(|row| row.get::<String>(1).ok().flatten())
+            .collect()
+    });
+    SetOfIterator::new(members)
+}
+
 /// The names of every segment a user is in, sorted.
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]

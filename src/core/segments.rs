@@ -442,17 +442,21 @@ pub enum Form {
     Members,
     /// `SELECT boolean`: is `$1` a member (`in_segment`).
     OneUser,
+    /// `SELECT user_id` of the members among the users in `$1` (`text[]`), unsorted: the
+    /// campaign trigger checks a whole statement's users in one query.
+    Among,
 }
 
 pub fn compile(node: &Node, form: Form) -> Compiled {
     let mut c = Compiler {
         params: Vec::new(),
-        one_user: form == Form::OneUser,
+        form,
     };
     let set = c.node(node);
     let sql = match form {
         Form::Members => format!("SELECT s.user_id FROM ({set}) AS s(user_id) ORDER BY 1"),
         Form::OneUser => format!("SELECT EXISTS ({set})"),
+        Form::Among => format!("SELECT s.user_id FROM ({set}) AS s(user_id)"),
     };
     Compiled {
         sql,
@@ -472,7 +476,7 @@ const VIEW_TYPES: &str = "e.event_type OPERATOR(pg_catalog.=) 'view'";
 
 struct Compiler {
     params: Vec<String>,
-    one_user: bool,
+    form: Form,
 }
 
 impl Compiler {
@@ -483,10 +487,12 @@ impl Compiler {
     }
 
     fn universe(&self) -> String {
-        if self.one_user {
-            "SELECT CAST($1 AS pg_catalog.text)".to_owned()
-        } else {
-            "SELECT DISTINCT e.user_id FROM personalize.events e".to_owned()
+        match self.form {
+            Form::OneUser => "SELECT CAST($1 AS pg_catalog.text)".to_owned(),
+            Form::Among => "SELECT DISTINCT u.user_id \
+                            FROM pg_catalog.unnest(CAST($1 AS pg_catalog.text[])) AS u(user_id)"
+                .to_owned(),
+            Form::Members => "SELECT DISTINCT e.user_id FROM personalize.events e".to_owned(),
         }
     }
 
@@ -525,8 +531,13 @@ impl Compiler {
 
     /// `SELECT e.user_id FROM events e [JOIN items] WHERE <conds> GROUP BY e.user_id [HAVING]`.
     fn scan(&mut self, mut conds: Vec<String>, join_items: bool, having: Option<String>) -> String {
-        if self.one_user {
-            conds.insert(0, "e.user_id OPERATOR(pg_catalog.=) $1".to_owned());
+        match self.form {
+            Form::OneUser => conds.insert(0, "e.user_id OPERATOR(pg_catalog.=) $1".to_owned()),
+            Form::Among => conds.insert(
+                0,
+                "e.user_id OPERATOR(pg_catalog.=) ANY (CAST($1 AS pg_catalog.text[]))".to_owned(),
+            ),
+            Form::Members => {}
         }
         let mut sql = String::from("SELECT e.user_id FROM personalize.events e");
         if join_items {
@@ -782,7 +793,7 @@ mod tests {
             .to_string(),
         )
         .unwrap();
-        for form in [Form::Members, Form::OneUser] {
+        for form in [Form::Members, Form::OneUser, Form::Among] {
             let c = compile(&node, form);
             assert!(!c.sql.contains("DROP"), "{}", c.sql);
             assert!(!c.sql.contains("OR '1'"), "{}", c.sql);

@@ -128,6 +128,9 @@ SELECT pg_temp.ev('add_to_cart', 'u9', 'lens1') > 0 AS ok;
 INSERT INTO personalize.frequency_caps (channel, max_messages, "window") VALUES ('sms', 1, '7 days');
 SELECT count(*) AS claimed_over_global_cap FROM pg_temp.claim('sms');
 SELECT id, state, last_error FROM pg_temp.box WHERE user_id = 'u9';
+-- ... and when writing: u9 had an sms sent within the cap's 7 days, so a new trigger writes nothing.
+SELECT pg_temp.ev('add_to_cart', 'u9', 'cam1') > 0 AS ok;
+SELECT count(*) AS pending_over_global_cap FROM personalize.outbox WHERE user_id = 'u9' AND state = 'pending';
 DELETE FROM personalize.frequency_caps;
 
 -- Quiet hours: a message due inside them waits until they end (local time of the campaign).
@@ -153,6 +156,14 @@ VALUES ('buyer_search', 'search', 'webhook', 'buyers', '{"q": "{{properties.quer
 SELECT personalize.track('{"type": "search", "user_id": "u1", "properties": {"query": "lens"}}') > 0 AS buyer,
        personalize.track('{"type": "search", "user_id": "u2", "properties": {"query": "lens"}}') > 0 AS not_buyer;
 SELECT user_id, campaign FROM pg_temp.box WHERE campaign = 'buyer_search';
+-- A batch is checked as a set (one segment query for the statement's users): exactly the
+-- members get a message, a user without any earlier event included.
+SELECT accepted FROM personalize.track_batch(ARRAY(
+  SELECT jsonb_build_object('type', 'search', 'user_id', u, 'properties', jsonb_build_object('query', 'x'))
+    FROM unnest(ARRAY['u3', 'u4', 'u5', 'u6', 'u7', 'u8', 'u9', 'newcomer']) u));
+SELECT u AS user_id, personalize.in_segment(u, 'buyers') AS member,
+       EXISTS (SELECT 1 FROM personalize.outbox o WHERE o.campaign = 'buyer_search' AND o.user_id = u) AS messaged
+  FROM unnest(ARRAY['u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7', 'u8', 'u9', 'newcomer']) u ORDER BY 1;
 
 -- Recommendations in the payload, computed at claim time from the active model.
 INSERT INTO personalize.models (name, status, params, as_of, n_users, n_items, n_interactions,
