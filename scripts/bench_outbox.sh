@@ -115,8 +115,8 @@ SQL
 }
 
 say "2. claim + ack throughput, 4 workers, $DURATION s"
-claim_bench "plain payloads" 0 300000
+claim_bench "plain payloads" 0 400000
 say "   ...with 3 recommendations per payload (needs a trained model)"
 sql -c "SELECT count(*) FROM personalize.generate_shop(100000, users => 20000, items => 4000, seed => 3)" \
     -c "SELECT model_id FROM personalize.train(factors => 32, iterations => 5)" >/dev/null
-claim_bench "payloads with recommendations" 3 100000
+claim_bench "payloads with recommendations" 3 300000
