@@ -474,8 +474,12 @@ CREATE TRIGGER campaigns_before_write
 
 -- The transactional outbox: runs once per INSERT statement on events (a batch is one
 -- statement), in the events' transaction, so a message exists exactly when its event does.
+-- plan_cache_mode: the statements below would otherwise be re-planned on every call (their
+-- custom plans look cheaper than a generic one when there are no caps or segments), and
+-- planning the firing query costs more than running it for a single event. The two
+-- statements whose best plan depends on the outbox's size use EXECUTE instead.
 CREATE FUNCTION personalize._events_fire_campaigns() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     fires boolean;
     cancels boolean;
@@ -483,6 +487,10 @@ DECLARE
     cap_horizon interval;
     cancel_campaigns bigint[];
     cancel_users text[];
+    recent_users text[];
+    recent_campaigns bigint[];
+    recent_channels text[];
+    recent_claimed_at timestamptz[];
     due_channels text[];
     due_channel text;
 BEGIN
@@ -498,6 +506,16 @@ BEGIN
         -- How far back any cap looks (NULL: no caps, nothing to count).
         cap_horizon := (SELECT max(w) FROM (SELECT c.cap_window FROM personalize.campaigns c WHERE c.enabled
                                              UNION ALL SELECT f."window" FROM personalize.frequency_caps f) x(w));
+        -- The statement's users' messages that count against caps (claimed or sent). EXECUTE
+        -- plans it on every call: plpgsql would keep the plan it made while the outbox was
+        -- small, a sequential scan, for the life of the session.
+        IF cap_horizon IS NOT NULL THEN
+            EXECUTE 'SELECT array_agg(o.user_id), array_agg(o.campaign_id), array_agg(o.channel), array_agg(o.claimed_at)
+                       FROM personalize.outbox o
+                      WHERE o.user_id = ANY ($1) AND o.claimed_at > now() - $2 AND o.state IN (''claimed'', ''sent'')'
+               INTO recent_users, recent_campaigns, recent_channels, recent_claimed_at
+              USING users, cap_horizon;
+        END IF;
         -- One message per campaign and user and statement (their first matching event); a
         -- user who already has one pending for the campaign keeps it (the unique partial index).
         -- Segments and caps are checked for the statement's users as sets, one query each:
@@ -508,14 +526,9 @@ BEGIN
                      WHERE c.enabled AND c.segment IS NOT NULL
                        AND c.trigger_event_type IN (SELECT n.event_type FROM new_events n)) s
              CROSS JOIN LATERAL personalize._segment_members_among(s.segment, users) AS m(user_id)
-        ), recent AS MATERIALIZED (
-            -- The statement's users' messages that count against caps (claimed or sent).
-            SELECT o.user_id, o.campaign_id, o.channel, o.claimed_at
-              FROM personalize.outbox o
-             WHERE cap_horizon IS NOT NULL
-               AND o.user_id = ANY (users)
-               AND o.claimed_at > now() - cap_horizon
-               AND o.state IN ('claimed', 'sent')
+        ), recent AS (
+            SELECT * FROM unnest(recent_users, recent_campaigns, recent_channels, recent_claimed_at)
+                       AS r(user_id, campaign_id, channel, claimed_at)
         ), capped AS MATERIALIZED (
             -- (user, campaign) pairs at their campaign's cap or at a global cap of its channel.
             SELECT r.user_id, c.campaign_id
@@ -572,33 +585,32 @@ BEGIN
 
     IF cancels THEN
         -- Cancel-on: an event of a cancelling type (a purchase) after the trigger cancels the
-        -- user's pending message of that campaign (claims check the same again). Every
-        -- condition on the outbox is an index condition on arrays computed here (pending
-        -- messages by campaign and user, then updates by id), so the plan reads only the
-        -- candidates whatever the statistics say: plpgsql keeps one plan per session, and one
-        -- made while the outbox looked empty would otherwise scan all of it on every statement.
+        -- user's pending message of that campaign (claims check the same again). The outbox is
+        -- read through index conditions on arrays computed here (pending messages by campaign
+        -- and user, then updates by id), and EXECUTE plans the statement on every call:
+        -- plpgsql would keep the plan it made while the outbox was small, a scan of all of it.
         cancel_campaigns := ARRAY(SELECT c.campaign_id FROM personalize.campaigns c
                                    WHERE c.cancel_on && ARRAY(SELECT DISTINCT n.event_type FROM new_events n));
         cancel_users := ARRAY(SELECT DISTINCT n.user_id FROM new_events n
                                WHERE n.event_type = ANY (ARRAY(SELECT DISTINCT x FROM personalize.campaigns c, unnest(c.cancel_on) x)));
+        EXECUTE '
         WITH hits AS MATERIALIZED (
             SELECT DISTINCT ON (p.message_id) p.message_id, e.event_id, e.event_type
               FROM personalize.outbox p
               JOIN personalize.campaigns c ON c.campaign_id = p.campaign_id
               JOIN new_events e ON e.user_id = p.user_id AND e.event_type = ANY (c.cancel_on)
-             WHERE p.campaign_id = ANY (cancel_campaigns) AND p.user_id = ANY (cancel_users)
-               AND p.state = 'pending'
+             WHERE p.campaign_id = ANY ($1) AND p.user_id = ANY ($2)
+               AND p.state = ''pending''
                AND p.triggered_at <= e.occurred_at AND p.trigger_event_id <> e.event_id
              ORDER BY p.message_id, e.occurred_at, e.event_id)
         UPDATE personalize.outbox o
-           SET state = 'cancelled', finished_at = now(),
-               last_error = 'cancelled by event ' || h.event_id || ' (' || h.event_type || ')'
+           SET state = ''cancelled'', finished_at = now(),
+               last_error = ''cancelled by event '' || h.event_id || '' ('' || h.event_type || '')''
           FROM hits h
          WHERE o.message_id = ANY (ARRAY(SELECT h2.message_id FROM hits h2))
            AND o.message_id = h.message_id
-           -- Still pending (a worker may have claimed it meanwhile). Not "= 'pending'": that
-           -- would make the whole pending index a candidate path for this scan.
-           AND o.state NOT IN ('claimed', 'sent', 'cancelled', 'dead');
+           AND o.state = ''pending'''
+        USING cancel_campaigns, cancel_users;
     END IF;
     RETURN NULL;
 END
