@@ -426,23 +426,33 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
     END
 $$;
 
+-- Event-type checks shared by the campaigns and experiments triggers.
+CREATE FUNCTION personalize._unknown_event_types(types text[]) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT string_agg(COALESCE(x, 'NULL'), ', ' ORDER BY n)
+      FROM unnest(types) WITH ORDINALITY AS u(x, n)
+     WHERE x IS NULL OR NOT EXISTS (SELECT 1 FROM personalize.event_types t WHERE t.event_type = x)
+$$;
+
+CREATE FUNCTION personalize._known_event_types_hint() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'Known event types: ' || string_agg(t.event_type, ', ' ORDER BY t.event_type) FROM personalize.event_types t
+$$;
+
 CREATE FUNCTION personalize._campaigns_before_write() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     problem text;
     missing text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM personalize.event_types t WHERE t.event_type = NEW.trigger_event_type) THEN
+    IF personalize._unknown_event_types(ARRAY[NEW.trigger_event_type]) IS NOT NULL THEN
         RAISE EXCEPTION 'campaign "%": trigger_event_type "%" is not in the tracking plan', NEW.name, NEW.trigger_event_type
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Known event types: ' || (SELECT string_agg(t.event_type, ', ' ORDER BY t.event_type) FROM personalize.event_types t);
+            USING ERRCODE = 'invalid_parameter_value', HINT = personalize._known_event_types_hint();
     END IF;
-    SELECT string_agg(x, ', ') INTO missing FROM unnest(NEW.cancel_on) x
-     WHERE x IS NULL OR NOT EXISTS (SELECT 1 FROM personalize.event_types t WHERE t.event_type = x);
-    IF missing IS NOT NULL OR array_position(NEW.cancel_on, NULL) IS NOT NULL THEN
-        RAISE EXCEPTION 'campaign "%": cancel_on names event types that are not in the tracking plan: %', NEW.name, COALESCE(missing, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Known event types: ' || (SELECT string_agg(t.event_type, ', ' ORDER BY t.event_type) FROM personalize.event_types t);
+    missing := personalize._unknown_event_types(NEW.cancel_on);
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'campaign "%": cancel_on names event types that are not in the tracking plan: %', NEW.name, missing
+            USING ERRCODE = 'invalid_parameter_value', HINT = personalize._known_event_types_hint();
     END IF;
     problem := personalize._template_problem(CAST(NEW.template AS text));
     IF problem IS NOT NULL THEN
@@ -714,13 +724,10 @@ BEGIN
         RAISE EXCEPTION 'experiment "%": conversion_event_types is empty', NEW.name
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Name at least one event type, e.g. ''{purchase}''.';
     END IF;
-    SELECT string_agg(COALESCE(x, 'NULL'), ', ') INTO missing
-      FROM unnest(NEW.click_event_types || NEW.conversion_event_types) x
-     WHERE x IS NULL OR NOT EXISTS (SELECT 1 FROM personalize.event_types t WHERE t.event_type = x);
+    missing := personalize._unknown_event_types(NEW.click_event_types || NEW.conversion_event_types);
     IF missing IS NOT NULL THEN
         RAISE EXCEPTION 'experiment "%": click_event_types or conversion_event_types name event types that are not in the tracking plan: %', NEW.name, missing
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Known event types: ' || (SELECT string_agg(t.event_type, ', ' ORDER BY t.event_type) FROM personalize.event_types t);
+            USING ERRCODE = 'invalid_parameter_value', HINT = personalize._known_event_types_hint();
     END IF;
     IF TG_OP = 'UPDATE'
        AND (NEW.variants IS DISTINCT FROM OLD.variants OR NEW.salt IS DISTINCT FROM OLD.salt
@@ -948,6 +955,8 @@ COMMENT ON FUNCTION personalize.ack_batch(uuid, bigint[]) IS 'ack() for several 
 COMMENT ON FUNCTION personalize.fail(bigint, uuid, text, interval) IS 'Reports a failed delivery: the message is retried after retry_in (default backoff 10 s doubling up to 1 hour) or is dead after the campaign''s max_attempts; returns the new state, NULL when the lease is no longer held';
 COMMENT ON FUNCTION personalize.archive_messages(interval, boolean) IS 'Moves sent, cancelled and dead messages finished longer ago than older_than to outbox_archive (purge: deletes them); returns how many';
 COMMENT ON FUNCTION personalize._after_quiet_hours(timestamptz, time, time, text) IS 'Internal: t, or the end of the quiet hours t falls in';
+COMMENT ON FUNCTION personalize._unknown_event_types(text[]) IS 'Internal: the listed event types (NULL as "NULL") that are not in the tracking plan, in order; NULL when all are';
+COMMENT ON FUNCTION personalize._known_event_types_hint() IS 'Internal: the hint listing the tracking plan''s event types';
 COMMENT ON FUNCTION personalize._campaigns_before_write() IS 'Trigger: checks a campaign''s event types, template, model name and time zone on write';
 COMMENT ON FUNCTION personalize._events_fire_campaigns() IS 'Trigger: writes campaign messages for new events and cancels pending ones (cancel_on), in the events'' transaction; NOTIFY personalize_outbox when a message is due now';
 COMMENT ON FUNCTION personalize._template_problem(text) IS 'Internal: why a campaign template is refused, NULL when valid';

@@ -3,18 +3,17 @@
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 
-use crate::core::experiments::{parse_variants, report, VariantTotals};
+use crate::core::experiments::{assign, parse_variants, report, Variant, VariantTotals};
 use crate::error::{required, spi_failed, PersonalizeError};
 use crate::pg::experiment_cache::{self, Experiment};
 
-/// Longest accepted user id and placement (the tracking plan's id limit).
-const MAX_ID_CHARS: usize = 256;
-
+/// A user id or placement: not NULL, 1 to the tracking plan's id limit characters.
 fn checked_text<'a>(value: Option<&'a str>, name: &str) -> &'a str {
     let v = required(value, name);
-    if v.is_empty() || v.chars().count() > MAX_ID_CHARS {
+    let max = crate::gucs::limits().max_id_chars;
+    if v.is_empty() || v.chars().count() > max {
         PersonalizeError::invalid(
-            format!("{name} must be 1 to {MAX_ID_CHARS} characters long"),
+            format!("{name} must be 1 to {max} characters long"),
             format!("Pass the same {name} the app sends with its events."),
         )
         .raise()
@@ -23,12 +22,9 @@ fn checked_text<'a>(value: Option<&'a str>, name: &str) -> &'a str {
 }
 
 /// The variant for a user: by hash while the experiment runs, the control before and after.
-fn variant_for<'e>(
-    experiment: &'e Experiment,
-    user_id: &str,
-) -> &'e crate::core::experiments::Variant {
+fn variant_for<'e>(experiment: &'e Experiment, user_id: &str) -> &'e Variant {
     if experiment.running() {
-        crate::core::experiments::assign(&experiment.variants, &experiment.salt, user_id)
+        assign(&experiment.variants, &experiment.salt, user_id)
     } else {
         experiment.control()
     }
@@ -69,7 +65,7 @@ fn log_exposure(
         // Nothing to measure outside the window: the control is shown and nothing is logged.
         return e.control().name.clone();
     }
-    let variant = crate::core::experiments::assign(&e.variants, &e.salt, user_id);
+    let variant = assign(&e.variants, &e.salt, user_id);
     experiment_cache::insert_exposure(&e.name, user_id, &variant.name, placement);
     variant.name.clone()
 }

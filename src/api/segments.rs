@@ -84,16 +84,23 @@ fn in_segment(user_id: Option<&str>, segment: Option<&str>) -> bool {
 #[search_path(pg_catalog, pg_temp)]
 fn segment_members(segment: Option<&str>) -> SetOfIterator<'static, String> {
     let segment = required(segment, "segment");
-    let users: Vec<String> = Spi::connect(|client| {
+    // $1 is not used by this form.
+    SetOfIterator::new(member_ids(segment, Form::Members, "".into()))
+}
+
+/// Runs a named segment's set form (`Members`; `Among` with `$1` the candidate users) and
+/// collects the user ids it returns.
+fn member_ids(segment: &str, form: Form, first_arg: DatumWithOid<'_>) -> Vec<String> {
+    Spi::connect(|client| {
         let node = definition(client, segment);
-        let compiled = segments::compile(&node, Form::Members);
+        let compiled = segments::compile(&node, form);
+        let args: [DatumWithOid; 2] = [first_arg, compiled.params.clone().into()];
         client
-            .select(&compiled.sql, None, &args("", &compiled))
+            .select(&compiled.sql, None, &args)
             .unwrap_or_else(|e| spi_failed("cannot evaluate the segment", e))
             .filter_map(|row| row.get::<String>(1).ok().flatten())
             .collect()
-    });
-    SetOfIterator::new(users)
+    })
 }
 
 /// The members of a named segment among `users`, unsorted: one set query for a whole
@@ -110,17 +117,7 @@ fn _segment_members_among(
     if users.is_empty() {
         return SetOfIterator::new(Vec::new());
     }
-    let members: Vec<String> = Spi::connect(|client| {
-        let node = definition(client, segment);
-        let compiled = segments::compile(&node, Form::Among);
-        let args: [DatumWithOid; 2] = [users.into(), compiled.params.clone().into()];
-        client
-            .select(&compiled.sql, None, &args)
-            .unwrap_or_else(|e| spi_failed("cannot evaluate the segment", e))
-            .filter_map(|row| row.get::<String>(1).ok().flatten())
-            .collect()
-    });
-    SetOfIterator::new(members)
+    SetOfIterator::new(member_ids(segment, Form::Among, users.into()))
 }
 
 /// The names of every segment a user is in, sorted.

@@ -1,13 +1,11 @@
 //! Experiments, read once per backend and kept until `personalize.experiments` changes, so
 //! `assign_variant()` costs a hash and a lookup, not a query, on every page view.
 //!
-//! Same invalidation as the tracking plan: a statement trigger on the table sends a relcache
-//! invalidation for it, and every backend's callback marks the cache stale.
+//! Dropped when the table changes, as the tracking plan is (see `watched_table`).
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
@@ -16,6 +14,7 @@ use pgrx::PgOid;
 
 use crate::core::experiments::{parse_variants, Variant};
 use crate::error::{spi_failed, PersonalizeError};
+use crate::pg::watched_table::WatchedTable;
 
 /// Microseconds between the Unix epoch and Postgres's (2000-01-01).
 const POSTGRES_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
@@ -44,70 +43,41 @@ impl Experiment {
     }
 }
 
-static STALE: AtomicBool = AtomicBool::new(true);
-/// OID of personalize.experiments when the cache was loaded (0: not known yet).
-static EXPERIMENTS_RELID: AtomicU32 = AtomicU32::new(0);
+static EXPERIMENTS_TABLE: WatchedTable = WatchedTable::new("personalize.experiments");
 
 /// Every experiment by name.
 type Experiments = HashMap<String, Rc<Experiment>>;
 
 thread_local! {
-    static EXPERIMENTS: RefCell<Option<Rc<Experiments>>> = const { RefCell::new(None) };
+    /// The experiments and the generation of personalize.experiments they were read at.
+    static EXPERIMENTS: RefCell<Option<(u64, Rc<Experiments>)>> = const { RefCell::new(None) };
     static INSERT_EXPOSURE: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
 }
 
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    let watched = EXPERIMENTS_RELID.load(Ordering::Relaxed);
-    if relid == pg_sys::InvalidOid || relid.to_u32() == watched {
-        STALE.store(true, Ordering::Relaxed);
-    }
-}
-
 pub fn register_invalidation_callback() {
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(
-            Some(on_relcache_invalidation),
-            pg_sys::Datum::from(0usize),
-        );
-    }
-}
-
-fn experiments_relid() -> Option<pg_sys::Oid> {
-    Spi::get_one("SELECT CAST(to_regclass('personalize.experiments') AS oid)").unwrap_or(None)
+    EXPERIMENTS_TABLE.register();
 }
 
 /// Sends the invalidation that makes every backend re-read the experiments.
 pub fn invalidate() {
-    if let Some(relid) = experiments_relid() {
-        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
-    }
-    STALE.store(true, Ordering::Relaxed);
+    EXPERIMENTS_TABLE.invalidate();
 }
 
 fn all() -> Rc<Experiments> {
-    if !STALE.load(Ordering::Relaxed) {
-        if let Some(map) = EXPERIMENTS.with(|e| e.borrow().clone()) {
+    let generation = EXPERIMENTS_TABLE.generation();
+    if let Some((at, map)) = EXPERIMENTS.with(|e| e.borrow().clone()) {
+        if at == generation {
             return map;
         }
     }
-    // Cleared before reading: an invalidation that arrives while we read sets it again.
-    STALE.store(false, Ordering::Relaxed);
     let map = Rc::new(load());
-    EXPERIMENTS.with(|e| *e.borrow_mut() = Some(Rc::clone(&map)));
+    EXPERIMENTS.with(|e| *e.borrow_mut() = Some((generation, Rc::clone(&map))));
     map
 }
 
 fn load() -> Experiments {
     Spi::connect(|client| {
-        let relid: Option<pg_sys::Oid> = client
-            .select(
-                "SELECT CAST(to_regclass('personalize.experiments') AS oid)",
-                None,
-                &[],
-            )
-            .and_then(|t| t.first().get(1))
-            .unwrap_or(None);
-        EXPERIMENTS_RELID.store(relid.map_or(0, |r| r.to_u32()), Ordering::Relaxed);
+        EXPERIMENTS_TABLE.note_relid(client);
         let rows = client
             .select(
                 "SELECT name, salt, CAST(variants AS text), \

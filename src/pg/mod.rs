@@ -6,3 +6,4 @@ pub mod interactions;
 pub mod model_cache;
 pub mod model_store;
 pub mod plan_cache;
+pub mod watched_table;

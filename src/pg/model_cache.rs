@@ -4,7 +4,7 @@
 //!   (model_id + created_at, so a re-created extension's reused ids cannot hit a stale entry);
 //!   a newly activated model is a new key, picked up by the next call;
 //! - the catalogue's category and availability flags, dropped when `personalize.items`
-//!   changes (a statement trigger sends a relcache invalidation, as for the tracking plan);
+//!   changes (see `watched_table`);
 //! - the per-call queries, prepared once (SPI_keepplan).
 //!
 //! Backends share nothing: each loads a model once (about 0.2 s per 100k items) and keeps at
@@ -13,7 +13,6 @@
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::PgOid;
@@ -22,15 +21,14 @@ use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 
 use crate::core::serving;
 use crate::error::{spi_failed, PersonalizeError};
+use crate::pg::watched_table::WatchedTable;
 
 /// Model versions kept per backend: the active one, the one it replaced (calls in flight while
 /// a training commits) and an A/B test's alternatives.
 const MAX_MODELS: usize = 4;
 
-/// Bumped by the relcache callback when personalize.items changes.
-static CATALOG_GENERATION: AtomicU64 = AtomicU64::new(1);
-/// OID of personalize.items when the catalogue was last read (0: not known).
-static ITEMS_RELID: AtomicU32 = AtomicU32::new(0);
+/// The catalogue's flags are reloaded when personalize.items changes.
+static ITEMS: WatchedTable = WatchedTable::new("personalize.items");
 
 /// One trained model as serving uses it.
 pub struct ServingModel {
@@ -88,7 +86,7 @@ impl ServingModel {
 
     /// Category and availability per item, as of the catalogue this backend last read.
     pub fn filters(&self) -> Rc<ItemFilters> {
-        let generation = CATALOG_GENERATION.load(Ordering::Relaxed);
+        let generation = ITEMS.generation();
         if let Some(f) = self.filters.borrow().as_ref() {
             if f.generation == generation {
                 return Rc::clone(f);
@@ -134,49 +132,24 @@ thread_local! {
     static STATEMENTS: OnceCell<Statements> = const { OnceCell::new() };
 }
 
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    let watched = ITEMS_RELID.load(Ordering::Relaxed);
-    if relid == pg_sys::InvalidOid || relid.to_u32() == watched {
-        CATALOG_GENERATION.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 pub fn register_invalidation_callback() {
-    unsafe {
-        pg_sys::CacheRegisterRelcacheCallback(
-            Some(on_relcache_invalidation),
-            pg_sys::Datum::from(0usize),
-        );
-    }
+    ITEMS.register();
 }
 
 /// Sends the invalidation that makes every backend re-read the catalogue flags.
 pub fn invalidate_catalog() {
-    let relid: Option<pg_sys::Oid> =
-        Spi::get_one("SELECT CAST(to_regclass('personalize.items') AS oid)").unwrap_or(None);
-    if let Some(relid) = relid {
-        unsafe { pg_sys::CacheInvalidateRelcacheByRelid(relid) };
-    }
-    CATALOG_GENERATION.fetch_add(1, Ordering::Relaxed);
+    ITEMS.invalidate();
 }
 
 fn catalog() -> Rc<Catalog> {
-    let generation = CATALOG_GENERATION.load(Ordering::Relaxed);
+    let generation = ITEMS.generation();
     if let Some(c) = CATALOG.with(|c| c.borrow().clone()) {
         if c.generation == generation {
             return c;
         }
     }
     let catalog = Spi::connect(|client| {
-        let relid: Option<pg_sys::Oid> = client
-            .select(
-                "SELECT CAST(to_regclass('personalize.items') AS oid)",
-                None,
-                &[],
-            )
-            .and_then(|t| t.first().get(1))
-            .unwrap_or(None);
-        ITEMS_RELID.store(relid.map_or(0, |r| r.to_u32()), Ordering::Relaxed);
+        ITEMS.note_relid(client);
         let rows = client
             .select(
                 "SELECT item_id, category, available FROM personalize.items",
