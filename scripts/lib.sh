@@ -57,6 +57,9 @@ install_extension() {
     [ "${PP_PROFILE:-release}" = release ] && profile=(--release)
     say "Building and installing pg_personalize (${PP_PROFILE:-release} build)"
     cd "$ROOT"
+    # Unlink the old library first: the copy then gets a new inode, and backends of running
+    # clusters that have the old one mapped keep a valid file instead of a truncated one.
+    as_root rm -f "$("$PG_CONFIG" --pkglibdir)/pg_personalize.so"
     if [ "$(id -u)" = 0 ]; then
         cargo pgrx install "${profile[@]}" --pg-config "$PG_CONFIG"
     else
@@ -64,6 +67,7 @@ install_extension() {
     fi
 }
 
+# PP_PG_OPTS adds server options (a later -c wins: fault tests turn synchronous_commit back on).
 start_cluster() {
     mkdir -p "$PP_RUN"
     if [ "$(id -u)" = 0 ]; then chown postgres "$PP_RUN"; fi
@@ -77,7 +81,7 @@ start_cluster() {
         as_pg_owner "$PGBIN/pg_ctl" -D "$PP_DATA" -l "$PP_RUN/postgres.log" -w start \
             -o "-p $PP_PORT -k $PP_SOCK -c listen_addresses='' -c max_connections=50 \
                 -c shared_buffers=512MB -c maintenance_work_mem=512MB -c fsync=off \
-                -c synchronous_commit=off -c full_page_writes=off" >/dev/null
+                -c synchronous_commit=off -c full_page_writes=off ${PP_PG_OPTS:-}" >/dev/null
     fi
 }
 

@@ -2,6 +2,20 @@
 -- Every reference is schema-qualified: extension scripts must not depend on the caller's
 -- search_path.
 
+-- A schema named personalize that existed before CREATE EXTENSION and belongs to another role
+-- would let that role drop and replace the tables the SECURITY DEFINER functions use: refuse.
+DO $$
+BEGIN
+    IF (SELECT n.nspowner FROM pg_catalog.pg_namespace n
+         WHERE n.nspname OPERATOR(pg_catalog.=) 'personalize')
+       OPERATOR(pg_catalog.<>) (SELECT r.oid FROM pg_catalog.pg_roles r
+                                 WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = 'pg_personalize: schema personalize already exists and belongs to another role',
+            HINT = 'Drop or rename that schema (or make the installing superuser its owner) before CREATE EXTENSION.';
+    END IF;
+END $$;
+
 -- The tracking plan: one row per event type.
 CREATE TABLE personalize.event_types (
     event_type        text PRIMARY KEY

@@ -117,16 +117,16 @@ VALUES
 ------------------------------------------------------------------------------------------
 
 CREATE FUNCTION personalize.track(event jsonb, strict boolean DEFAULT false) RETURNS bigint
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT personalize._track_one(CAST(event AS pg_catalog.text), strict) $$;
 
 CREATE FUNCTION personalize.track_batch(events jsonb[], strict boolean DEFAULT false)
 RETURNS TABLE (accepted integer, duplicates integer, rejected integer, rejected_positions integer[])
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM personalize._track_many(events, CAST(events AS pg_catalog.text[]), strict) $$;
 
 CREATE FUNCTION personalize.validate_event(event jsonb) RETURNS text[]
-LANGUAGE sql STABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT personalize._validate_one(CAST(event AS pg_catalog.text)) $$;
 
 ------------------------------------------------------------------------------------------
@@ -135,17 +135,17 @@ AS $$ SELECT personalize._validate_one(CAST(event AS pg_catalog.text)) $$;
 
 CREATE FUNCTION personalize.import_events(source regclass, strict boolean DEFAULT false)
 RETURNS TABLE (accepted bigint, duplicates bigint, rejected bigint)
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM personalize._import_events(CAST(source AS pg_catalog.oid), strict) $$;
 
 CREATE FUNCTION personalize.import_online_retail(source regclass)
 RETURNS TABLE (accepted bigint, duplicates bigint, rejected bigint)
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM personalize._import_online_retail(CAST(source AS pg_catalog.oid)) $$;
 
 CREATE FUNCTION personalize.import_retailrocket(source regclass)
 RETURNS TABLE (accepted bigint, duplicates bigint, rejected bigint)
-LANGUAGE sql VOLATILE PARALLEL UNSAFE
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM personalize._import_retailrocket(CAST(source AS pg_catalog.oid)) $$;
 
 ------------------------------------------------------------------------------------------
@@ -399,7 +399,7 @@ CREATE TRIGGER segments_before_write
 
 CREATE FUNCTION personalize.segment_sql(definition jsonb, one_user boolean DEFAULT false)
 RETURNS TABLE (sql text, params text[])
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM personalize._segment_sql(CAST(definition AS pg_catalog.text), one_user) $$;
 
 ------------------------------------------------------------------------------------------
@@ -978,3 +978,9 @@ COMMENT ON FUNCTION personalize._invalidate_experiment_cache() IS 'Internal: mak
 COMMENT ON FUNCTION personalize._experiments_before_write() IS 'Trigger: checks an experiment''s variants and event types, and keeps name, variants and salt fixed once anyone was exposed';
 COMMENT ON FUNCTION personalize._experiments_before_delete() IS 'Trigger: refuses to delete an experiment that has exposures';
 COMMENT ON FUNCTION personalize._experiments_changed() IS 'Trigger: tells every backend that the experiments changed';
+
+------------------------------------------------------------------------------------------
+-- Privileges (last: every object above exists). See src/api/privileges.rs.
+------------------------------------------------------------------------------------------
+COMMENT ON FUNCTION personalize._apply_privileges() IS 'Internal: creates the roles personalize_reader, personalize_writer, personalize_worker and personalize_admin when missing, revokes EXECUTE from PUBLIC, makes the reader/writer/worker functions SECURITY DEFINER and grants them; run by the install and every upgrade script';
+SELECT personalize._apply_privileges();

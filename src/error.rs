@@ -20,6 +20,9 @@ pub enum PersonalizeError {
     /// The extension's own objects are missing or broken (SQLSTATE 55000).
     #[error("{message}")]
     NotReady { message: String, hint: String },
+    /// An allocation the system refused (SQLSTATE 53200): an error, never an aborted backend.
+    #[error("{message}")]
+    OutOfMemory { message: String, hint: String },
 }
 
 impl PersonalizeError {
@@ -53,6 +56,9 @@ impl PersonalizeError {
                 message,
                 hint,
             ),
+            Self::OutOfMemory { message, hint } => {
+                (PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY, message, hint)
+            }
         }
     }
 

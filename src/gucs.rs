@@ -10,7 +10,7 @@ pub static MAX_EVENT_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(16);
 pub static MAX_FUTURE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 pub static TRAINING_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
-pub static TRAINING_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(4096);
+pub static TRAINING_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static MAX_K: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static SERVING_HISTORY_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100);
@@ -68,10 +68,10 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"personalize.training_memory_mb",
-        c"Largest memory a training run may plan to use, in MB.",
+        c"Largest memory a training run may plan to use, in MB (0: maintenance_work_mem).",
         c"A run whose estimate exceeds it is refused before allocating (SQLSTATE 54000).",
         &TRAINING_MEMORY_MB,
-        1,
+        0,
         1_048_576,
         GucContext::Suset,
         GucFlags::default(),
@@ -106,6 +106,20 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+}
+
+/// The training memory budget in bytes: `personalize.training_memory_mb`, or when it is 0 the
+/// session's `maintenance_work_mem` (the budget PostgreSQL itself gives maintenance work such as
+/// index builds, which training resembles).
+pub fn training_memory_limit_bytes() -> usize {
+    match TRAINING_MEMORY_MB.get() {
+        mb if mb > 0 => mb as usize * 1024 * 1024,
+        _ => {
+            // SAFETY: a plain int GUC variable of the backend, read on its main thread.
+            let kb = unsafe { pgrx::pg_sys::maintenance_work_mem };
+            kb.max(1024) as usize * 1024
+        }
+    }
 }
 
 /// The validation limits in force now.

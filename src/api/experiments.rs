@@ -72,11 +72,13 @@ fn log_exposure(
 
 /// Why a variants array is refused (with its JSON path), NULL when it is valid.
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn _variants_problem(variants: Option<&str>) -> Option<String> {
     parse_variants(variants?).err()
 }
 
 #[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
 fn _invalidate_experiment_cache() {
     experiment_cache::invalidate();
 }

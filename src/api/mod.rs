@@ -5,6 +5,7 @@ mod experiments;
 mod loaders;
 mod outbox;
 mod plan;
+mod privileges;
 mod segments;
 mod serving;
 mod synthetic;

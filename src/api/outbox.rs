@@ -14,6 +14,7 @@ use crate::error::{required, spi_failed, PersonalizeError};
 
 /// Why a campaign template (JSON text) is refused, or NULL when it is valid.
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn _template_problem(template: Option<&str>) -> Option<String> {
     let Some(text) = template else {
         return Some("template must not be NULL".into());

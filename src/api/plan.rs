@@ -6,6 +6,7 @@ use crate::core::tracking::{compile_schema, parse_json};
 
 /// Why a properties schema cannot be used, or NULL when it can.
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn _plan_schema_problem(schema: Option<&str>) -> Option<String> {
     let Some(text) = schema else {
         return Some("properties_schema must not be NULL".into());

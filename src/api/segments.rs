@@ -10,6 +10,7 @@ use crate::error::{required, spi_failed, PersonalizeError};
 
 /// Why a segment definition (JSON text) is refused, or NULL when it is valid.
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn _segment_problem(definition: Option<&str>) -> Option<String> {
     let Some(text) = definition else {
         return Some("definition must not be NULL".into());
@@ -177,6 +178,7 @@ fn segment_hint() -> String {
 
 /// The hint the segments trigger shows under a refused definition.
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn _segment_hint() -> String {
     segment_hint()
 }

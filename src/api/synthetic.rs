@@ -44,6 +44,7 @@ fn spec(
 
 /// The synthetic catalogue: item id, category, title, price.
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn synthetic_items(
     items: default!(i32, 500),
     seed: default!(i64, 42),
@@ -67,6 +68,7 @@ fn synthetic_items(
 
 /// The synthetic event stream as the JSON an app would send to track(), in time order.
 #[pg_extern(immutable, parallel_safe)]
+#[search_path(pg_catalog, pg_temp)]
 fn synthetic_events(
     events: i64,
     users: default!(i32, 1000),

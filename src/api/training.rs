@@ -113,31 +113,32 @@ fn no_interactions() -> ! {
     .raise()
 }
 
-/// Reads the interactions and refuses a run whose memory would exceed the budget.
+/// Reads the interactions and refuses a run whose memory would exceed the budget: while reading
+/// (the pairs alone can be over it, so a huge log is refused before the solver allocates
+/// anything) and again with the solver's structures once the sizes are known.
 fn load(cfg: &Config) -> Interactions {
-    let data = interactions::read(cfg.as_of, cfg.window);
+    let limit = gucs::training_memory_limit_bytes();
+    let k = cfg.params.factors;
+    let data = interactions::read(cfg.as_of, cfg.window, limit, k);
     if data.pairs.is_empty() {
         no_interactions();
     }
-    let k = cfg.params.factors;
-    let nnz = data.pairs.len();
-    let rows = data.user_ids.len() + data.item_ids.len();
-    // Pairs, two CSR orientations, factors, their SQL copies while writing.
-    let estimate = nnz * (24 + 16) + rows * (k * 4 * 2 + 64);
-    let limit = gucs::TRAINING_MEMORY_MB.get() as usize * 1024 * 1024;
+    let estimate = interactions::memory_estimate(
+        data.pairs.len(),
+        data.user_ids.len(),
+        data.item_ids.len(),
+        k,
+    );
     if estimate > limit {
-        PersonalizeError::LimitExceeded {
-            message: format!(
-                "training on {nnz} interactions of {} users and {} items with {k} factors needs \
-                 about {} MB, over personalize.training_memory_mb ({} MB)",
-                data.user_ids.len(),
-                data.item_ids.len(),
-                estimate / (1024 * 1024),
-                limit / (1024 * 1024)
-            ),
-            hint: "Train on a shorter window, with fewer factors, or raise the setting.".into(),
-        }
-        .raise();
+        interactions::over_memory_budget(
+            data.pairs.len(),
+            data.user_ids.len(),
+            data.item_ids.len(),
+            k,
+            estimate,
+            limit,
+            false,
+        );
     }
     data
 }

@@ -39,7 +39,14 @@ pub fn newest_event() -> Option<TimestampWithTimeZone> {
     .unwrap_or(None)
 }
 
-pub fn read(as_of: TimestampWithTimeZone, window: Option<Interval>) -> Interactions {
+/// Reads every interaction, refusing (54000) as soon as what is read already exceeds
+/// `limit_bytes` for a model of `factors` factors.
+pub fn read(
+    as_of: TimestampWithTimeZone,
+    window: Option<Interval>,
+    limit_bytes: usize,
+    factors: usize,
+) -> Interactions {
     let mut users: HashMap<String, u32> = HashMap::new();
     let mut items: HashMap<String, u32> = HashMap::new();
     let mut out = Interactions {
@@ -73,8 +80,7 @@ pub fn read(as_of: TimestampWithTimeZone, window: Option<Interval>) -> Interacti
             .select("SELECT current_setting('work_mem')", None, &[])
             .and_then(|t| t.first().get(1))
             .unwrap_or(None);
-        let work_mem_kb = (crate::gucs::TRAINING_MEMORY_MB.get().max(4) as i64 * 1024 / 4)
-            .min(2 * 1024 * 1024 - 1);
+        let work_mem_kb = ((limit_bytes / 1024).max(4096) as i64 / 4).min(2 * 1024 * 1024 - 1);
         let args_wm: [DatumWithOid; 1] = [format!("{work_mem_kb}kB").into()];
         let _ = client.select("SELECT set_config('work_mem', $1, true)", None, &args_wm);
         let mut cursor = client.open_cursor(READ_QUERY, &args);
@@ -89,6 +95,35 @@ pub fn read(as_of: TimestampWithTimeZone, window: Option<Interval>) -> Interacti
             });
             if table.is_empty() {
                 break;
+            }
+            let estimate = memory_estimate(
+                out.pairs.len() + table.len(),
+                out.user_ids.len(),
+                out.item_ids.len(),
+                factors,
+            );
+            if estimate > limit_bytes {
+                over_memory_budget(
+                    out.pairs.len() + table.len(),
+                    out.user_ids.len(),
+                    out.item_ids.len(),
+                    factors,
+                    estimate,
+                    limit_bytes,
+                    true,
+                );
+            }
+            // A failed reservation is an error, never an aborted backend.
+            if out.pairs.try_reserve(table.len()).is_err() {
+                PersonalizeError::OutOfMemory {
+                    message: format!(
+                        "could not allocate memory for {} interactions",
+                        out.pairs.len() + table.len()
+                    ),
+                    hint: "Lower personalize.training_memory_mb or train on a shorter window."
+                        .into(),
+                }
+                .raise();
             }
             for row in table {
                 let strength = row.get::<f64>(3).ok().flatten().unwrap_or(0.0);
@@ -157,4 +192,35 @@ fn sort_ids(data: &mut Interactions) {
         p.0 = users[p.0 as usize];
         p.1 = items[p.1 as usize];
     }
+}
+
+/// Pairs, two CSR orientations, factors and their SQL copies while writing.
+pub fn memory_estimate(pairs: usize, users: usize, items: usize, k: usize) -> usize {
+    pairs * (24 + 16) + (users + items) * (k * 4 * 2 + 64)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn over_memory_budget(
+    pairs: usize,
+    users: usize,
+    items: usize,
+    k: usize,
+    estimate: usize,
+    limit: usize,
+    partial: bool,
+) -> ! {
+    PersonalizeError::LimitExceeded {
+        message: format!(
+            "training on {}{pairs} interactions of {users} users and {items} items with {k} \
+             factors needs {}{} MB, over the training memory budget ({} MB)",
+            if partial { "at least " } else { "" },
+            if partial { "more than " } else { "about " },
+            estimate / (1024 * 1024),
+            limit / (1024 * 1024)
+        ),
+        hint: "Train on a shorter window or with fewer factors, or raise \
+               personalize.training_memory_mb (0, the default, means maintenance_work_mem)."
+            .into(),
+    }
+    .raise()
 }

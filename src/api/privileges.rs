@@ -1,0 +1,181 @@
+//! Roles and grants: least privilege for the three kinds of caller plus the administrator.
+//!
+//! The extension script and every upgrade script end with `SELECT personalize._apply_privileges()`,
+//! so a function added by a later version gets the same treatment without a hand-kept GRANT list
+//! in two places.
+//!
+//! - `personalize_reader` (serving), `personalize_writer` (tracking) and `personalize_worker`
+//!   (outbox workers) get EXECUTE on their functions and nothing else: no table privileges at
+//!   all. Those functions are SECURITY DEFINER (owned by the superuser who ran CREATE EXTENSION,
+//!   search_path pinned to `pg_catalog, pg_temp`), so an app role can track an event without
+//!   being able to read the event log, or claim messages without being able to rewrite them.
+//! - `personalize_admin` gets every function (they run with its own rights) and DML on every
+//!   table: plans, catalogue, training, segments, campaigns, experiments, imports. Loaders stay
+//!   SECURITY INVOKER on purpose: `import_events(source regclass)` reads a table the caller
+//!   names, which must be one the caller may read.
+//! - PUBLIC gets nothing: EXECUTE is revoked from every function in the schema.
+
+use pgrx::prelude::*;
+
+use crate::error::{spi_failed, PersonalizeError};
+
+/// Each role, what it is for, and the functions it may execute (all their overloads).
+pub const ROLES: [(&str, &str, &[&str]); 3] = [
+    (
+        "personalize_reader",
+        "serving: recommendations, variants and exposures, per-user segment checks",
+        &[
+            "recommend",
+            "recommend_for_session",
+            "similar_items",
+            "rank_items",
+            "explain_recommendation",
+            "assign_variant",
+            "variant_model",
+            "log_exposure",
+            "in_segment",
+            "user_segments",
+            "bought",
+            "viewed",
+            "viewed_without_buying",
+            "event_count",
+            "total_spend",
+            "average_order_value",
+            "last_seen",
+            "days_since_last_purchase",
+        ],
+    ),
+    (
+        "personalize_writer",
+        "tracking: events through the tracking plan",
+        &["track", "track_batch", "validate_event"],
+    ),
+    (
+        "personalize_worker",
+        "outbox workers: claim, acknowledge and fail messages",
+        &["claim_messages", "ack", "ack_batch", "fail"],
+    ),
+];
+
+pub const ADMIN_ROLE: &str = "personalize_admin";
+
+/// The statements, in order. Role names and function names are constants of this file; the
+/// function signatures come from the catalogue as `regprocedure` text, already quoted.
+fn statements() -> Vec<String> {
+    let mut sql = Vec::new();
+    let all_roles = ROLES.iter().map(|r| r.0).chain(std::iter::once(ADMIN_ROLE));
+    for role in all_roles.clone() {
+        // Roles are cluster-wide and outlive DROP EXTENSION; a second database (or a
+        // re-install) reuses them with whatever members the DBA gave them.
+        sql.push(format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = '{role}') \
+             THEN CREATE ROLE {role} NOLOGIN; END IF; END $$"
+        ));
+        sql.push(format!("GRANT USAGE ON SCHEMA personalize TO {role}"));
+    }
+    sql.push("REVOKE ALL ON ALL FUNCTIONS IN SCHEMA personalize FROM PUBLIC".into());
+    sql.push(format!(
+        "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA personalize TO {ADMIN_ROLE}"
+    ));
+    sql.push(format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON ALL TABLES IN SCHEMA personalize \
+         TO {ADMIN_ROLE}"
+    ));
+    sql.push(format!(
+        "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA personalize TO {ADMIN_ROLE}"
+    ));
+    for (role, _, _) in ROLES {
+        sql.push(format!("GRANT {role} TO {ADMIN_ROLE}"));
+    }
+    sql
+}
+
+/// Functions of the schema named `name` (every overload), as quoted, schema-qualified signatures
+/// (`regprocedure` qualifies them: `personalize` is not on the pinned search_path).
+fn signatures(client: &pgrx::spi::SpiClient<'_>, name: &str) -> Vec<String> {
+    let args = [name.into()];
+    let rows = client
+        .select(
+            "SELECT p.oid::pg_catalog.regprocedure::pg_catalog.text FROM pg_catalog.pg_proc p \
+             WHERE p.pronamespace = 'personalize'::pg_catalog.regnamespace AND p.proname = $1 \
+             ORDER BY 1",
+            None,
+            &args,
+        )
+        .unwrap_or_else(|e| spi_failed("reading the extension's functions", e));
+    rows.filter_map(|r| r.get::<String>(1).ok().flatten())
+        .collect()
+}
+
+/// Creates the roles if missing and applies every grant; run by the extension's scripts.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn _apply_privileges() {
+    Spi::connect_mut(|client| {
+        for statement in statements() {
+            client
+                .update(&statement, None, &[])
+                .unwrap_or_else(|e| spi_failed("applying the extension's privileges", e));
+        }
+        for (role, _, functions) in ROLES {
+            for function in functions {
+                let found = signatures(client, function);
+                // A renamed function must fail the install, not silently lose its grant.
+                if found.is_empty() {
+                    PersonalizeError::NotReady {
+                        message: format!(
+                            "the privileges of {role} name {function}, which is not defined"
+                        ),
+                        hint: "The extension's build is inconsistent; reinstall it.".into(),
+                    }
+                    .raise();
+                }
+                for signature in found {
+                    client
+                        .update(
+                            &format!("ALTER FUNCTION {signature} SECURITY DEFINER"),
+                            None,
+                            &[],
+                        )
+                        .unwrap_or_else(|e| spi_failed("marking a function SECURITY DEFINER", e));
+                    client
+                        .update(
+                            &format!("GRANT EXECUTE ON FUNCTION {signature} TO {role}"),
+                            None,
+                            &[],
+                        )
+                        .unwrap_or_else(|e| spi_failed("granting a function", e));
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_function_is_in_two_roles() {
+        let mut seen = std::collections::HashSet::new();
+        for (_, _, functions) in ROLES {
+            for f in functions {
+                assert!(seen.insert(*f), "{f} is listed twice");
+            }
+        }
+    }
+
+    #[test]
+    fn every_role_is_created_before_its_grants() {
+        let sql = statements();
+        for (role, _, _) in ROLES {
+            let created = sql
+                .iter()
+                .position(|s| s.contains(&format!("CREATE ROLE {role}")));
+            let granted = sql
+                .iter()
+                .position(|s| s == &format!("GRANT {role} TO {ADMIN_ROLE}"));
+            assert!(created.unwrap() < granted.unwrap());
+        }
+    }
+}
