@@ -4,6 +4,8 @@
 pub mod als;
 pub mod csr;
 pub mod experiments;
+#[cfg(test)]
+mod fuzz;
 pub mod loaders;
 pub mod metrics;
 pub mod outbox;
