@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Builds what a DBA installs on a machine without Rust, into dist/:
+#   postgresql-15-pg-personalize_<version>_<arch>.deb   (dpkg -i; depends on postgresql-15)
+#   pg_personalize-<version>-pg15-<arch>.tar.gz         (tar xzf, then sudo ./install.sh)
+# Both hold the release library, the control file, the install script of this version and every
+# upgrade script (ALTER EXTENSION pg_personalize UPDATE).
+#
+#   bash scripts/package.sh            build both
+#   bash scripts/package.sh --verify   also install the .deb (dpkg -i) over this machine's copy,
+#                                      CREATE EXTENSION and run the loop in a fresh cluster,
+#                                      then leave the package installed (dpkg -r removes it)
+source "$(dirname "$0")/lib.sh"
+install_prereqs
+cd "$ROOT"
+
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+arch=$(dpkg --print-architecture)
+stage=$ROOT/target/package-stage
+dist=$ROOT/dist
+rm -rf "$stage"; mkdir -p "$stage" "$dist"
+
+say "Building the release library and scripts (cargo pgrx package)"
+cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$stage/root"
+root=$stage/root
+libdir=$("$PG_CONFIG" --pkglibdir)
+extdir=$("$PG_CONFIG" --sharedir)/extension
+so=$root$libdir/pg_personalize.so
+[ -f "$so" ] || { echo "no library at $so" >&2; exit 1; }
+strip --strip-debug "$so"
+# What the library needs at run time: only the C library and PostgreSQL itself.
+echo "shared libraries needed:"; objdump -p "$so" | awk '/NEEDED/ {print "  " $2}'
+ls "$root$extdir"
+
+say "Debian package"
+deb_name=postgresql-15-pg-personalize
+deb_root=$stage/deb
+mkdir -p "$deb_root/DEBIAN"
+cp -a "$root/." "$deb_root/"
+mkdir -p "$deb_root/usr/share/doc/$deb_name"
+cp README.md "$deb_root/usr/share/doc/$deb_name/"
+[ -f LICENSE ] && cp LICENSE "$deb_root/usr/share/doc/$deb_name/copyright"
+libc=$(dpkg-query -W -f='${Version}' libc6 | cut -d- -f1)
+cat >"$deb_root/DEBIAN/control" <<EOF
+Package: $deb_name
+Version: $version
+Architecture: $arch
+Maintainer: pg_personalize developers <pg_personalize@localhost>
+Depends: postgresql-15, libc6 (>= $libc), libgcc-s1
+Section: database
+Priority: optional
+Installed-Size: $(du -sk "$deb_root" | cut -f1)
+Description: personalization inside PostgreSQL 15
+ Validated behaviour events, matrix-factorization recommendations, segments,
+ trigger-fired campaigns with an outbox for workers, and A/B experiments.
+ After installing: CREATE EXTENSION pg_personalize; in each database.
+EOF
+deb=$dist/${deb_name}_${version}_${arch}.deb
+dpkg-deb --root-owner-group -Zgzip --build "$deb_root" "$deb" >/dev/null
+dpkg-deb --info "$deb" | sed -n '/Package/,/Depends/p'
+dpkg-deb --contents "$deb" | awk '{print "  " $6}' | grep -v '/$'
+
+say "Tarball with an install script"
+tar_name=pg_personalize-$version-pg15-$arch
+tar_root=$stage/$tar_name
+mkdir -p "$tar_root/lib" "$tar_root/extension"
+cp "$so" "$tar_root/lib/"
+cp "$root$extdir"/pg_personalize* "$tar_root/extension/"
+cp README.md "$tar_root/"
+cat >"$tar_root/install.sh" <<'EOF'
+#!/bin/sh
+# Installs pg_personalize into the PostgreSQL 15 that pg_config (or $PG_CONFIG) names.
+# Run as root (or with sudo). Then, in each database: CREATE EXTENSION pg_personalize;
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+PG_CONFIG=${PG_CONFIG:-$(command -v pg_config || echo /usr/lib/postgresql/15/bin/pg_config)}
+major=$("$PG_CONFIG" --version | sed 's/^PostgreSQL \([0-9]*\).*/\1/')
+[ "$major" = 15 ] || { echo "this build is for PostgreSQL 15, $PG_CONFIG is $major" >&2; exit 1; }
+libdir=$("$PG_CONFIG" --pkglibdir)
+extdir=$("$PG_CONFIG" --sharedir)/extension
+# Unlink first: running backends keep the old file's pages instead of reading a half-copied one.
+rm -f "$libdir/pg_personalize.so"
+install -m 755 "$here/lib/pg_personalize.so" "$libdir/"
+install -m 644 "$here"/extension/* "$extdir/"
+echo "installed into $libdir and $extdir"
+EOF
+chmod +x "$tar_root/install.sh"
+tarball=$dist/$tar_name.tar.gz
+tar -C "$stage" -czf "$tarball" "$tar_name"
+ls -l "$deb" "$tarball"
+
+if [ "${1:-}" = --verify ]; then
+    say "Verifying: dpkg -i, then CREATE EXTENSION and the loop in a fresh cluster"
+    as_root dpkg -i "$deb" >/dev/null
+    dpkg -s "$deb_name" | grep -E '^(Status|Version)'
+    unset PP_RUN; export PP_PORT=54349
+    source "$ROOT/scripts/lib.sh"
+    as_root rm -rf "$PP_RUN"
+    start_cluster
+    fresh_db pp_package
+    psql -X -q -d pp_package -v ON_ERROR_STOP=1 <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION pg_personalize;
+SELECT extversion FROM pg_extension WHERE extname = 'pg_personalize';
+SELECT accepted FROM personalize.generate_shop(5000, users => 200, items => 80);
+SELECT users, items FROM personalize.train(factors => 8, iterations => 3);
+SELECT count(*) AS recommendations FROM personalize.recommend('U0000001', 10);
+SQL
+    stop_cluster
+    as_root rm -rf "$PP_RUN"
+    echo "PASS: the package installs and serves"
+fi
