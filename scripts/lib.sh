@@ -80,7 +80,7 @@ start_cluster() {
     if ! as_pg_owner "$PGBIN/pg_ctl" -D "$PP_DATA" status >/dev/null 2>&1; then
         as_pg_owner "$PGBIN/pg_ctl" -D "$PP_DATA" -l "$PP_RUN/postgres.log" -w start \
             -o "-p $PP_PORT -k $PP_SOCK -c listen_addresses='' -c max_connections=50 \
-                -c shared_buffers=512MB -c maintenance_work_mem=512MB -c fsync=off \
+                -c shared_buffers=512MB -c maintenance_work_mem=2GB -c fsync=off \
                 -c synchronous_commit=off -c full_page_writes=off ${PP_PG_OPTS:-}" >/dev/null
     fi
 }
