@@ -54,6 +54,7 @@ step "pg_regress suite" regress
 step "pg_dump / restore round trip" bash "$ROOT/tests/dump_restore.sh"
 step "ALTER EXTENSION UPDATE from 0.1.0: catalogue and regression suite" bash "$ROOT/tests/upgrade.sh"
 step "hostile objects planted before CREATE EXTENSION are never called" bash "$ROOT/tests/hostile_objects.sh"
+step "streaming replica: the standby serves identical results" bash "$ROOT/tests/replica.sh"
 step "outbox: concurrent workers, NOTIFY, crashed workers" bash "$ROOT/tests/outbox_concurrency.sh"
 step "real data: UCI Online Retail" bash "$ROOT/tests/real_data.sh"
 

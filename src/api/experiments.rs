@@ -56,6 +56,7 @@ fn log_exposure(
     user_id: Option<&str>,
     placement: default!(Option<&str>, "NULL"),
 ) -> String {
+    crate::pg::require_writable(c"log_exposure()");
     let e = experiment_cache::experiment(required(experiment, "experiment"));
     let user_id = checked_text(user_id, "user_id");
     if let Some(p) = placement {

@@ -84,6 +84,7 @@ fn _import_events(
         name!(rejected, i64),
     ),
 > {
+    crate::pg::require_writable(c"import_events()");
     let strict = crate::error::strict_flag(strict);
     let relation = relation_sql(source);
     require_columns(
@@ -145,6 +146,7 @@ fn _import_online_retail(
         name!(rejected, i64),
     ),
 > {
+    crate::pg::require_writable(c"import_online_retail()");
     counts(import_format(
         source,
         &ONLINE_RETAIL_COLUMNS,
@@ -171,6 +173,7 @@ fn _import_retailrocket(
         name!(rejected, i64),
     ),
 > {
+    crate::pg::require_writable(c"import_retailrocket()");
     counts(import_format(
         source,
         &RETAILROCKET_COLUMNS,

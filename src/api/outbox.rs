@@ -168,6 +168,7 @@ fn claim_messages(
         name!(lease_expires_at, TimestampWithTimeZone),
     ),
 > {
+    crate::pg::require_writable(c"claim_messages()");
     let channel = required(channel, "channel");
     if !CHANNELS.contains(&channel) {
         PersonalizeError::invalid(

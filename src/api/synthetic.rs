@@ -102,6 +102,7 @@ fn generate_shop(
         name!(rejected, i64),
     ),
 > {
+    crate::pg::require_writable(c"generate_shop()");
     let shop = Arc::new(SyntheticShop::new(spec(
         events, users, items, seed, start, days,
     )));

@@ -14,6 +14,7 @@ use crate::pg::ingest::Ingest;
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn _track_one(event: Option<&str>, strict: Option<bool>) -> Option<i64> {
+    crate::pg::require_writable(c"track()");
     let strict = crate::error::strict_flag(strict);
     let mut ingest = Ingest::new("track", strict);
     Spi::connect_mut(|client| ingest.chunk(client, &[(1, event)], None));
@@ -58,6 +59,7 @@ fn _track_many(
         name!(rejected_positions, Vec<i32>),
     ),
 > {
+    crate::pg::require_writable(c"track_batch()");
     let strict = crate::error::strict_flag(strict);
     let Some(events) = events else {
         PersonalizeError::invalid(

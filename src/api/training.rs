@@ -239,6 +239,7 @@ fn train(
         name!(write_seconds, f64),
     ),
 > {
+    crate::pg::require_writable(c"train()");
     let name = self::model_name(model_name);
     let cfg = config(
         factors,
@@ -349,6 +350,7 @@ fn evaluate(
         name!(coverage, f64),
     ),
 > {
+    crate::pg::require_writable(c"evaluate()");
     let name = self::model_name(model_name);
     let k = required(k, "k");
     if !(1..=1000).contains(&k) {

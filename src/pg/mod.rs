@@ -7,3 +7,12 @@ pub mod model_cache;
 pub mod model_store;
 pub mod plan_cache;
 pub mod watched_table;
+
+/// Raises 25006 (read_only_sql_transaction) in a read-only transaction and on a hot standby,
+/// before a function writes anything. Without it, pgrx's `SpiClient::update()` first asks for a
+/// transaction id, which on a standby is an internal error (XX000) instead of the read-only
+/// error a client or pooler reroutes to the primary on.
+pub fn require_writable(function: &std::ffi::CStr) {
+    // SAFETY: a plain backend call on the main thread; it raises through pgrx's guard.
+    unsafe { pgrx::pg_sys::PreventCommandIfReadOnly(function.as_ptr()) }
+}

@@ -147,5 +147,19 @@ SELECT pg_temp.err($$SELECT * FROM personalize.claim_messages('email', 1000000)$
 SELECT count(*) AS tables_still_there FROM pg_tables
  WHERE schemaname = 'personalize' AND tablename IN ('events', 'items');
 
+-- Writes in a read-only transaction (and so on a hot standby) fail with 25006, which a client
+-- or pooler can route to the primary on, never with an internal error.
+BEGIN READ ONLY;
+SELECT pg_temp.err($$SELECT personalize.track('{"type": "view", "user_id": "ro", "item_id": "i1"}')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.track_batch(ARRAY['{"type": "view", "user_id": "ro", "item_id": "i1"}']::jsonb[])$$);
+SELECT pg_temp.err($$SELECT personalize.log_exposure('grid', 'ro')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train()$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.evaluate()$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.claim_messages('email')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.generate_shop(10)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.import_events('pg_temp.secret')$$);
+SELECT count(*) AS reads_still_work FROM personalize.recommend('U0000001', 3);
+ROLLBACK;
+
 DROP ROLE regress_pp_reader, regress_pp_writer, regress_pp_worker, regress_pp_admin,
           regress_pp_nobody;
