@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Every test: formatting and clippy, plain-Rust unit tests and #[pg_test]s (cargo pgrx test),
 # the pg_regress suite,
-# a pg_dump/restore round trip, the outbox under concurrent and crashing workers, and the real-data test on ../shared/data (skipped, with a
-# message, when the file is absent). Ends with one "N passed, M failed" line.
+# a pg_dump/restore round trip, the upgrade from 0.1.0, hostile objects planted before CREATE
+# EXTENSION, a streaming replica, kill -9 and immediate-restart faults, training cancel, the
+# outbox under concurrent and crashing workers, and the real-data test on ../shared/data
+# (skipped, with a message, when the file is absent). Ends with one "N passed, M failed" line.
 source "$(dirname "$0")/lib.sh"
 
 passed=0; failed=0; failures=()
@@ -55,6 +57,8 @@ step "pg_dump / restore round trip" bash "$ROOT/tests/dump_restore.sh"
 step "ALTER EXTENSION UPDATE from 0.1.0: catalogue and regression suite" bash "$ROOT/tests/upgrade.sh"
 step "hostile objects planted before CREATE EXTENSION are never called" bash "$ROOT/tests/hostile_objects.sh"
 step "streaming replica: the standby serves identical results" bash "$ROOT/tests/replica.sh"
+step "faults: kill -9 during ingestion, training and claim; immediate restart" bash "$ROOT/tests/faults.sh"
+step "train() cancelled by statement_timeout and pg_cancel_backend" bash "$ROOT/tests/cancel_training.sh"
 step "outbox: concurrent workers, NOTIFY, crashed workers" bash "$ROOT/tests/outbox_concurrency.sh"
 step "real data: UCI Online Retail" bash "$ROOT/tests/real_data.sh"
 
