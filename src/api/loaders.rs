@@ -74,7 +74,7 @@ fn select_as_text(relation: &str, columns: &[&str]) -> String {
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn _import_events(
-    source: pg_sys::Oid,
+    source: Option<pg_sys::Oid>,
     strict: Option<bool>,
 ) -> TableIterator<
     'static,
@@ -85,6 +85,7 @@ fn _import_events(
     ),
 > {
     crate::pg::require_writable(c"import_events()");
+    let source = crate::error::required(source, "source");
     let strict = crate::error::strict_flag(strict);
     let relation = relation_sql(source);
     require_columns(

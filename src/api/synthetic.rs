@@ -13,6 +13,10 @@ use crate::pg::ingest::Ingest;
 /// Microseconds between the Unix epoch and PostgreSQL's (2000-01-01).
 const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 
+/// 1995-01-01 and 9999-01-01 in Unix microseconds.
+const MIN_START_US: i64 = 788_918_400_000_000;
+const MAX_START_US: i64 = 253_370_764_800_000_000;
+
 fn spec(
     events: i64,
     users: i32,
@@ -24,10 +28,18 @@ fn spec(
     if events < 0 {
         PersonalizeError::invalid("events must be >= 0", "Ask for a number of events.").raise();
     }
-    if !start.is_finite() {
-        PersonalizeError::invalid("start must be a finite timestamp", "e.g. '2026-01-01'").raise();
-    }
-    let start_us: i64 = pg_sys::TimestampTz::from(start) + PG_EPOCH_OFFSET_US;
+    // The generated times must stay inside what the date library and the envelope accept.
+    let start_us = Some(pg_sys::TimestampTz::from(start))
+        .filter(|_| start.is_finite())
+        .and_then(|t| t.checked_add(PG_EPOCH_OFFSET_US))
+        .filter(|us| (MIN_START_US..=MAX_START_US).contains(us))
+        .unwrap_or_else(|| {
+            PersonalizeError::invalid(
+                "start must be between 1995-01-01 and 9999-01-01",
+                "e.g. '2026-01-01'",
+            )
+            .raise()
+        });
     let spec = ShopSpec {
         users: u32::try_from(users).unwrap_or(0),
         items: u32::try_from(items).unwrap_or(0),

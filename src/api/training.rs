@@ -62,11 +62,21 @@ fn config(
         )
         .raise(),
     };
+    let non_negative = |v: Option<i32>, name: &str| -> usize {
+        let v = required(v, name);
+        usize::try_from(v).unwrap_or_else(|_| {
+            PersonalizeError::invalid(
+                format!("{name} must not be negative, not {v}"),
+                "Typical values: factors 64, iterations 15, cg_steps 3.",
+            )
+            .raise()
+        })
+    };
     let params = AlsParams {
-        factors: usize::try_from(required(factors, "factors")).unwrap_or(0),
-        iterations: usize::try_from(required(iterations, "iterations")).unwrap_or(0),
+        factors: non_negative(factors, "factors"),
+        iterations: non_negative(iterations, "iterations"),
         regularization: required(regularization, "regularization"),
-        cg_steps: usize::try_from(required(cg_steps, "cg_steps")).unwrap_or(0),
+        cg_steps: non_negative(cg_steps, "cg_steps"),
         solver,
         seed: required(seed, "seed") as u64,
         compute_loss: true,
@@ -267,6 +277,22 @@ fn train(
     let t_write = Instant::now();
     let losses: Vec<f64> = model.reports.iter().map(|r| r.loss).collect();
     let final_loss = *losses.last().unwrap_or(&f64::NAN);
+    // A run that diverged (e.g. an alpha so large the confidences overflow f32) must not
+    // replace a working model: refuse it before anything is written.
+    if !final_loss.is_finite()
+        || !model
+            .user_factors
+            .iter()
+            .chain(model.item_factors.iter())
+            .all(|x| x.is_finite())
+    {
+        PersonalizeError::invalid(
+            format!("training diverged (final loss {final_loss}); the active model is unchanged"),
+            "Lower alpha (confidence = 1 + alpha * strength must stay well inside float range) \
+             or raise regularization.",
+        )
+        .raise();
+    }
     let model_id = Spi::connect_mut(|client| {
         let id = model_store::insert_model(
             client,

@@ -144,6 +144,13 @@ SELECT pg_temp.err($$SELECT * FROM personalize.recommend('U0000001', k => 100000
 SELECT pg_temp.err($$SELECT * FROM personalize.recommend('U0000001', k => -1)$$);
 SELECT pg_temp.err($$SELECT * FROM personalize.rank_items('U0000001', array_fill('i1'::text, ARRAY[20000]))$$);
 SELECT pg_temp.err($$SELECT * FROM personalize.claim_messages('email', 1000000)$$);
+-- Found by sqlsmith and by hand: each was an internal error or a silently broken model.
+SELECT pg_temp.err($$SELECT * FROM personalize.import_events(NULL)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.synthetic_events(2, start => '270000-01-01')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.generate_shop(20, start => '294276-12-31 23:59:59+00')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train('diverged', factors => 4, iterations => 2, alpha => 3e38)$$);
+SELECT count(*) AS diverged_models FROM personalize.models WHERE name = 'diverged';
+SELECT pg_temp.err($$SELECT * FROM personalize.train(factors => -1)$$);
 SELECT count(*) AS tables_still_there FROM pg_tables
  WHERE schemaname = 'personalize' AND tablename IN ('events', 'items');
 
