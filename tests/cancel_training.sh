@@ -11,38 +11,9 @@
 PP_PORT=54343
 unset PP_RUN
 source "$(dirname "$0")/../scripts/lib.sh"
-set -E
 DB=pp_cancel
 FACTORS=64
-WORK=$(mktemp -d)
-BG=()
-passed=(); failed=()
-
-cleanup() {
-    local p
-    for p in "${BG[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${BG[@]}"; do wait "$p" 2>/dev/null || true; done
-    stop_cluster
-    rm -rf "$PP_RUN" "$WORK"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: unexpected error at line $LINENO: $BASH_COMMAND"' ERR
-
-export PGOPTIONS="-c client_min_messages=warning"
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d $DB "$@"; }
-wait_for() {  # wait_for SECONDS COMMAND...: polls every 0.05 s; 1 on timeout
-    local deadline=$((SECONDS + $1)); shift
-    until "$@"; do [ $SECONDS -ge $deadline ] && return 1; sleep 0.05; done
-}
-scenario_ok=true
-ok()  { echo "  ok: $*"; }
-bad() { echo "  NOT OK: $*"; scenario_ok=false; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-result() {
-    if $scenario_ok; then echo "PASS: $1"; passed+=("$1"); else echo "FAIL: $1"; failed+=("$1"); fi
-    scenario_ok=true
-}
-eq() { while [ $# -ge 2 ]; do [ "$1" = "$2" ] || return 1; shift 2; done; }   # every pair equal
+source "$(dirname "$0")/scenarios.sh"
 all_sleeping() { ! echo "$1" | grep -q ':[^S]'; }
 le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }   # le A B: A <= B (decimals)
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
@@ -207,8 +178,4 @@ for attempt in 1 2 3; do
 done
 result "pg_cancel_backend during the write"
 
-say "Summary"
-for s in "${passed[@]}"; do echo "PASS: $s"; done
-for s in "${failed[@]}"; do echo "FAIL: $s"; done
-echo "${#passed[@]} passed, ${#failed[@]} failed (${SECONDS} s)"
-if [ ${#failed[@]} -gt 0 ]; then exit 1; fi
+summary

@@ -22,35 +22,13 @@ unset PP_RUN
 # crash, and a backend killed mid-write() can tear an 8 kB page (full-page images repair it).
 PP_PG_OPTS="-c synchronous_commit=on -c fsync=on -c full_page_writes=on -c restart_after_crash=on"
 source "$(dirname "$0")/../scripts/lib.sh"
-set -E
 DB=pp_faults
 BATCH=200            # events per track_batch call
 USERS_PER_BATCH=20   # distinct users per batch (each gets one message)
-WORK=$(mktemp -d)
-chmod 755 "$WORK"
-BG=()                # background jobs we started
-passed=(); failed=()
-
-cleanup() {
-    local p
-    for p in "${BG[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${BG[@]}"; do wait "$p" 2>/dev/null || true; done
-    stop_cluster
-    rm -rf "$PP_RUN" "$WORK"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: unexpected error at line $LINENO: $BASH_COMMAND"' ERR
-
-export PGOPTIONS="-c client_min_messages=warning"
-sql() { psql -X -q -At -v ON_ERROR_STOP=1 -d $DB "$@"; }
+source "$(dirname "$0")/scenarios.sh"
 LOG=$PP_RUN/postgres.log
 log_count() { grep -c -- "$1" "$LOG" 2>/dev/null || true; }
 lines() { if [ -f "$1" ]; then wc -l < "$1"; else echo 0; fi; }
-# wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s until it succeeds; 1 on timeout.
-wait_for() {
-    local deadline=$((SECONDS + $1)); shift
-    until "$@"; do [ $SECONDS -ge $deadline ] && return 1; sleep 0.1; done
-}
 server_up() { psql -X -At -d $DB -c "SELECT 1" >/dev/null 2>&1; }
 # After a crash: the postmaster has reset every backend and finished recovery.
 recovered() { [ "$(log_count 'database system is ready to accept connections')" -gt "$1" ] && server_up; }
@@ -63,18 +41,7 @@ kill9() {
 }
 # q_test SQL OP VALUE: the query's single value compared with test(1), e.g. q_test "…" -ge 300.
 q_test() { local v; v=$(sql -c "$1" 2>/dev/null) && [ -n "$v" ] && [ "$v" "$2" "$3" ]; }
-# eq A B [C D …]: every pair equal.
-eq() { while [ $# -ge 2 ]; do [ "$1" = "$2" ] || return 1; shift 2; done; }
 
-scenario_ok=true
-ok()  { echo "  ok: $*"; }
-bad() { echo "  NOT OK: $*"; scenario_ok=false; }
-# check DESCRIPTION TEST...: runs the test (e.g. [ "$a" = "$b" ]) and records the outcome.
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-result() {
-    if $scenario_ok; then echo "PASS: $1"; passed+=("$1"); else echo "FAIL: $1"; failed+=("$1"); fi
-    scenario_ok=true
-}
 
 # batch_sql NAME [EVENTS] [USERS]: a batch's call. Its events follow from its name (TAG-CLIENT-N),
 # so a retry sends the same ones.
@@ -502,8 +469,4 @@ check_indexes
 result "immediate restart mid-load"
 
 #######################################################################################
-say "Summary"
-for s in "${passed[@]}"; do echo "PASS: $s"; done
-for s in "${failed[@]}"; do echo "FAIL: $s"; done
-echo "${#passed[@]} passed, ${#failed[@]} failed (${SECONDS} s)"
-if [ ${#failed[@]} -gt 0 ]; then exit 1; fi
+summary
