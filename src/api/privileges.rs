@@ -63,8 +63,7 @@ pub const ADMIN_ROLE: &str = "personalize_admin";
 /// function signatures come from the catalogue as `regprocedure` text, already quoted.
 fn statements() -> Vec<String> {
     let mut sql = Vec::new();
-    let all_roles = ROLES.iter().map(|r| r.0).chain(std::iter::once(ADMIN_ROLE));
-    for role in all_roles.clone() {
+    for role in ROLES.iter().map(|r| r.0).chain([ADMIN_ROLE]) {
         // Roles are cluster-wide and outlive DROP EXTENSION; a second database (or a
         // re-install) reuses them with whatever members the DBA gave them.
         sql.push(format!(
