@@ -473,6 +473,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use a name such as Europe/Berlin or UTC: SELECT name FROM pg_timezone_names;';
     END;
+    -- Messages refer to their campaign by id (without a foreign key, see _campaigns_deleted).
+    IF TG_OP = 'UPDATE' AND NEW.campaign_id IS DISTINCT FROM OLD.campaign_id THEN
+        RAISE EXCEPTION 'campaign "%": campaign_id cannot change', OLD.name
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create a new campaign (and disable or delete the old one) instead.';
+    END IF;
     NEW.updated_at := now();
     RETURN NEW;
 END
@@ -482,154 +488,52 @@ CREATE TRIGGER campaigns_before_write
     BEFORE INSERT OR UPDATE ON personalize.campaigns
     FOR EACH ROW EXECUTE FUNCTION personalize._campaigns_before_write();
 
--- The transactional outbox: runs once per INSERT statement on events (a batch is one
--- statement), in the events' transaction, so a message exists exactly when its event does.
--- plan_cache_mode: the statements below would otherwise be re-planned on every call (their
--- custom plans look cheaper than a generic one when there are no caps or segments), and
--- planning the firing query costs more than running it for a single event. The two
--- statements whose best plan depends on the outbox's size use EXECUTE instead.
-CREATE FUNCTION personalize._events_fire_campaigns() RETURNS trigger
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan AS $$
-DECLARE
-    fires boolean;
-    cancels boolean;
-    users text[];
-    cap_horizon interval;
-    cancel_campaigns bigint[];
-    cancel_users text[];
-    recent_users text[];
-    recent_campaigns bigint[];
-    recent_channels text[];
-    recent_claimed_at timestamptz[];
-    due_channels text[];
-    due_channel text;
-BEGIN
-    -- One probe decides whether this statement's events concern any enabled campaign, as a
-    -- trigger or as a cancel-on type; ingestion of other events pays only for it.
-    SELECT bool_or(c.trigger_event_type = e.event_type), bool_or(e.event_type = ANY (c.cancel_on))
-      INTO fires, cancels
-      FROM (SELECT DISTINCT n.event_type FROM new_events n) e
-      JOIN personalize.campaigns c ON c.enabled
-                                  AND (c.trigger_event_type = e.event_type OR e.event_type = ANY (c.cancel_on));
-    IF fires THEN
-        users := ARRAY(SELECT DISTINCT n.user_id FROM new_events n);
-        -- How far back any cap looks (NULL: no caps, nothing to count).
-        cap_horizon := (SELECT max(w) FROM (SELECT c.cap_window FROM personalize.campaigns c WHERE c.enabled
-                                             UNION ALL SELECT f."window" FROM personalize.frequency_caps f) x(w));
-        -- The statement's users' messages that count against caps (claimed or sent). EXECUTE
-        -- plans it on every call: plpgsql would keep the plan it made while the outbox was
-        -- small, a sequential scan, for the life of the session.
-        IF cap_horizon IS NOT NULL THEN
-            EXECUTE 'SELECT array_agg(o.user_id), array_agg(o.campaign_id), array_agg(o.channel), array_agg(o.claimed_at)
-                       FROM personalize.outbox o
-                      WHERE o.user_id = ANY ($1) AND o.claimed_at > now() - $2 AND o.state IN (''claimed'', ''sent'')'
-               INTO recent_users, recent_campaigns, recent_channels, recent_claimed_at
-              USING users, cap_horizon;
-        END IF;
-        -- One message per campaign and user and statement (their first matching event); a
-        -- user who already has one pending for the campaign keeps it (the unique partial index).
-        -- Segments and caps are checked for the statement's users as sets, one query each:
-        -- per-row function calls would plan their queries once per row.
-        WITH members AS MATERIALIZED (
-            SELECT s.segment, m.user_id
-              FROM (SELECT DISTINCT c.segment FROM personalize.campaigns c
-                     WHERE c.enabled AND c.segment IS NOT NULL
-                       AND c.trigger_event_type IN (SELECT n.event_type FROM new_events n)) s
-             CROSS JOIN LATERAL personalize._segment_members_among(s.segment, users) AS m(user_id)
-        ), recent AS (
-            SELECT * FROM unnest(recent_users, recent_campaigns, recent_channels, recent_claimed_at)
-                       AS r(user_id, campaign_id, channel, claimed_at)
-        ), capped AS MATERIALIZED (
-            -- (user, campaign) pairs at their campaign's cap or at a global cap of its channel.
-            SELECT r.user_id, c.campaign_id
-              FROM recent r JOIN personalize.campaigns c ON c.campaign_id = r.campaign_id
-             WHERE c.cap_messages IS NOT NULL AND r.claimed_at > now() - c.cap_window
-             GROUP BY r.user_id, c.campaign_id, c.cap_messages
-            HAVING count(*) >= c.cap_messages
-            UNION
-            SELECT g.user_id, c.campaign_id
-              FROM (SELECT r.user_id, f.channel
-                      FROM recent r
-                      JOIN personalize.frequency_caps f
-                        ON (f.channel IS NULL OR f.channel = r.channel) AND r.claimed_at > now() - f."window"
-                     GROUP BY r.user_id, f.cap_id, f.channel, f.max_messages
-                    HAVING count(*) >= f.max_messages) g
-              JOIN personalize.campaigns c ON c.enabled AND (g.channel IS NULL OR g.channel = c.channel)
-        ), fired AS (
-            SELECT DISTINCT ON (c.campaign_id, e.user_id)
-                   c.campaign_id, c.name, c.channel, e.user_id, e.item_id, e.event_id, e.occurred_at,
-                   jsonb_build_object('event_type', e.event_type,
-                                      'category', COALESCE(i.category, e.properties ->> 'category'),
-                                      'occurred_at', e.occurred_at,
-                                      'properties', e.properties) AS context,
-                   CASE WHEN c.quiet_start IS NULL THEN greatest(now(), e.occurred_at + c.delay)
-                        ELSE personalize._after_quiet_hours(greatest(now(), e.occurred_at + c.delay),
-                                                            c.quiet_start, c.quiet_end, c.quiet_timezone)
-                   END AS visible_at
-              FROM new_events e
-              JOIN personalize.campaigns c ON c.enabled AND c.trigger_event_type = e.event_type
-              LEFT JOIN personalize.items i ON i.item_id = e.item_id
-              LEFT JOIN members m ON m.segment = c.segment AND m.user_id = e.user_id
-              LEFT JOIN capped x ON x.campaign_id = c.campaign_id AND x.user_id = e.user_id
-             WHERE e.occurred_at > now() - c.max_event_age
-               AND (c.trigger_category IS NULL OR c.trigger_category = i.category
-                    OR c.trigger_category = e.properties ->> 'category')
-               AND e.properties @> c.trigger_properties
-               AND (c.segment IS NULL OR m.user_id IS NOT NULL)
-               AND x.user_id IS NULL
-             ORDER BY c.campaign_id, e.user_id, e.occurred_at, e.event_id
-        ), written AS (
-            INSERT INTO personalize.outbox AS o
-                   (campaign_id, campaign, channel, user_id, item_id, trigger_event_id, triggered_at, context, visible_at)
-            SELECT f.campaign_id, f.name, f.channel, f.user_id, f.item_id, f.event_id, f.occurred_at, f.context, f.visible_at
-              FROM fired f
-            ON CONFLICT (campaign_id, user_id) WHERE state = 'pending' DO NOTHING
-            RETURNING o.channel, o.visible_at
-        )
-        SELECT array_agg(DISTINCT w.channel) INTO due_channels FROM written w WHERE w.visible_at <= now();
-        -- Wakes idle workers (LISTEN personalize_outbox) when something is due now.
-        FOREACH due_channel IN ARRAY COALESCE(due_channels, '{}') LOOP
-            PERFORM pg_notify('personalize_outbox', due_channel);
-        END LOOP;
-    END IF;
-
-    IF cancels THEN
-        -- Cancel-on: an event of a cancelling type (a purchase) after the trigger cancels the
-        -- user's pending message of that campaign (claims check the same again). The outbox is
-        -- read through index conditions on arrays computed here (pending messages by campaign
-        -- and user, then updates by id), and EXECUTE plans the statement on every call:
-        -- plpgsql would keep the plan it made while the outbox was small, a scan of all of it.
-        cancel_campaigns := ARRAY(SELECT c.campaign_id FROM personalize.campaigns c
-                                   WHERE c.cancel_on && ARRAY(SELECT DISTINCT n.event_type FROM new_events n));
-        cancel_users := ARRAY(SELECT DISTINCT n.user_id FROM new_events n
-                               WHERE n.event_type = ANY (ARRAY(SELECT DISTINCT x FROM personalize.campaigns c, unnest(c.cancel_on) x)));
-        EXECUTE '
-        WITH hits AS MATERIALIZED (
-            SELECT DISTINCT ON (p.message_id) p.message_id, e.event_id, e.event_type
-              FROM personalize.outbox p
-              JOIN personalize.campaigns c ON c.campaign_id = p.campaign_id
-              JOIN new_events e ON e.user_id = p.user_id AND e.event_type = ANY (c.cancel_on)
-             WHERE p.campaign_id = ANY ($1) AND p.user_id = ANY ($2)
-               AND p.state = ''pending''
-               AND p.triggered_at <= e.occurred_at AND p.trigger_event_id <> e.event_id
-             ORDER BY p.message_id, e.occurred_at, e.event_id)
-        UPDATE personalize.outbox o
-           SET state = ''cancelled'', finished_at = now(),
-               last_error = ''cancelled by event '' || h.event_id || '' ('' || h.event_type || '')''
-          FROM hits h
-         WHERE o.message_id = ANY (ARRAY(SELECT h2.message_id FROM hits h2))
-           AND o.message_id = h.message_id
-           AND o.state = ''pending'''
-        USING cancel_campaigns, cancel_users;
-    END IF;
-    RETURN NULL;
-END
-$$;
+-- The transactional outbox: personalize._events_fire_campaigns() (Rust, src/api/campaign_trigger.rs)
+-- runs once per INSERT statement on events (a batch is one statement), in the events'
+-- transaction, so a message exists exactly when its event does. It reads the campaigns and
+-- frequency caps from a per-backend cache that the triggers below drop when they change.
+ALTER FUNCTION personalize._events_fire_campaigns() SET search_path = pg_catalog, pg_temp;
 
 CREATE TRIGGER events_fire_campaigns
     AFTER INSERT ON personalize.events
     REFERENCING NEW TABLE AS new_events
     FOR EACH STATEMENT EXECUTE FUNCTION personalize._events_fire_campaigns();
+
+CREATE FUNCTION personalize._campaigns_changed() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    -- Every backend re-reads the campaigns and caps when this statement commits.
+    PERFORM personalize._invalidate_campaign_cache();
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER campaigns_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON personalize.campaigns
+    FOR EACH STATEMENT EXECUTE FUNCTION personalize._campaigns_changed();
+
+CREATE TRIGGER frequency_caps_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON personalize.frequency_caps
+    FOR EACH STATEMENT EXECUTE FUNCTION personalize._campaigns_changed();
+
+-- A deleted campaign's messages keep their history with campaign_id NULL; claims cancel the
+-- pending ones. (No foreign key: its per-message check took a FOR KEY SHARE lock on the
+-- campaign's row in every ingesting transaction, which turns into multixacts under
+-- concurrent ingestion, and cost a query per message. Claims also treat a campaign_id whose
+-- campaign is gone as deleted.)
+CREATE FUNCTION personalize._campaigns_deleted() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE personalize.outbox o SET campaign_id = NULL
+     WHERE o.campaign_id = ANY (ARRAY(SELECT d.campaign_id FROM deleted_campaigns d));
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER campaigns_deleted
+    AFTER DELETE ON personalize.campaigns
+    REFERENCING OLD TABLE AS deleted_campaigns
+    FOR EACH STATEMENT EXECUTE FUNCTION personalize._campaigns_deleted();
 
 CREATE FUNCTION personalize.ack(message_id bigint, lease_token uuid) RETURNS boolean
 LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
@@ -959,6 +863,9 @@ COMMENT ON FUNCTION personalize._unknown_event_types(text[]) IS 'Internal: the l
 COMMENT ON FUNCTION personalize._known_event_types_hint() IS 'Internal: the hint listing the tracking plan''s event types';
 COMMENT ON FUNCTION personalize._campaigns_before_write() IS 'Trigger: checks a campaign''s event types, template, model name and time zone on write';
 COMMENT ON FUNCTION personalize._events_fire_campaigns() IS 'Trigger: writes campaign messages for new events and cancels pending ones (cancel_on), in the events'' transaction; NOTIFY personalize_outbox when a message is due now';
+COMMENT ON FUNCTION personalize._invalidate_campaign_cache() IS 'Internal: makes every backend re-read the campaigns and frequency caps at commit';
+COMMENT ON FUNCTION personalize._campaigns_changed() IS 'Trigger: tells every backend that the campaigns or frequency caps changed';
+COMMENT ON FUNCTION personalize._campaigns_deleted() IS 'Trigger: a deleted campaign''s messages keep their history with campaign_id NULL';
 COMMENT ON FUNCTION personalize._template_problem(text) IS 'Internal: why a campaign template is refused, NULL when valid';
 
 COMMENT ON TABLE personalize.experiments IS 'A/B experiments: variants with integer weights (the first is the control, each may name the model serving uses), a salt for the assignment hash, start/end, the click and conversion event types and the attribution window. Variants and salt are fixed once anyone was exposed.';

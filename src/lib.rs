@@ -26,6 +26,7 @@ pub extern "C-unwind" fn _PG_init() {
     pg::plan_cache::register_invalidation_callback();
     pg::model_cache::register_invalidation_callback();
     pg::experiment_cache::register_invalidation_callback();
+    pg::campaign_cache::register_invalidation_callbacks();
 }
 
 /// Required by `cargo pgrx test`.

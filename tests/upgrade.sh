@@ -1,59 +1,30 @@
 #!/usr/bin/env bash
-# ALTER EXTENSION pg_personalize UPDATE from the previous release (0.1.0) to this one:
-#   1. a 0.1.0 database with data is updated, keeps its data and serves;
+# ALTER EXTENSION pg_personalize UPDATE from each earlier release (0.1.0, 0.2.0) to this one:
+#   1. an old database with data is updated, keeps its data and serves;
 #   2. its catalogue (functions with volatility, security, settings, grants and comments;
 #      tables, columns, constraints, indexes, triggers, views, grants, initial privileges,
 #      extension members and dump configuration) equals a fresh install's, line for line;
-#   3. the whole regression suite passes with every test installing 0.1.0 and updating.
-# 0.1.0's install script is kept in tests/upgrade/ (frozen as released); it is copied into
-# PostgreSQL's extension directory for the test and removed afterwards if it was not there.
+#   3. the whole regression suite passes with every test installing 0.1.0 and updating
+#      through every upgrade script.
+# The old install scripts are kept in tests/upgrade/ (frozen as released); they are copied into
+# PostgreSQL's extension directory for the test and removed afterwards if they were not there.
 source "$(dirname "$0")/../scripts/lib.sh"
 start_cluster
 
-old=0.1.0
+olds="0.1.0 0.2.0"
 new=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
 extdir=$("$PG_CONFIG" --sharedir)/extension
-old_script=$extdir/pg_personalize--$old.sql
-if [ ! -f "$old_script" ]; then
-    as_root cp "$ROOT/tests/upgrade/pg_personalize--$old.sql" "$old_script"
-    trap 'as_root rm -f "$old_script"' EXIT
-fi
-[ -f "$extdir/pg_personalize--$old--$new.sql" ] || { echo "no upgrade script $old -> $new installed"; exit 1; }
+copied=()
+trap 'for f in "${copied[@]}"; do as_root rm -f "$f"; done' EXIT
+for old in $olds; do
+    old_script=$extdir/pg_personalize--$old.sql
+    if [ ! -f "$old_script" ]; then
+        as_root cp "$ROOT/tests/upgrade/pg_personalize--$old.sql" "$old_script"
+        copied+=("$old_script")
+    fi
+done
+[ -f "$extdir/pg_personalize--0.2.0--$new.sql" ] || { echo "no upgrade script 0.2.0 -> $new installed"; exit 1; }
 
-say "1. a $old database with data, updated to $new"
-fresh_db pp_upgrade_old
-fresh_db pp_upgrade_new
-PGOPTIONS='-c client_min_messages=notice' psql -X -q -d pp_upgrade_old -v ON_ERROR_STOP=1 <<SQL
-SET personalize.training_threads = 1;
-SET client_min_messages = warning;
-CREATE EXTENSION pg_personalize VERSION '$old';
-SELECT * FROM personalize.generate_shop(3000, users => 100, items => 50, seed => 7) \g /dev/null
-SELECT * FROM personalize.train(factors => 8, iterations => 3) \g /dev/null
-INSERT INTO personalize.segments (name, definition) VALUES ('buyers', '{"bought": {}}');
-CREATE TEMP TABLE before AS
-  SELECT (SELECT count(*) FROM personalize.events) AS events,
-         (SELECT string_agg(item_id, ',' ORDER BY score DESC, item_id)
-            FROM personalize.recommend('U0000001', 5)) AS recs;
-ALTER EXTENSION pg_personalize UPDATE;
-SET client_min_messages = notice;
-DO \$\$
-DECLARE b record;
-BEGIN
-    IF (SELECT extversion FROM pg_extension WHERE extname = 'pg_personalize') <> '$new' THEN
-        RAISE EXCEPTION 'not updated to $new';
-    END IF;
-    SELECT * INTO b FROM before;
-    IF b.events <> (SELECT count(*) FROM personalize.events)
-       OR b.recs IS DISTINCT FROM (SELECT string_agg(item_id, ',' ORDER BY score DESC, item_id)
-                                    FROM personalize.recommend('U0000001', 5)) THEN
-        RAISE EXCEPTION 'data or recommendations changed by the update';
-    END IF;
-    RAISE NOTICE 'updated to $new: % events and the recommendations unchanged', b.events;
-END \$\$;
-SQL
-psql -X -q -d pp_upgrade_new -v ON_ERROR_STOP=1 -c "CREATE EXTENSION pg_personalize"
-
-say "2. the updated catalogue equals a fresh $new install's"
 catalogue() {
     psql -X -At -d "$1" -v ON_ERROR_STOP=1 <<'SQL'
 WITH ext AS (SELECT oid FROM pg_extension WHERE extname = 'pg_personalize'),
@@ -129,8 +100,44 @@ SELECT line FROM (
 ) lines(line) ORDER BY line;
 SQL
 }
-catalogue pp_upgrade_old >"$PP_RUN/catalogue.updated"
+fresh_db pp_upgrade_new
+psql -X -q -d pp_upgrade_new -v ON_ERROR_STOP=1 -c "CREATE EXTENSION pg_personalize"
 catalogue pp_upgrade_new >"$PP_RUN/catalogue.fresh"
+# Parts 1 and 2 for each old release (the loop body is not indented: it holds heredocs).
+for old in $olds; do
+say "1. a $old database with data, updated to $new"
+fresh_db pp_upgrade_old
+PGOPTIONS='-c client_min_messages=notice' psql -X -q -d pp_upgrade_old -v ON_ERROR_STOP=1 <<SQL
+SET personalize.training_threads = 1;
+SET client_min_messages = warning;
+CREATE EXTENSION pg_personalize VERSION '$old';
+SELECT * FROM personalize.generate_shop(3000, users => 100, items => 50, seed => 7) \g /dev/null
+SELECT * FROM personalize.train(factors => 8, iterations => 3) \g /dev/null
+INSERT INTO personalize.segments (name, definition) VALUES ('buyers', '{"bought": {}}');
+CREATE TEMP TABLE before AS
+  SELECT (SELECT count(*) FROM personalize.events) AS events,
+         (SELECT string_agg(item_id, ',' ORDER BY score DESC, item_id)
+            FROM personalize.recommend('U0000001', 5)) AS recs;
+ALTER EXTENSION pg_personalize UPDATE;
+SET client_min_messages = notice;
+DO \$\$
+DECLARE b record;
+BEGIN
+    IF (SELECT extversion FROM pg_extension WHERE extname = 'pg_personalize') <> '$new' THEN
+        RAISE EXCEPTION 'not updated to $new';
+    END IF;
+    SELECT * INTO b FROM before;
+    IF b.events <> (SELECT count(*) FROM personalize.events)
+       OR b.recs IS DISTINCT FROM (SELECT string_agg(item_id, ',' ORDER BY score DESC, item_id)
+                                    FROM personalize.recommend('U0000001', 5)) THEN
+        RAISE EXCEPTION 'data or recommendations changed by the update';
+    END IF;
+    RAISE NOTICE 'updated to $new: % events and the recommendations unchanged', b.events;
+END \$\$;
+SQL
+
+say "2. the updated catalogue equals a fresh $new install's"
+catalogue pp_upgrade_old >"$PP_RUN/catalogue.updated"
 lines=$(wc -l <"$PP_RUN/catalogue.fresh")
 if ! diff -u "$PP_RUN/catalogue.fresh" "$PP_RUN/catalogue.updated"; then
     echo "FAIL: the updated catalogue differs from a fresh install's (- fresh, + updated)"; exit 1
@@ -138,6 +145,9 @@ fi
 [ "$lines" -gt 300 ] || { echo "FAIL: the catalogue snapshot has only $lines lines"; exit 1; }
 echo "identical: $lines catalogue lines"
 
+done
+
+old=0.1.0
 say "3. the regression suite, every test installing $old and updating to $new"
 suite=$PP_RUN/upgrade-suite
 rm -rf "$suite"; mkdir -p "$suite/sql" "$suite/expected" "$suite/out"

@@ -1,6 +1,7 @@
 //! SQL-facing functions, one file per capability. Thin: parse arguments, call `core`/`pg`,
 //! map errors. Their jsonb-typed public wrappers live in sql/finalize.sql.
 
+mod campaign_trigger;
 mod experiments;
 mod loaders;
 mod outbox;

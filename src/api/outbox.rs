@@ -42,7 +42,8 @@ WITH due AS (
      WHERE o.channel OPERATOR(pg_catalog.=) $1
        AND o.state IN ('pending', 'claimed')
        AND o.visible_at OPERATOR(pg_catalog.<=) pg_catalog.now()
-       -- A paused campaign's messages wait (a deleted campaign's, campaign_id NULL, do not).
+       -- A paused campaign's messages wait (a deleted campaign's do not: campaign_id NULL, or
+       -- an id with no campaign left, which the outer join below reads as NULL).
        -- A CASE, not a join or `<> ALL`: the planner estimates those from campaign_id's
        -- statistics, and when one campaign owns the whole queue it expects no row to pass and
        -- sorts the whole outbox. A CASE gets a neutral estimate and leaves the index order.
@@ -53,8 +54,19 @@ WITH due AS (
      LIMIT $2
        FOR UPDATE OF o SKIP LOCKED
 )
-SELECT o.message_id, o.user_id, o.campaign_id, o.attempts, COALESCE(c.max_attempts, 5),
-       o.last_error, o.idempotency_key, o.campaign, o.item_id, it.title, CAST(o.context AS pg_catalog.text),
+SELECT o.message_id, o.user_id, c.campaign_id, o.attempts, COALESCE(c.max_attempts, 5),
+       o.last_error, o.idempotency_key, o.campaign, o.item_id, it.title,
+       -- The events trigger leaves context empty; it is read from the trigger event here,
+       -- once per delivery instead of once per message written.
+       CAST(CASE WHEN o.context OPERATOR(pg_catalog.<>) '{}' THEN o.context
+                 ELSE (SELECT pg_catalog.jsonb_build_object(
+                                  'event_type', e.event_type,
+                                  'category', COALESCE(it.category, e.properties OPERATOR(pg_catalog.->>) 'category'),
+                                  'occurred_at', e.occurred_at,
+                                  'properties', e.properties)
+                         FROM personalize.events e
+                        WHERE e.event_id OPERATOR(pg_catalog.=) o.trigger_event_id)
+            END AS pg_catalog.text),
        COALESCE(c.recommendations, 0), c.model, CAST(c.template AS pg_catalog.text),
        c.cap_messages, pg_catalog.date_part('epoch', c.cap_window),
        (SELECT CAST(e.event_id AS pg_catalog.text) OPERATOR(pg_catalog.||) ' (' OPERATOR(pg_catalog.||)
@@ -74,7 +86,7 @@ SELECT o.message_id, o.user_id, o.campaign_id, o.attempts, COALESCE(c.max_attemp
  ORDER BY o.visible_at";
 
 /// The users' messages handed out within the longest cap window (frequency caps).
-const RECENT_DELIVERIES: &str = "\
+pub(crate) const RECENT_DELIVERIES: &str = "\
 SELECT o.message_id, o.user_id, o.campaign_id, o.channel, pg_catalog.date_part('epoch', o.claimed_at)
   FROM personalize.outbox o
  WHERE o.user_id OPERATOR(pg_catalog.=) ANY ($1)
@@ -129,7 +141,7 @@ fn visibility_seconds(v: Interval) -> f64 {
     seconds
 }
 
-fn new_lease() -> Uuid {
+pub(crate) fn new_lease() -> Uuid {
     let mut b = [0u8; 16];
     // SAFETY: writes exactly 16 bytes into a 16-byte buffer.
     let ok = unsafe { pg_sys::pg_strong_random(b.as_mut_ptr().cast(), b.len()) };

@@ -115,10 +115,15 @@ fn _segment_members_among(
 ) -> SetOfIterator<'static, String> {
     let segment = required(segment, "segment");
     let users: Vec<String> = required(users, "users").into_iter().flatten().collect();
+    SetOfIterator::new(members_among(segment, users))
+}
+
+/// The members of a named segment among `users` (one set query), for the campaign trigger.
+pub(crate) fn members_among(segment: &str, users: Vec<String>) -> Vec<String> {
     if users.is_empty() {
-        return SetOfIterator::new(Vec::new());
+        return Vec::new();
     }
-    SetOfIterator::new(member_ids(segment, Form::Among, users.into()))
+    member_ids(segment, Form::Among, users.into())
 }
 
 /// The names of every segment a user is in, sorted.

@@ -2,6 +2,7 @@
 //! Postgres.
 
 pub mod als;
+pub mod campaigns;
 pub mod csr;
 pub mod experiments;
 #[cfg(test)]

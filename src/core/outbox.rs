@@ -266,6 +266,61 @@ pub fn decide(
         .collect()
 }
 
+/// Who a message would go to, for the frequency caps.
+pub struct Recipient<'a> {
+    /// Left out of the counts (the message itself, if it was handed out before); 0 for none.
+    pub message_id: i64,
+    pub user_id: &'a str,
+    pub campaign_id: Option<i64>,
+    pub channel: &'a str,
+    pub campaign_cap: Option<&'a Cap>,
+}
+
+/// Why one more message to the recipient now would break a frequency cap (its campaign's, or a
+/// global one on its channel or on all channels), if it would. `recent` holds the messages
+/// handed out lately (claimed or sent).
+pub fn cap_reason(
+    now: f64,
+    r: &Recipient<'_>,
+    recent: &[Delivery],
+    global_caps: &[GlobalCap],
+) -> Option<String> {
+    let count = |cap: &Cap, keep: &dyn Fn(&Delivery) -> bool| {
+        recent
+            .iter()
+            .filter(|d| d.message_id != r.message_id && d.user_id == r.user_id)
+            .filter(|d| d.at > now - cap.window_seconds)
+            .filter(|d| keep(d))
+            .count() as i64
+    };
+    if let Some(cap) = r.campaign_cap {
+        if count(cap, &|d| d.campaign_id == r.campaign_id) >= cap.max_messages {
+            return Some(format!(
+                "frequency cap: this campaign already sent {} message(s) to the user in {}",
+                cap.max_messages,
+                window_text(cap.window_seconds)
+            ));
+        }
+    }
+    for g in global_caps {
+        if g.channel.as_ref().is_some_and(|ch| ch != r.channel) {
+            continue;
+        }
+        let on_channel = |d: &Delivery| g.channel.as_ref().is_none_or(|ch| *ch == d.channel);
+        if count(&g.cap, &on_channel) >= g.cap.max_messages {
+            return Some(format!(
+                "frequency cap: {} message(s) {} in {} already sent to the user",
+                g.cap.max_messages,
+                g.channel
+                    .as_ref()
+                    .map_or("on any channel".to_owned(), |ch| format!("by {ch}")),
+                window_text(g.cap.window_seconds)
+            ));
+        }
+    }
+    None
+}
+
 fn decide_one(now: f64, c: &Candidate, recent: &[Delivery], global_caps: &[GlobalCap]) -> Verdict {
     if c.campaign_id.is_none() {
         return Verdict::Cancel("its campaign was deleted".into());
@@ -285,38 +340,15 @@ fn decide_one(now: f64, c: &Candidate, recent: &[Delivery], global_caps: &[Globa
             return Verdict::Defer(until);
         }
     }
-    let count = |cap: &Cap, keep: &dyn Fn(&Delivery) -> bool| {
-        recent
-            .iter()
-            .filter(|d| d.message_id != c.message_id && d.user_id == c.user_id)
-            .filter(|d| d.at > now - cap.window_seconds)
-            .filter(|d| keep(d))
-            .count() as i64
+    let recipient = Recipient {
+        message_id: c.message_id,
+        user_id: &c.user_id,
+        campaign_id: c.campaign_id,
+        channel: &c.channel,
+        campaign_cap: c.campaign_cap.as_ref(),
     };
-    if let Some(cap) = &c.campaign_cap {
-        if count(cap, &|d| d.campaign_id == c.campaign_id) >= cap.max_messages {
-            return Verdict::Cancel(format!(
-                "frequency cap: this campaign already sent {} message(s) to the user in {}",
-                cap.max_messages,
-                window_text(cap.window_seconds)
-            ));
-        }
-    }
-    for g in global_caps {
-        let on_channel = |d: &Delivery| g.channel.as_ref().is_none_or(|ch| *ch == d.channel);
-        if g.channel.as_ref().is_some_and(|ch| *ch != c.channel) {
-            continue;
-        }
-        if count(&g.cap, &on_channel) >= g.cap.max_messages {
-            return Verdict::Cancel(format!(
-                "frequency cap: {} message(s) {} in {} already sent to the user",
-                g.cap.max_messages,
-                g.channel
-                    .as_ref()
-                    .map_or("on any channel".to_owned(), |ch| format!("by {ch}")),
-                window_text(g.cap.window_seconds)
-            ));
-        }
+    if let Some(reason) = cap_reason(now, &recipient, recent, global_caps) {
+        return Verdict::Cancel(reason);
     }
     Verdict::Claim
 }

@@ -1,5 +1,6 @@
 //! Postgres plumbing: the compiled tracking plan per backend and bulk ingestion through SPI.
 
+pub mod campaign_cache;
 pub mod experiment_cache;
 pub mod ingest;
 pub mod interactions;

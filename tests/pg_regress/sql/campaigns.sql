@@ -193,6 +193,30 @@ SELECT count(*) AS claimed_while_paused FROM pg_temp.claim('push');
 DELETE FROM personalize.campaigns WHERE name = 'newsletter_cart';
 SELECT count(*) AS claimed_after_delete FROM pg_temp.claim('push');
 SELECT user_id, state, last_error FROM pg_temp.box WHERE user_id IN ('u11', 'u12');
+-- The messages keep their history, with campaign_id NULL (there is no foreign key: the
+-- campaigns trigger clears it).
+SELECT count(*) AS orphaned_ids FROM personalize.outbox o
+ WHERE o.campaign = 'newsletter_cart' AND o.campaign_id IS NOT NULL;
+
+-- A campaign's id never changes (messages refer to it); a message whose campaign row is gone
+-- without a DELETE (here: written for an id that never existed) is cancelled at claim time.
+SELECT pg_temp.err($$UPDATE personalize.campaigns SET campaign_id = campaign_id + 1000$$);
+INSERT INTO personalize.outbox (campaign_id, campaign, channel, user_id, trigger_event_id, triggered_at, visible_at)
+VALUES (987654, 'vanished', 'push', 'u13', 0, now(), now());
+SELECT count(*) AS claimed_for_a_vanished_campaign FROM pg_temp.claim('push');
+SELECT user_id, state, last_error FROM pg_temp.box WHERE user_id = 'u13';
+
+-- Campaigns changed in this session are seen by its next event (the per-backend cache is
+-- dropped by the change).
+INSERT INTO personalize.campaigns (name, trigger_event_type, channel, trigger_properties)
+VALUES ('refund_by_currency', 'refund', 'webhook', '{"currency": "EUR"}');
+SELECT pg_temp.ev('refund', 'u14', 'cam1', '{"currency": "EUR"}') > 0 AS ok;
+SELECT pg_temp.ev('refund', 'u15', 'cam1', '{"currency": "USD"}') > 0 AS ok;
+UPDATE personalize.campaigns SET trigger_properties = '{"currency": "USD"}' WHERE name = 'refund_by_currency';
+SELECT pg_temp.ev('refund', 'u16', 'cam1', '{"currency": "USD"}') > 0 AS ok;
+SELECT user_id, campaign, state FROM pg_temp.box WHERE campaign = 'refund_by_currency' ORDER BY user_id;
+DELETE FROM personalize.campaigns WHERE name = 'refund_by_currency';
+DELETE FROM personalize.outbox WHERE campaign IN ('refund_by_currency', 'vanished');
 
 -- Bad campaigns and bad calls: clear errors, nothing written.
 SELECT pg_temp.err($$INSERT INTO personalize.campaigns (name, trigger_event_type, channel) VALUES ('x', 'wishlist', 'email')$$);

@@ -1,0 +1,190 @@
+//! The campaigns and the global frequency caps, read once per backend and kept until either
+//! table changes (see `watched_table`), so an INSERT into the events whose types no campaign
+//! cares about costs the events trigger no query at all.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use pgrx::datum::Interval;
+use pgrx::prelude::*;
+
+use crate::core::campaigns::{relevant_event_types, CampaignRule};
+use crate::core::outbox::{Cap, GlobalCap};
+use crate::error::spi_failed;
+use crate::pg::watched_table::WatchedTable;
+
+static CAMPAIGNS_TABLE: WatchedTable = WatchedTable::new("personalize.campaigns");
+static FREQUENCY_CAPS_TABLE: WatchedTable = WatchedTable::new("personalize.frequency_caps");
+
+/// One campaign: its rule and what a message of it is written with.
+pub struct Campaign {
+    pub rule: CampaignRule,
+    pub name: String,
+    pub channel: String,
+    pub segment: Option<String>,
+    pub delay: Interval,
+    pub max_event_age: Interval,
+    pub cap: Option<Cap>,
+    pub has_quiet_hours: bool,
+    /// trigger_properties as JSON text, when not `{}`.
+    pub trigger_properties: Option<String>,
+}
+
+pub struct Campaigns {
+    generation: (u64, u64),
+    /// Every campaign, enabled or not (paused ones still cancel), by campaign_id.
+    pub list: Vec<Campaign>,
+    pub rules: Vec<CampaignRule>,
+    pub global_caps: Vec<GlobalCap>,
+    /// The event types the trigger reads: triggers of enabled campaigns and cancel types.
+    pub relevant_types: Vec<String>,
+    /// Trigger types of enabled campaigns with a category (their events need the item's).
+    pub category_types: Vec<String>,
+    /// Trigger types, ids and filters of enabled campaigns with trigger_properties.
+    pub property_types: Vec<String>,
+    pub property_ids: Vec<i64>,
+    pub property_filters: Vec<String>,
+}
+
+thread_local! {
+    static CAMPAIGNS: RefCell<Option<Rc<Campaigns>>> = const { RefCell::new(None) };
+}
+
+pub fn register_invalidation_callbacks() {
+    CAMPAIGNS_TABLE.register();
+    FREQUENCY_CAPS_TABLE.register();
+}
+
+/// Sends the invalidation that makes every backend re-read the campaigns and caps.
+pub fn invalidate() {
+    CAMPAIGNS_TABLE.invalidate();
+    FREQUENCY_CAPS_TABLE.invalidate();
+}
+
+fn generation() -> (u64, u64) {
+    (
+        CAMPAIGNS_TABLE.generation(),
+        FREQUENCY_CAPS_TABLE.generation(),
+    )
+}
+
+/// The campaigns in force for this backend.
+pub fn current() -> Rc<Campaigns> {
+    let generation = generation();
+    if let Some(c) = CAMPAIGNS.with(|c| c.borrow().clone()) {
+        if c.generation == generation {
+            return c;
+        }
+    }
+    let loaded = Rc::new(load(generation));
+    CAMPAIGNS.with(|c| *c.borrow_mut() = Some(Rc::clone(&loaded)));
+    loaded
+}
+
+fn load(generation: (u64, u64)) -> Campaigns {
+    Spi::connect(|client| {
+        CAMPAIGNS_TABLE.note_relid(client);
+        FREQUENCY_CAPS_TABLE.note_relid(client);
+        let list: Vec<Campaign> = client
+            .select(
+                "SELECT campaign_id, enabled, name, channel, trigger_event_type, trigger_category, \
+                        CASE WHEN trigger_properties <> '{}' THEN CAST(trigger_properties AS text) END, \
+                        segment, delay, max_event_age, cancel_on, cap_messages, \
+                        date_part('epoch', cap_window), quiet_start IS NOT NULL \
+                   FROM personalize.campaigns ORDER BY campaign_id",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| spi_failed("cannot read personalize.campaigns", e))
+            .map(|row| {
+                let text = |i: usize| row.get::<String>(i).ok().flatten();
+                let trigger_properties = text(7);
+                let cap = match (
+                    row.get::<i32>(12).ok().flatten(),
+                    row.get::<f64>(13).ok().flatten(),
+                ) {
+                    (Some(m), Some(w)) => Some(Cap {
+                        max_messages: i64::from(m),
+                        window_seconds: w,
+                    }),
+                    _ => None,
+                };
+                let zero = Interval::from_micros(0);
+                Campaign {
+                    rule: CampaignRule {
+                        campaign_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
+                        enabled: row.get::<bool>(2).ok().flatten().unwrap_or(false),
+                        trigger_event_type: text(5).unwrap_or_default(),
+                        trigger_category: text(6),
+                        filters_properties: trigger_properties.is_some(),
+                        cancel_on: row
+                            .get::<Vec<Option<String>>>(11)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .flatten()
+                            .collect(),
+                    },
+                    name: text(3).unwrap_or_default(),
+                    channel: text(4).unwrap_or_default(),
+                    segment: text(8),
+                    delay: row.get::<Interval>(9).ok().flatten().unwrap_or(zero),
+                    max_event_age: row.get::<Interval>(10).ok().flatten().unwrap_or(zero),
+                    cap,
+                    has_quiet_hours: row.get::<bool>(14).ok().flatten().unwrap_or(false),
+                    trigger_properties,
+                }
+            })
+            .collect();
+        let global_caps: Vec<GlobalCap> = client
+            .select(
+                "SELECT channel, max_messages, date_part('epoch', \"window\") \
+                   FROM personalize.frequency_caps",
+                None,
+                &[],
+            )
+            .unwrap_or_else(|e| spi_failed("cannot read personalize.frequency_caps", e))
+            .filter_map(|row| {
+                Some(GlobalCap {
+                    channel: row.get::<String>(1).ok().flatten(),
+                    cap: Cap {
+                        max_messages: i64::from(row.get::<i32>(2).ok()??),
+                        window_seconds: row.get::<f64>(3).ok()??,
+                    },
+                })
+            })
+            .collect();
+        let rules: Vec<CampaignRule> = list.iter().map(|c| c.rule.clone()).collect();
+        let enabled = || list.iter().filter(|c| c.rule.enabled);
+        let mut category_types: Vec<String> = enabled()
+            .filter(|c| c.rule.trigger_category.is_some())
+            .map(|c| c.rule.trigger_event_type.clone())
+            .collect();
+        category_types.sort();
+        category_types.dedup();
+        let with_properties: Vec<&Campaign> = enabled()
+            .filter(|c| c.trigger_properties.is_some())
+            .collect();
+        let mut property_types: Vec<String> = with_properties
+            .iter()
+            .map(|c| c.rule.trigger_event_type.clone())
+            .collect();
+        property_types.sort();
+        property_types.dedup();
+        Campaigns {
+            generation,
+            relevant_types: relevant_event_types(&rules),
+            category_types,
+            property_types,
+            property_ids: with_properties.iter().map(|c| c.rule.campaign_id).collect(),
+            property_filters: with_properties
+                .iter()
+                .filter_map(|c| c.trigger_properties.clone())
+                .collect(),
+            rules,
+            list,
+            global_caps,
+        }
+    })
+}
