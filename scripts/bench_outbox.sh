@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Campaign triggers and the outbox, measured in one run (a benchmark, not a test):
 #  1. Ingestion with 10 enabled campaigns vs none: the same recent synthetic events through
-#     track_batch (batches of BATCH) and through single track() calls, alternating rounds
-#     (budget: ratio >= 0.7).
+#     track_batch (batches of BATCH) and through single track() calls, alternating rounds, on
+#     top of an analyzed month of history, for two workloads (see below) (budget: ratio >= 0.7).
 #  2. claim + ack with 4 concurrent workers (pgbench, claim_messages then ack_batch, batches
 #     of CLAIM_BATCH), messages per second (budget: >= 5,000 on 2 cores); then the same with
 #     3 recommendations rendered into every payload at claim time.
@@ -20,20 +20,39 @@ start_cluster
 fresh_db pp_bench_outbox
 sql() { psql -X -q -d pp_bench_outbox -v ON_ERROR_STOP=1 "$@"; }
 
+# Two workloads of the same size: "newcomers" (USERS_A users, a handful of events each: nearly
+# every event is its user's first of its kind, so about every other one writes a message, the
+# worst case for the trigger) and "sessions" (USERS_B users browsing more: later views are
+# absorbed by the message already pending, as in a shop's day).
+USERS_A=${BENCH_USERS_A:-20000}
+USERS_B=${BENCH_USERS_B:-2000}
 say "1. Ingestion: 10 enabled campaigns vs none ($EVENTS events in batches of $BATCH, $SINGLES single track() calls, $ROUNDS rounds)"
-sql -v events="$EVENTS" -v batch="$BATCH" -v singles="$SINGLES" -v rounds="$ROUNDS" <<'SQL'
+sql -v events="$EVENTS" -v batch="$BATCH" -v singles="$SINGLES" -v users_a="$USERS_A" -v users_b="$USERS_B" <<'SQL'
 CREATE EXTENSION pg_personalize;
 INSERT INTO personalize.items (item_id, category, title, price) SELECT * FROM personalize.synthetic_items(4000, 1);
--- Events of the last day, so every campaign's age check passes (as for live traffic).
+-- A month of history before the measured events (older than every campaign's max_event_age,
+-- so it fires nothing), analyzed, as in a shop that has been running.
+SELECT sum(t.accepted) AS history_events
+  FROM (SELECT array_agg(e) AS events
+          FROM (SELECT e, row_number() OVER () / 10000 AS chunk
+                  FROM personalize.synthetic_events(200000, users => :users_a, items => 4000, seed => 5,
+                                                    start => now() - interval '31 days', days => 29) e) s
+         GROUP BY chunk) c,
+       personalize.track_batch(c.events) t;
+-- The measured events: of the last day, so every campaign's age check passes (live traffic).
 CREATE TABLE batches AS
-SELECT (n / :batch) AS b, array_agg(e ORDER BY n) AS events
-  FROM (SELECT e, row_number() OVER () - 1 AS n
-          FROM personalize.synthetic_events(:events, users => 20000, items => 4000, seed => 7,
-                                            start => now() - interval '1 day', days => 1) e) s
- GROUP BY 1;
+SELECT w.workload, (n / :batch) AS b, array_agg(e ORDER BY n) AS events
+  FROM (VALUES ('newcomers', :users_a), ('sessions', :users_b)) AS w(workload, users),
+       LATERAL (SELECT e, row_number() OVER () - 1 AS n
+                  FROM personalize.synthetic_events(:events, users => w.users, items => 4000, seed => 7,
+                                                    start => now() - interval '1 day', days => 1) e) s
+ GROUP BY 1, 2;
 CREATE TABLE singles AS
-SELECT e FROM personalize.synthetic_events(:singles, users => 20000, items => 4000, seed => 8,
-                                           start => now() - interval '1 day', days => 1) e;
+SELECT w.workload, e
+  FROM (VALUES ('newcomers', :users_a), ('sessions', :users_b)) AS w(workload, users),
+       LATERAL personalize.synthetic_events(:singles, users => w.users, items => 4000, seed => 8,
+                                            start => now() - interval '1 day', days => 1) e;
+CREATE TABLE history_end AS SELECT max(event_id) AS event_id FROM personalize.events;
 INSERT INTO personalize.segments VALUES ('big_spenders', '{"total_spend": {"min": 100}}');
 -- Ten campaigns a shop would run: browse abandonment per category, cart abandonment,
 -- post-purchase, a capped one, one with quiet hours, one for a segment.
@@ -48,11 +67,11 @@ CREATE TABLE campaign_set AS SELECT * FROM (VALUES
  ('thank_you', 'purchase', NULL, NULL, '0', 'email', NULL, NULL),
  ('review_request', 'purchase', NULL, NULL, '7 days', 'whatsapp', NULL, '22:00'),
  ('refund_followup', 'refund', NULL, NULL, '1 day', 'webhook', NULL, NULL)) v(name, ev, cat, seg, delay, channel, cap, quiet);
-CREATE TABLE timings (round int, campaigns int, method text, seconds float8, events bigint);
-CREATE PROCEDURE run_round(r int, with_campaigns boolean) LANGUAGE plpgsql AS $$
+CREATE TABLE timings (round int, workload text, campaigns int, method text, seconds float8, events bigint, messages bigint, cancelled bigint);
+-- Puts the campaigns in place (or removes them), then times the workload's batches and singles.
+CREATE PROCEDURE run_round(r int, w text, with_campaigns boolean) LANGUAGE plpgsql AS $$
 DECLARE t0 timestamptz; n bigint; c int;
 BEGIN
-  TRUNCATE personalize.events, personalize.outbox;
   DELETE FROM personalize.campaigns;
   IF with_campaigns THEN
     INSERT INTO personalize.campaigns (name, trigger_event_type, trigger_category, segment, delay, channel,
@@ -66,28 +85,43 @@ BEGIN
   SELECT count(*) INTO c FROM personalize.campaigns;
   COMMIT;
   t0 := clock_timestamp();
-  SELECT sum(t.accepted) INTO n FROM batches, personalize.track_batch(events) t;
-  INSERT INTO timings VALUES (r, c, 'track_batch', extract(epoch FROM clock_timestamp() - t0), n);
+  SELECT sum(t.accepted) INTO n FROM batches, personalize.track_batch(events) t WHERE batches.workload = w;
+  INSERT INTO timings VALUES (r, w, c, 'track_batch', extract(epoch FROM clock_timestamp() - t0), n,
+                              (SELECT count(*) FROM personalize.outbox),
+                              (SELECT count(*) FROM personalize.outbox WHERE state = 'cancelled'));
   COMMIT;
   t0 := clock_timestamp();
-  SELECT count(personalize.track(e)) INTO n FROM singles;
-  INSERT INTO timings VALUES (r, c, 'track (one event per call)', extract(epoch FROM clock_timestamp() - t0), n);
+  SELECT count(personalize.track(e)) INTO n FROM singles WHERE singles.workload = w;
+  INSERT INTO timings VALUES (r, w, c, 'track (one event per call)', extract(epoch FROM clock_timestamp() - t0), n);
   COMMIT;
 END $$;
 SQL
+# Each round starts from the analyzed history alone (the measured events and messages removed
+# and vacuumed away), alternating no campaigns and ten.
+reset_round() {
+    sql -c "DELETE FROM personalize.events WHERE event_id > (SELECT event_id FROM history_end)" \
+        -c "TRUNCATE personalize.outbox" -c "VACUUM ANALYZE personalize.events, personalize.outbox"
+}
 for r in $(seq "$ROUNDS"); do
-    sql -c "CALL run_round($r, false)" -c "CALL run_round($r, true)"
+    for w in newcomers sessions; do
+        reset_round; sql -c "CALL run_round($r, '$w', false)"
+        reset_round; sql -c "CALL run_round($r, '$w', true)"
+    done
 done
 sql <<'SQL'
 \pset footer off
-SELECT campaigns, method, max(events) AS events, round(percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)::numeric, 3) AS median_s,
-       round((max(events) / percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds))::numeric) AS events_per_s
-  FROM timings GROUP BY 1, 2 ORDER BY 2, 1;
-SELECT method, round((w.rate / n.rate)::numeric, 2) AS "ratio 10 campaigns / none (budget >= 0.7)"
-  FROM (SELECT method, max(events) / percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS rate FROM timings WHERE campaigns = 0 GROUP BY 1) n
-  JOIN (SELECT method, max(events) / percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS rate FROM timings WHERE campaigns > 0 GROUP BY 1) w USING (method)
- ORDER BY 1;
-SELECT state, count(*) AS messages_from_last_round FROM personalize.outbox GROUP BY 1 ORDER BY 1;
+SELECT workload, campaigns, method, max(events) AS events, round(percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)::numeric, 3) AS median_s,
+       round((max(events) / percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds))::numeric) AS events_per_s,
+       max(messages) AS messages, max(cancelled) AS cancelled
+  FROM timings GROUP BY 1, 2, 3 ORDER BY 1, 3, 2;
+SELECT workload, method, round((w.rate / n.rate)::numeric, 2) AS "ratio 10 campaigns / none (budget >= 0.7)",
+       round(w.messages::numeric / w.events, 2) AS messages_per_event
+  FROM (SELECT workload, method, max(events) / percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS rate
+          FROM timings WHERE campaigns = 0 GROUP BY 1, 2) n
+  JOIN (SELECT workload, method, max(events) / percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS rate,
+               max(events) AS events, max(messages) AS messages
+          FROM timings WHERE campaigns > 0 GROUP BY 1, 2) w USING (workload, method)
+ ORDER BY 1, 2;
 SQL
 
 claim_bench() {  # claim_bench LABEL RECOMMENDATIONS PREFILL

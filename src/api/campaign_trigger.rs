@@ -90,6 +90,7 @@ struct Statements {
     insert_messages: OwnedPreparedStatement,
     cancel_messages: OwnedPreparedStatement,
     notify: OwnedPreparedStatement,
+    recent_deliveries: OwnedPreparedStatement,
 }
 
 thread_local! {
@@ -158,7 +159,15 @@ fn prepare(client: &mut pgrx::spi::SpiClient<'_>) -> Statements {
         .prepare_mut(NOTIFY, &[texts])
         .unwrap_or_else(|e| spi_failed("preparing the outbox notify", e))
         .keep();
+    let recent_deliveries = client
+        .prepare(
+            crate::api::outbox::RECENT_DELIVERIES,
+            &[texts, oid(pg_sys::FLOAT8OID)],
+        )
+        .unwrap_or_else(|e| spi_failed("preparing the frequency cap read", e))
+        .keep();
     Statements {
+        recent_deliveries,
         read_events,
         insert_messages,
         cancel_messages,
@@ -318,7 +327,7 @@ fn fire(client: &mut pgrx::spi::SpiClient<'_>, st: &Statements, set: &Campaigns)
         if longest_window > 0.0 && !users.is_empty() {
             let args: [DatumWithOid; 2] = [users.into(), longest_window.into()];
             let recent: Vec<Delivery> = client
-                .select(crate::api::outbox::RECENT_DELIVERIES, None, &args)
+                .select(&st.recent_deliveries, None, &args)
                 .unwrap_or_else(|e| spi_failed("cannot read personalize.outbox", e))
                 .filter_map(|row| {
                     Some(Delivery {
