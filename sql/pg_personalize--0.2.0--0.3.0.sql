@@ -17,8 +17,7 @@ CREATE FUNCTION personalize._events_fire_campaigns()
 	RETURNS TRIGGER
 	LANGUAGE c
 	AS 'MODULE_PATHNAME', '_events_fire_campaigns_wrapper';
-ALTER FUNCTION personalize._events_fire_campaigns()
-    SET search_path = pg_catalog, pg_temp SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION personalize._events_fire_campaigns() SET search_path = pg_catalog, pg_temp;
 CREATE TRIGGER events_fire_campaigns
     AFTER INSERT ON personalize.events
     REFERENCING NEW TABLE AS new_events
