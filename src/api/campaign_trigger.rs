@@ -19,13 +19,12 @@ use pgrx::PgOid;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use crate::api::outbox::{recent_deliveries, strong_random, uuid_v4};
 use crate::core::campaigns::{self, TriggerEvent};
-use crate::core::outbox::{cap_reason, Delivery, Recipient};
+use crate::core::outbox::{cap_reason, Recipient};
 use crate::error::{spi_failed, PersonalizeError};
 use crate::pg::campaign_cache::{self, Campaigns};
-
-/// Microseconds between the Unix epoch and Postgres's (2000-01-01).
-const POSTGRES_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+use crate::pg::POSTGRES_EPOCH_UNIX_MICROS;
 
 /// The statement's events of the types the campaigns read. An item's category is looked up
 /// (index probe) only for trigger types of category campaigns, and the properties are tested
@@ -104,23 +103,10 @@ thread_local! {
 fn new_idempotency_key() -> Uuid {
     KEYS.with(|k| {
         let mut k = k.borrow_mut();
-        let rng = k.get_or_insert_with(|| {
-            let mut seed = [0u8; 32];
-            // SAFETY: writes exactly 32 bytes into a 32-byte buffer.
-            if !unsafe { pg_sys::pg_strong_random(seed.as_mut_ptr().cast(), seed.len()) } {
-                PersonalizeError::NotReady {
-                    message: "could not seed the idempotency keys".into(),
-                    hint: "pg_strong_random failed; check the server's random source.".into(),
-                }
-                .raise()
-            }
-            ChaCha20Rng::from_seed(seed)
-        });
+        let rng = k.get_or_insert_with(|| ChaCha20Rng::from_seed(strong_random()));
         let mut b = [0u8; 16];
         rng.fill_bytes(&mut b);
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        Uuid::from_bytes(b)
+        uuid_v4(b)
     })
 }
 
@@ -325,20 +311,7 @@ fn fire(client: &mut pgrx::spi::SpiClient<'_>, st: &Statements, set: &Campaigns)
             .map(str::to_owned)
             .collect();
         if longest_window > 0.0 && !users.is_empty() {
-            let args: [DatumWithOid; 2] = [users.into(), longest_window.into()];
-            let recent: Vec<Delivery> = client
-                .select(&st.recent_deliveries, None, &args)
-                .unwrap_or_else(|e| spi_failed("cannot read personalize.outbox", e))
-                .filter_map(|row| {
-                    Some(Delivery {
-                        message_id: row.get::<i64>(1).ok()??,
-                        user_id: row.get::<String>(2).ok()??,
-                        campaign_id: row.get::<i64>(3).ok().flatten(),
-                        channel: row.get::<String>(4).ok()??,
-                        at: row.get::<f64>(5).ok()??,
-                    })
-                })
-                .collect();
+            let recent = recent_deliveries(client, &st.recent_deliveries, users, longest_window);
             if !recent.is_empty() {
                 let now_seconds = (now + POSTGRES_EPOCH_UNIX_MICROS) as f64 / 1e6;
                 firings.retain(|f| {

@@ -9,7 +9,7 @@ use pgrx::datum::{DatumWithOid, Interval, Uuid};
 use pgrx::prelude::*;
 use serde_json::{json, Map, Value};
 
-use crate::core::outbox::{self, Candidate, Cap, Delivery, GlobalCap, RenderContext, Verdict};
+use crate::core::outbox::{self, Candidate, Cap, Delivery, RenderContext, Verdict};
 use crate::error::{required, spi_failed, PersonalizeError};
 
 /// Why a campaign template (JSON text) is refused, or NULL when it is valid.
@@ -142,19 +142,51 @@ fn visibility_seconds(v: Interval) -> f64 {
 }
 
 pub(crate) fn new_lease() -> Uuid {
-    let mut b = [0u8; 16];
-    // SAFETY: writes exactly 16 bytes into a 16-byte buffer.
-    let ok = unsafe { pg_sys::pg_strong_random(b.as_mut_ptr().cast(), b.len()) };
-    if !ok {
+    uuid_v4(strong_random())
+}
+
+/// Bytes from the server's strong random source (what gen_random_uuid uses).
+pub(crate) fn strong_random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // SAFETY: writes exactly N bytes into an N-byte buffer.
+    if !unsafe { pg_sys::pg_strong_random(b.as_mut_ptr().cast(), N) } {
         PersonalizeError::NotReady {
-            message: "could not generate a random lease token".into(),
+            message: "could not read the server's random source".into(),
             hint: "pg_strong_random failed; check the server's random source.".into(),
         }
         .raise();
     }
+    b
+}
+
+/// A version 4 (random) UUID from 16 random bytes.
+pub(crate) fn uuid_v4(mut b: [u8; 16]) -> Uuid {
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
     Uuid::from_bytes(b)
+}
+
+/// The users' recent deliveries (RECENT_DELIVERIES) within `window_seconds`, for the caps.
+pub(crate) fn recent_deliveries<'conn>(
+    client: &pgrx::spi::SpiClient<'conn>,
+    query: impl pgrx::spi::Query<'conn>,
+    users: Vec<String>,
+    window_seconds: f64,
+) -> Vec<Delivery> {
+    let args: [DatumWithOid; 2] = [users.into(), window_seconds.into()];
+    client
+        .select(query, None, &args)
+        .unwrap_or_else(|e| spi_failed("cannot read personalize.outbox", e))
+        .filter_map(|row| {
+            Some(Delivery {
+                message_id: row.get::<i64>(1).ok()??,
+                user_id: row.get::<String>(2).ok()??,
+                campaign_id: row.get::<i64>(3).ok().flatten(),
+                channel: row.get::<String>(4).ok()??,
+                at: row.get::<f64>(5).ok()??,
+            })
+        })
+        .collect()
 }
 
 /// Claims up to `batch` due messages of a channel for `visibility`: returns them with one
@@ -254,25 +286,10 @@ fn claim_messages(
             return TableIterator::new(Vec::new());
         }
 
-        // Frequency caps: the global ones and what the batch's users were sent lately.
-        let global_caps: Vec<GlobalCap> = client
-            .select(
-                "SELECT f.channel, f.max_messages, pg_catalog.date_part('epoch', f.\"window\") \
-                 FROM personalize.frequency_caps f",
-                None,
-                &[],
-            )
-            .unwrap_or_else(|e| spi_failed("cannot read personalize.frequency_caps", e))
-            .filter_map(|row| {
-                Some(GlobalCap {
-                    channel: row.get::<String>(1).ok().flatten(),
-                    cap: Cap {
-                        max_messages: i64::from(row.get::<i32>(2).ok()??),
-                        window_seconds: row.get::<f64>(3).ok()??,
-                    },
-                })
-            })
-            .collect();
+        // Frequency caps: the global ones (cached with the campaigns) and what the batch's
+        // users were sent lately.
+        let campaigns = crate::pg::campaign_cache::current();
+        let global_caps = &campaigns.global_caps;
         let longest_window = global_caps
             .iter()
             .map(|g| g.cap.window_seconds)
@@ -290,24 +307,11 @@ fn claim_messages(
                 .collect::<HashSet<_>>()
                 .into_iter()
                 .collect();
-            let args: [DatumWithOid; 2] = [users.into(), longest_window.into()];
-            recent = client
-                .select(RECENT_DELIVERIES, None, &args)
-                .unwrap_or_else(|e| spi_failed("cannot read personalize.outbox", e))
-                .filter_map(|row| {
-                    Some(Delivery {
-                        message_id: row.get::<i64>(1).ok()??,
-                        user_id: row.get::<String>(2).ok()??,
-                        campaign_id: row.get::<i64>(3).ok().flatten(),
-                        channel: row.get::<String>(4).ok()??,
-                        at: row.get::<f64>(5).ok()??,
-                    })
-                })
-                .collect();
+            recent = recent_deliveries(client, RECENT_DELIVERIES, users, longest_window);
         }
 
         let candidates: Vec<Candidate> = locked.iter().map(|l| l.candidate.clone()).collect();
-        let verdicts = outbox::decide(now, &candidates, &mut recent, &global_caps);
+        let verdicts = outbox::decide(now, &candidates, &mut recent, global_caps);
 
         // Payloads of the claimed ones, with recommendations computed now.
         let mut recommended: Vec<Vec<(String, f32)>> = Vec::with_capacity(locked.len());

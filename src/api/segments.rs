@@ -104,9 +104,9 @@ fn member_ids(segment: &str, form: Form, first_arg: DatumWithOid<'_>) -> Vec<Str
     })
 }
 
-/// The members of a named segment among `users`, unsorted: one set query for a whole
-/// statement's users (the campaign trigger), where `in_segment()` per row would compile and
-/// plan the definition once per row.
+/// `members_among` as SQL. The campaign trigger (Rust since 0.3.0) no longer calls it, but it
+/// stays: the 0.1.0 and 0.2.0 install scripts create it from this symbol, and installing an
+/// old version to update it needs every symbol they name.
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
 fn _segment_members_among(
@@ -118,7 +118,9 @@ fn _segment_members_among(
     SetOfIterator::new(members_among(segment, users))
 }
 
-/// The members of a named segment among `users` (one set query), for the campaign trigger.
+/// The members of a named segment among `users`, unsorted: one set query for a whole
+/// statement's users (the campaign trigger), where `in_segment()` per user would compile and
+/// plan the definition once per user.
 pub(crate) fn members_among(segment: &str, users: Vec<String>) -> Vec<String> {
     if users.is_empty() {
         return Vec::new();

@@ -15,9 +15,7 @@ use pgrx::PgOid;
 use crate::core::experiments::{parse_variants, Variant};
 use crate::error::{spi_failed, PersonalizeError};
 use crate::pg::watched_table::WatchedTable;
-
-/// Microseconds between the Unix epoch and Postgres's (2000-01-01).
-const POSTGRES_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
+use crate::pg::POSTGRES_EPOCH_UNIX_MICROS;
 
 pub struct Experiment {
     pub name: String,
