@@ -111,6 +111,10 @@ CREATE TABLE personalize.model_users (
     model_id bigint NOT NULL REFERENCES personalize.models ON DELETE CASCADE,
     user_id  text NOT NULL,
     factors  real[] NOT NULL,
+    -- model_items.item_index of the user's purchases up to the model's as_of, so serving
+    -- leaves them out with this one row instead of reading all the user's events (added in
+    -- 0.4.0, last so an updated table has the same column order).
+    purchased integer[],
     PRIMARY KEY (model_id, user_id)
 );
 CREATE TABLE personalize.model_items (

@@ -781,6 +781,7 @@ COMMENT ON VIEW personalize.status IS 'Counts of events by type, rejections by r
 COMMENT ON TABLE personalize.models IS 'Trained models, one row per training run; at most one active model per name';
 COMMENT ON COLUMN personalize.models.as_of IS 'Time decay was measured back from this time (default: the newest event)';
 COMMENT ON TABLE personalize.model_users IS 'User factors of each model';
+COMMENT ON COLUMN personalize.model_users.purchased IS 'model_items.item_index of the user''s purchases up to the model''s as_of, which recommend() leaves out; NULL when the model was trained with a window (serving then reads them from the events)';
 COMMENT ON TABLE personalize.model_items IS 'Item factors of each model';
 COMMENT ON TABLE personalize.evaluations IS 'Offline evaluations: temporal hold-out metrics of ALS and a popularity baseline';
 COMMENT ON FUNCTION personalize.train(text, integer, integer, real, real, interval, timestamptz, bigint, text, integer) IS 'Trains implicit-feedback ALS (conjugate gradient or Cholesky) on the event log: confidence = 1 + alpha * (sum of event-type weights, each halved every half-life before as_of). Writes the model and makes it the active model of its name in this transaction. NOTICE per iteration; honours cancel and statement_timeout.';

@@ -110,21 +110,64 @@ fn exclude_arg(v: Option<&str>) -> Exclude {
 struct UserState {
     vector: Option<Vec<f32>>,
     source: &'static str,
-    purchased: HashSet<u32>,
-    interacted: HashSet<u32>,
-    /// Whether the capped history read saw all of the user's events (if not, exclusions are
-    /// read in full by `excluded`).
-    complete: bool,
-    /// Decayed strengths over the user's history (model items only).
+    /// The model items the call's `exclude` leaves out.
+    excluded: HashSet<u32>,
+    /// Decayed strengths over the user's history (model items only); empty unless asked for.
     strengths: Vec<(u32, f32)>,
 }
 
-fn user_state(model: &ServingModel, user_id: &str, fold_in: bool) -> UserState {
+/// The stored purchases of a user row as model item indexes.
+fn stored_purchases(model: &ServingModel, purchased: &[i32]) -> HashSet<u32> {
+    let n = model.item_ids.len() as u32;
+    purchased
+        .iter()
+        .map(|&i| i as u32)
+        .filter(|&i| i < n)
+        .collect()
+}
+
+/// The user's vector, where it came from and what `exclude` leaves out; with `strengths`, also
+/// the decayed strengths of their history (explanations).
+///
+/// One query reads the user's model row (factors, purchases up to the model's as_of) and the
+/// time of their newest event. When the model knows the user, nothing happened since its
+/// as_of and the exclusions are stored (or none are asked for), that is the whole answer: a
+/// wholesale customer with thousands of events costs what a newcomer does. Otherwise the
+/// user's newest events are read (personalize.serving_history_events of them) for fold-in and
+/// new purchases; only a user with more new events than that, or a model that stores no
+/// purchases, needs a read of all their purchased items.
+fn user_state(
+    model: &ServingModel,
+    user_id: &str,
+    fold_in: bool,
+    exclude: Exclude,
+    strengths: bool,
+) -> UserState {
+    let row = model_cache::user_row(model, user_id);
+    let nothing_new = row.newest_event.is_some_and(|t| t <= model.as_of);
+    let stored = match exclude {
+        Exclude::Nothing => Some(HashSet::new()),
+        Exclude::Purchased => row.purchased.as_deref().map(|p| stored_purchases(model, p)),
+        Exclude::Interacted => None,
+    };
+    if nothing_new && !strengths && row.factors.is_some() {
+        if let Some(excluded) = stored {
+            return UserState {
+                vector: row.factors,
+                source: "model",
+                excluded,
+                strengths: Vec::new(),
+            };
+        }
+    }
+
     // One more than the cap: tells whether the read was complete.
     let cap = gucs::SERVING_HISTORY_EVENTS.get();
     let mut events = model_cache::history(user_id, cap.saturating_add(1));
     let complete = events.len() <= cap as usize;
     events.truncate(cap as usize);
+    // Newest first: the last event read is the oldest.
+    let reaches_as_of = events.last().is_some_and(|e| e.at <= model.as_of);
     let mut history = Vec::with_capacity(events.len());
     let mut purchased = HashSet::new();
     let mut interacted = HashSet::new();
@@ -151,49 +194,45 @@ fn user_state(model: &ServingModel, user_id: &str, fold_in: bool) -> UserState {
     }
     // Decay back from the newest thing known: the model's as_of, or a newer event.
     let reference = model.as_of.max(newest);
-    let strengths = serving::decayed_strengths(&history, reference, model.window_seconds);
-    let folded = || model.fold_in(&strengths);
+    let decayed = serving::decayed_strengths(&history, reference, model.window_seconds);
+    let folded = || model.fold_in(&decayed);
     let (vector, source) = if fold_in && has_new {
         match folded() {
             Some(v) => (Some(v), "fold_in"),
-            None => match model_cache::user_factors(model, user_id) {
+            None => match row.factors {
                 Some(v) => (Some(v), "model"),
                 None => (None, "popularity"),
             },
         }
-    } else if let Some(v) = model_cache::user_factors(model, user_id) {
+    } else if let Some(v) = row.factors {
         (Some(v), "model")
     } else if let Some(v) = fold_in.then(folded).flatten() {
         (Some(v), "fold_in")
     } else {
         (None, "popularity")
     };
+    let excluded = match exclude {
+        Exclude::Nothing => HashSet::new(),
+        Exclude::Purchased if complete => purchased,
+        Exclude::Interacted if complete => interacted,
+        // The read covers everything since the model's as_of; the model has the rest.
+        Exclude::Purchased if reaches_as_of && stored.is_some() => {
+            let mut all = stored.unwrap_or_default();
+            all.extend(purchased);
+            all
+        }
+        Exclude::Purchased | Exclude::Interacted => {
+            model_cache::all_items(user_id, exclude == Exclude::Purchased)
+                .iter()
+                .filter_map(|id| model.index.get(id).copied())
+                .collect()
+        }
+    };
     UserState {
         vector,
         source,
-        purchased,
-        interacted,
-        complete,
-        strengths,
-    }
-}
-
-impl UserState {
-    /// The model items `exclude` leaves out for this user: from the history already read, or
-    /// (for users with more events than the serving cap) from a full read of their events.
-    fn excluded(self, model: &ServingModel, user_id: &str, exclude: Exclude) -> HashSet<u32> {
-        let (from_history, purchases_only) = match exclude {
-            Exclude::Nothing => return HashSet::new(),
-            Exclude::Purchased => (self.purchased, true),
-            Exclude::Interacted => (self.interacted, false),
-        };
-        if self.complete {
-            return from_history;
-        }
-        model_cache::all_items(user_id, purchases_only)
-            .iter()
-            .filter_map(|id| model.index.get(id).copied())
-            .collect()
+        excluded,
+        strengths: if strengths { decayed } else { Vec::new() },
     }
 }
 
@@ -283,9 +322,8 @@ pub(crate) fn top_items_for_user(user_id: &str, k: usize, model_name: &str) -> V
     let Some(model) = model_cache::find_active_model(model_name) else {
         return Vec::new();
     };
-    let mut state = user_state(&model, user_id, true);
-    let vector = state.vector.take();
-    let excluded = state.excluded(&model, user_id, Exclude::Purchased);
+    let state = user_state(&model, user_id, true, Exclude::Purchased, false);
+    let (vector, excluded) = (state.vector, state.excluded);
     let Some(allowed) = catalogue_filter(&model, None, true) else {
         return Vec::new();
     };
@@ -326,9 +364,8 @@ fn recommend(
     let available_only = required(available_only, "available_only");
     let fold_in = required(fold_in, "fold_in");
     let model = model_cache::active_model(required(model, "model"));
-    let mut state = user_state(&model, user_id, fold_in);
-    let (vector, source) = (state.vector.take(), state.source);
-    let mut excluded = state.excluded(&model, user_id, exclude);
+    let state = user_state(&model, user_id, fold_in, exclude, false);
+    let (vector, source, mut excluded) = (state.vector, state.source, state.excluded);
     for id in exclude_items.into_iter().flatten().flatten() {
         if let Some(&i) = model.index.get(&id) {
             excluded.insert(i);
@@ -461,7 +498,7 @@ fn rank_items(
     let items = item_list(item_ids, "item_ids");
     let fold_in = required(fold_in, "fold_in");
     let model = model_cache::active_model(required(model, "model"));
-    let state = user_state(&model, user_id, fold_in);
+    let state = user_state(&model, user_id, fold_in, Exclude::Nothing, false);
     let scores: Vec<Option<f32>> = items
         .iter()
         .map(|id| {
@@ -507,7 +544,7 @@ fn explain_recommendation(
     let Some(&target) = model.index.get(item_id) else {
         return TableIterator::new(Vec::new());
     };
-    let state = user_state(&model, user_id, true);
+    let state = user_state(&model, user_id, true, Exclude::Nothing, true);
     let (cols, conf) = serving::confidences(&state.strengths, model.alpha);
     let Some((score, terms)) =
         serving::explain(&cols, &conf, &model.factors, &model.yty, model.k, target)

@@ -309,6 +309,13 @@ fn train(
                 train_seconds,
             },
         );
+        // Serving leaves a user's purchases out of their recommendations: stored with the user,
+        // one lookup instead of a read of all their events. A window hides older purchases,
+        // so a windowed model stores none and serving reads them from the events.
+        let purchases = cfg
+            .window
+            .is_none()
+            .then(|| model_store::PurchaseLists::from_pairs(data.user_ids.len(), &data.purchases));
         model_store::insert_factors(
             client,
             id,
@@ -316,6 +323,7 @@ fn train(
             &data.user_ids,
             &model.user_factors,
             &[],
+            purchases.as_ref(),
         );
         let mut popularity = vec![0f32; data.item_ids.len()];
         for p in &data.pairs {
@@ -328,6 +336,7 @@ fn train(
             &data.item_ids,
             &model.item_factors,
             &popularity,
+            None,
         );
         let write_seconds = t_write.elapsed().as_secs_f64();
         model_store::activate(client, id, &name, write_seconds);

@@ -10,11 +10,14 @@ use pgrx::prelude::*;
 use crate::error::PersonalizeError;
 
 /// Interactions with dense indexes: `pairs` are (user index, item index, strength, unix time of
-/// the latest event of the pair).
+/// the latest event of the pair); `purchases` are the (user index, item index) pairs with a
+/// purchase event, also those whose net strength is not positive (a purchase then a refund with
+/// a negative weight): what serving leaves out of the user's recommendations.
 pub struct Interactions {
     pub user_ids: Vec<String>,
     pub item_ids: Vec<String>,
     pub pairs: Vec<(u32, u32, f32, i64)>,
+    pub purchases: Vec<(u32, u32)>,
 }
 
 /// exp(-ln2 · age / half_life), clamped so a very old event gives ~0 instead of an underflow
@@ -23,10 +26,11 @@ const READ_QUERY: &str = "\
 SELECT e.user_id, e.item_id,
        CAST(sum(t.weight * exp(greatest(-50.0, -0.6931471805599453
             * date_part('epoch', $1 - e.occurred_at) / date_part('epoch', t.half_life)))) AS float8),
-       date_part('epoch', max(e.occurred_at))
+       date_part('epoch', max(e.occurred_at)),
+       bool_or(t.is_purchase)
   FROM personalize.events e
   JOIN personalize.event_types t ON t.event_type = e.event_type
- WHERE e.item_id IS NOT NULL AND t.weight <> 0
+ WHERE e.item_id IS NOT NULL AND (t.weight <> 0 OR t.is_purchase)
    AND e.occurred_at <= $1
    AND ($2::interval IS NULL OR e.occurred_at > $1 - $2::interval)
  GROUP BY e.user_id, e.item_id";
@@ -53,7 +57,11 @@ pub fn read(
         user_ids: Vec::new(),
         item_ids: Vec::new(),
         pairs: Vec::new(),
+        purchases: Vec::new(),
     };
+    // Purchased pairs without positive strength, by id: their user and item may only get an
+    // index from a later row (or never: a user with no positive pair is not in the model).
+    let mut unscored_purchases: Vec<(String, String)> = Vec::new();
     Spi::connect(|client| {
         let args: [DatumWithOid; 2] = [
             as_of.into(),
@@ -127,15 +135,20 @@ pub fn read(
             }
             for row in table {
                 let strength = row.get::<f64>(3).ok().flatten().unwrap_or(0.0);
-                if !(strength > 0.0 && strength.is_finite()) {
-                    continue; // net-negative or zero interest: no positive signal
-                }
+                let purchased = row.get::<bool>(5).ok().flatten().unwrap_or(false);
                 let (Some(u), Some(i)) = (
                     row.get::<String>(1).ok().flatten(),
                     row.get::<String>(2).ok().flatten(),
                 ) else {
                     continue;
                 };
+                if !(strength > 0.0 && strength.is_finite()) {
+                    // Net-negative or zero interest: no positive signal to train on.
+                    if purchased {
+                        unscored_purchases.push((u, i));
+                    }
+                    continue;
+                }
                 let last = row.get::<f64>(4).ok().flatten().unwrap_or(0.0) as i64;
                 let n_users = out.user_ids.len() as u32;
                 let ui = *users.entry(u).or_insert_with_key(|k| {
@@ -148,6 +161,9 @@ pub fn read(
                     n_items
                 });
                 out.pairs.push((ui, ii, strength as f32, last));
+                if purchased {
+                    out.purchases.push((ui, ii));
+                }
             }
         }
         drop(cursor);
@@ -164,6 +180,11 @@ pub fn read(
             );
         }
     });
+    for (u, i) in unscored_purchases {
+        if let (Some(&ui), Some(&ii)) = (users.get(&u), items.get(&i)) {
+            out.purchases.push((ui, ii));
+        }
+    }
     sort_ids(&mut out);
     out
 }
@@ -192,11 +213,16 @@ fn sort_ids(data: &mut Interactions) {
         p.0 = users[p.0 as usize];
         p.1 = items[p.1 as usize];
     }
+    for p in &mut data.purchases {
+        p.0 = users[p.0 as usize];
+        p.1 = items[p.1 as usize];
+    }
 }
 
-/// Pairs, two CSR orientations, factors and their SQL copies while writing.
+/// Pairs, two CSR orientations, the purchased pairs (at most one per pair, and their SQL copy
+/// while writing), factors and their SQL copies while writing.
 pub fn memory_estimate(pairs: usize, users: usize, items: usize, k: usize) -> usize {
-    pairs * (24 + 16) + (users + items) * (k * 4 * 2 + 64)
+    pairs * (24 + 16 + 12) + (users + items) * (k * 4 * 2 + 64)
 }
 
 #[allow(clippy::too_many_arguments)]

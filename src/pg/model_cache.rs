@@ -21,6 +21,7 @@ use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 
 use crate::core::serving;
 use crate::error::{spi_failed, PersonalizeError};
+use crate::pg::model_store;
 use crate::pg::watched_table::WatchedTable;
 
 /// Model versions kept per backend: the active one, the one it replaced (calls in flight while
@@ -121,7 +122,7 @@ struct Catalog {
 /// The prepared per-call queries.
 struct Statements {
     active_model: OwnedPreparedStatement,
-    user_factors: OwnedPreparedStatement,
+    user_row: OwnedPreparedStatement,
     history: OwnedPreparedStatement,
     all_items: OwnedPreparedStatement,
 }
@@ -209,8 +210,23 @@ fn prepare(client: &SpiClient<'_>) -> Statements {
                FROM personalize.models WHERE name = $1 AND status = 'active'",
             &[text],
         ),
-        user_factors: keep(
-            "SELECT factors FROM personalize.model_users WHERE model_id = $1 AND user_id = $2",
+        // Always one row: the user's stored factors and purchases (NULL when the model does not
+        // know the user) and the time of their newest event with an item (NULL: none), which
+        // tells serving whether anything happened since the model's as_of (one index probe).
+        user_row: keep(
+            &format!(
+                "SELECT mu.factors, {}, \
+                    (SELECT date_part('epoch', max(e.occurred_at)) FROM personalize.events e \
+                      WHERE e.user_id = $2 AND e.item_id IS NOT NULL) \
+               FROM (SELECT) AS one \
+               LEFT JOIN personalize.model_users mu ON mu.model_id = $1 AND mu.user_id = $2",
+                if model_store::stores_purchases(client) {
+                    "mu.purchased"
+                } else {
+                    // A 0.3.0 schema not yet updated: exclusions are read from the events.
+                    "CAST(NULL AS int4[])"
+                }
+            ),
             &[int8, text],
         ),
         // Newest first, so a capped history keeps the recent events. date_part, not extract:
@@ -399,22 +415,40 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
     })
 }
 
-/// A user's stored factors in `model` (None: the user was not in its training data).
-pub fn user_factors(model: &ServingModel, user_id: &str) -> Option<Vec<f32>> {
+/// What the model stores about one user, and whether they did anything since.
+pub struct UserRow {
+    /// The user's factors (None: the user was not in the model's training data).
+    pub factors: Option<Vec<f32>>,
+    /// Model item indexes of the user's purchases up to the model's as_of (None: not in the
+    /// model, or a model that stores none: trained with a window, or before 0.4.0).
+    pub purchased: Option<Vec<i32>>,
+    /// Unix seconds of the user's newest event with an item (None: no such event).
+    pub newest_event: Option<f64>,
+}
+
+/// The user's row of `model` and the time of their newest event, in one query.
+pub fn user_row(model: &ServingModel, user_id: &str) -> UserRow {
     with_statements(|client, st| {
         let args: [DatumWithOid; 2] = [model.model_id.into(), user_id.into()];
         let table = client
-            .select(&st.user_factors, None, &args)
+            .select(&st.user_row, None, &args)
             .unwrap_or_else(|e| spi_failed("cannot read personalize.model_users", e));
-        if table.is_empty() {
-            return None;
+        let Some(row) = table.into_iter().next() else {
+            return UserRow {
+                factors: None,
+                purchased: None,
+                newest_event: None,
+            };
+        };
+        UserRow {
+            factors: row
+                .get::<Vec<f32>>(1)
+                .ok()
+                .flatten()
+                .filter(|f| f.len() == model.k),
+            purchased: row.get::<Vec<i32>>(2).ok().flatten(),
+            newest_event: row.get::<f64>(3).ok().flatten(),
         }
-        table
-            .first()
-            .get::<Vec<f32>>(1)
-            .ok()
-            .flatten()
-            .filter(|f| f.len() == model.k)
     })
 }
 

@@ -58,8 +58,53 @@ pub fn insert_model(client: &mut SpiClient<'_>, m: ModelRow<'_>) -> i64 {
         .unwrap_or_else(|| failed("writing the model row", "no id returned"))
 }
 
+/// Whether personalize.model_users has the `purchased` column (0.4.0). The library of a newer
+/// package runs against the older schema until ALTER EXTENSION pg_personalize UPDATE, and
+/// must keep training and serving there (without stored purchases) in the meantime.
+pub fn stores_purchases(client: &SpiClient<'_>) -> bool {
+    client
+        .select(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_attribute \
+                             WHERE attrelid = 'personalize.model_users'::pg_catalog.regclass \
+                               AND attname = 'purchased' AND NOT attisdropped)",
+            None,
+            &[],
+        )
+        .and_then(|t| t.first().get::<bool>(1))
+        .unwrap_or_else(|e| failed("reading the model tables' columns", e))
+        .unwrap_or(false)
+}
+
+/// What a user row holds besides its factors: per user, the model item indexes of their
+/// purchases (`offsets` has one entry per user and one more, `items` is sorted within each user).
+pub struct PurchaseLists {
+    pub offsets: Vec<usize>,
+    pub items: Vec<i32>,
+}
+
+impl PurchaseLists {
+    /// Groups (user index, item index) pairs by user.
+    pub fn from_pairs(n_users: usize, pairs: &[(u32, u32)]) -> Self {
+        let mut sorted: Vec<(u32, u32)> = pairs.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut offsets = vec![0usize; n_users + 1];
+        for &(u, _) in &sorted {
+            offsets[u as usize + 1] += 1;
+        }
+        for u in 0..n_users {
+            offsets[u + 1] += offsets[u];
+        }
+        PurchaseLists {
+            offsets,
+            items: sorted.iter().map(|&(_, i)| i as i32).collect(),
+        }
+    }
+}
+
 /// Writes one factor matrix (`users` or `items`) in chunks; checks for cancel between chunks.
-/// `popularity` (items only) is each item's number of users in the training data.
+/// `popularity` (items only) is each item's number of users in the training data; `purchases`
+/// (users only) each user's purchased items, NULL for every user when `None`.
 pub fn insert_factors(
     client: &mut SpiClient<'_>,
     model_id: i64,
@@ -67,14 +112,24 @@ pub fn insert_factors(
     ids: &[String],
     factors: &Array2<f32>,
     popularity: &[f32],
+    purchases: Option<&PurchaseLists>,
 ) {
     let k = factors.ncols();
     let flat = factors.as_slice().expect("contiguous factors");
-    // Slicing a fixed-width array parameter is O(k) per row; ids come through unnest.
+    let with_purchases = table == "users" && stores_purchases(client);
+    // Slicing a fixed-width array parameter is O(k) per row; ids come through unnest. A user's
+    // purchases are the slice $6[$5[g] + 1 : $5[g + 1]] of the chunk's flat list (NULL lists
+    // give NULL).
     let query = match table {
-        "users" => {
+        "users" if !with_purchases => {
             "INSERT INTO personalize.model_users (model_id, user_id, factors) \
              SELECT $1, x.id, $3[(x.g - 1) * $4 + 1 : x.g * $4] \
+               FROM unnest($2::text[]) WITH ORDINALITY AS o(id, n), \
+                    LATERAL (SELECT o.id, CAST(o.n AS int4) AS g) AS x"
+        }
+        "users" => {
+            "INSERT INTO personalize.model_users (model_id, user_id, factors, purchased) \
+             SELECT $1, x.id, $3[(x.g - 1) * $4 + 1 : x.g * $4], $6[$5[x.g] + 1 : $5[x.g + 1]] \
                FROM unnest($2::text[]) WITH ORDINALITY AS o(id, n), \
                     LATERAL (SELECT o.id, CAST(o.n AS int4) AS g) AS x"
         }
@@ -88,16 +143,33 @@ pub fn insert_factors(
     for (c, chunk) in ids.chunks(CHUNK_ROWS).enumerate() {
         pgrx::check_for_interrupts!();
         let start = c * CHUNK_ROWS;
-        let values: Vec<f32> = flat[start * k..(start + chunk.len()) * k].to_vec();
+        let end = start + chunk.len();
+        let values: Vec<f32> = flat[start * k..end * k].to_vec();
         let mut args: Vec<DatumWithOid> = vec![
             model_id.into(),
             chunk.to_vec().into(),
             values.into(),
             (k as i32).into(),
-            (start as i32).into(),
         ];
-        if table != "users" {
-            args.push(popularity[start..start + chunk.len()].to_vec().into());
+        if with_purchases {
+            match purchases {
+                Some(p) => {
+                    let base = p.offsets[start];
+                    let offsets: Vec<i32> = p.offsets[start..=end]
+                        .iter()
+                        .map(|&o| (o - base) as i32)
+                        .collect();
+                    args.push(offsets.into());
+                    args.push(p.items[base..p.offsets[end]].to_vec().into());
+                }
+                None => {
+                    args.push(DatumWithOid::null::<Vec<i32>>());
+                    args.push(DatumWithOid::null::<Vec<i32>>());
+                }
+            }
+        } else if table != "users" {
+            args.push((start as i32).into());
+            args.push(popularity[start..end].to_vec().into());
         }
         client
             .update(query, None, &args)

@@ -194,3 +194,75 @@ SELECT count(*) AS interacted_items_recommended_with_a_tiny_cap
   FROM sample_users u, personalize.recommend(u.user_id, 10, exclude => 'interacted') r
  WHERE EXISTS (SELECT 1 FROM personalize.events e WHERE e.user_id = u.user_id AND e.item_id = r.item_id);
 RESET personalize.serving_history_events;
+
+-- A trained model stores each user's purchases with their factors (model item indexes up to
+-- its as_of), so recommend() leaves them out without reading the user's events. The lists
+-- equal the purchase events', also for a purchase refunded with a negative weight (no positive
+-- interest left, still bought).
+UPDATE personalize.event_types SET weight = -100 WHERE event_type = 'refund';
+CREATE TEMP TABLE refunded AS
+  SELECT e.user_id, e.item_id
+    FROM personalize.events e JOIN personalize.event_types t USING (event_type)
+   WHERE e.user_id IN (SELECT user_id FROM sample_users)
+   GROUP BY 1, 2 HAVING bool_or(t.is_purchase)
+   ORDER BY sum(t.weight), 1, 2 LIMIT 1;
+SELECT personalize.track(jsonb_build_object('type', 'refund', 'user_id', user_id, 'item_id', item_id,
+         'occurred_at', (SELECT max(occurred_at) FROM personalize.events))) IS NOT NULL AS refunded
+  FROM refunded;
+SELECT users > 0 AS trained FROM personalize.train(model_name => 'stored', factors => 8, iterations => 2);
+CREATE TEMP TABLE stored AS
+  SELECT model_id, as_of FROM personalize.models WHERE name = 'stored' AND status = 'active';
+SELECT count(*) AS users, count(*) FILTER (WHERE mu.purchased IS DISTINCT FROM (
+         SELECT coalesce(array_agg(DISTINCT mi.item_index ORDER BY mi.item_index), '{}')
+           FROM personalize.events e
+           JOIN personalize.event_types t ON t.event_type = e.event_type AND t.is_purchase
+           JOIN personalize.model_items mi ON mi.model_id = s.model_id AND mi.item_id = e.item_id
+          WHERE e.user_id = mu.user_id AND e.occurred_at <= s.as_of)) AS wrong_purchase_lists
+  FROM personalize.model_users mu, stored s WHERE mu.model_id = s.model_id;
+SELECT mi.item_index = ANY (mu.purchased) AS refunded_item_stored,
+       (SELECT n.strength FROM (SELECT sum(t.weight) AS strength FROM personalize.events e
+          JOIN personalize.event_types t USING (event_type)
+         WHERE e.user_id = r.user_id AND e.item_id = r.item_id) n) < 0 AS net_negative
+  FROM refunded r, stored s
+  JOIN personalize.model_users mu ON mu.model_id = s.model_id
+  JOIN personalize.model_items mi ON mi.model_id = s.model_id
+ WHERE mu.user_id = r.user_id AND mi.item_id = r.item_id;
+SELECT count(*) AS bought_items_recommended
+  FROM sample_users u, personalize.recommend(u.user_id, 10, model => 'stored') r
+ WHERE EXISTS (SELECT 1 FROM personalize.events e WHERE e.user_id = u.user_id
+                  AND e.item_id = r.item_id AND e.event_type = 'purchase');
+-- New purchases after the as_of: the newest events read (a tiny cap: 3) reach back to the
+-- as_of, the model holds the older purchases. Then more new events than the cap: every
+-- purchase is read from the events.
+CREATE TEMP TABLE buyer AS
+  SELECT u.user_id, array_agg(r.item_id ORDER BY r.score DESC) AS top
+    FROM (SELECT user_id FROM sample_users ORDER BY user_id DESC LIMIT 1) u,
+         personalize.recommend(u.user_id, 2, model => 'stored') r GROUP BY u.user_id;
+SELECT personalize.track(jsonb_build_object('type', 'purchase', 'user_id', b.user_id, 'item_id', i,
+         'occurred_at', s.as_of + interval '1 hour')) IS NOT NULL AS bought
+  FROM buyer b, stored s, unnest(b.top) i;
+SET personalize.serving_history_events = 3;
+SELECT count(*) AS bought_items_recommended, count(*) FILTER (WHERE r.item_id = ANY (b.top)) AS new_ones
+  FROM buyer b, personalize.recommend(b.user_id, 20, model => 'stored') r
+ WHERE EXISTS (SELECT 1 FROM personalize.events e WHERE e.user_id = b.user_id
+                  AND e.item_id = r.item_id AND e.event_type = 'purchase');
+SELECT personalize.track_batch(array_agg(jsonb_build_object('type', 'view', 'user_id', b.user_id,
+         'item_id', (SELECT min(item_id) FROM personalize.model_items WHERE model_id = s.model_id),
+         'occurred_at', s.as_of + g * interval '1 day')))
+  FROM buyer b, stored s, generate_series(1, 4) g;
+SELECT count(*) AS bought_items_recommended, count(*) FILTER (WHERE r.item_id = ANY (b.top)) AS new_ones
+  FROM buyer b, personalize.recommend(b.user_id, 20, model => 'stored') r
+ WHERE EXISTS (SELECT 1 FROM personalize.events e WHERE e.user_id = b.user_id
+                  AND e.item_id = r.item_id AND e.event_type = 'purchase');
+RESET personalize.serving_history_events;
+-- A model trained with a window stores no purchases (older ones are outside its data): they
+-- are read from the events.
+SELECT users > 0 AS trained
+  FROM personalize.train(model_name => 'windowed', "window" => '3650 days', factors => 8, iterations => 2);
+SELECT count(*) FILTER (WHERE mu.purchased IS NOT NULL) AS stored_lists
+  FROM personalize.model_users mu JOIN personalize.models m USING (model_id)
+ WHERE m.name = 'windowed' AND m.status = 'active';
+SELECT count(*) AS bought_items_recommended
+  FROM sample_users u, personalize.recommend(u.user_id, 10, model => 'windowed') r
+ WHERE EXISTS (SELECT 1 FROM personalize.events e WHERE e.user_id = u.user_id
+                  AND e.item_id = r.item_id AND e.event_type = 'purchase');
