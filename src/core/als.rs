@@ -276,6 +276,7 @@ pub fn gramian(y: &[f32], k: usize, reg: f32, pool: &rayon::ThreadPool) -> Vec<f
 /// The row solver compiled for AVX2+FMA; callers check `has_avx2_fma()` first.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn cg_row_avx2(
     cols: &[u32],
     conf: &[f32],
@@ -284,20 +285,25 @@ unsafe fn cg_row_avx2(
     x: &mut [f32],
     steps: usize,
     scratch: &mut [f32],
+    t: &mut Vec<f32>,
 ) {
-    // 64 factors (the default) gets a build where k is a constant: loops unroll and the
-    // k-vectors stay in registers.
-    if x.len() == 64 {
-        cg_row::<true, 64>(cols, conf, y, yty, x, steps, scratch)
-    } else {
-        cg_row::<true, 0>(cols, conf, y, yty, x, steps, scratch)
+    use crate::core::als_avx2::cg_row as fast;
+    // Common factor counts get the intrinsics solver with k a constant (accumulators in
+    // registers, loops unrolled); others the portable one, vectorised by the compiler.
+    unsafe {
+        match x.len() {
+            16 => fast::<2>(cols, conf, y, yty, x, steps, scratch, t),
+            32 => fast::<4>(cols, conf, y, yty, x, steps, scratch, t),
+            64 => fast::<8>(cols, conf, y, yty, x, steps, scratch, t),
+            128 => fast::<16>(cols, conf, y, yty, x, steps, scratch, t),
+            _ => cg_row::<true>(cols, conf, y, yty, x, steps, scratch),
+        }
     }
 }
 
 /// One CG solve of row `x` against fixed factors `y` (the `implicit` formulation).
-/// `K` is the number of factors when known at compile time, 0 otherwise.
 #[inline(always)]
-fn cg_row<const FMA: bool, const K: usize>(
+fn cg_row<const FMA: bool>(
     cols: &[u32],
     conf: &[f32],
     y: &[f32],
@@ -306,7 +312,7 @@ fn cg_row<const FMA: bool, const K: usize>(
     steps: usize,
     scratch: &mut [f32],
 ) {
-    let k = if K > 0 { K } else { x.len() };
+    let k = x.len();
     let x = &mut x[..k];
     let (r, rest) = scratch.split_at_mut(k);
     let (p, rest) = rest.split_at_mut(k);
@@ -502,19 +508,19 @@ fn half_step(
         let first = block * BLOCK_ROWS;
         pool.install(|| {
             xs.par_chunks_mut(k).enumerate().for_each_init(
-                || vec![0f32; 3 * k],
-                |scratch, (j, xrow)| {
+                || (vec![0f32; 3 * k], Vec::new()),
+                |(scratch, t), (j, xrow)| {
                     let (cols, conf) = m.row(first + j);
                     match params.solver {
                         #[cfg(target_arch = "x86_64")]
                         Solver::ConjugateGradient if fast => {
                             // SAFETY: the CPU has AVX2 and FMA (checked above).
                             unsafe {
-                                cg_row_avx2(cols, conf, y, &yty, xrow, params.cg_steps, scratch)
+                                cg_row_avx2(cols, conf, y, &yty, xrow, params.cg_steps, scratch, t)
                             }
                         }
                         Solver::ConjugateGradient => {
-                            cg_row::<false, 0>(cols, conf, y, &yty, xrow, params.cg_steps, scratch)
+                            cg_row::<false>(cols, conf, y, &yty, xrow, params.cg_steps, scratch)
                         }
                         Solver::Cholesky => cholesky_row(cols, conf, y, &yty, xrow),
                     }
@@ -525,25 +531,50 @@ fn half_step(
     Ok(())
 }
 
+/// One row's part of the loss: xᵀ(YᵀY)x + Σ ((c−1)p² − 2cp + c) with p = yᵢ·x, and Σ c.
+fn row_loss(cols: &[u32], conf: &[f32], y: &[f32], yty: &[f32], x: &[f32]) -> (f64, f64) {
+    let k = x.len();
+    let mut r = vec![0f32; k];
+    matvec::<false>(yty, x, &mut r);
+    let mut l = dot(x, &r) as f64;
+    let mut ct = 0f64;
+    for (&i, &c) in cols.iter().zip(conf) {
+        let p = dot(&y[i as usize * k..(i as usize + 1) * k], x) as f64;
+        let c = c as f64;
+        l += (c - 1.0) * p * p - 2.0 * c * p + c;
+        ct += c;
+    }
+    (l, ct)
+}
+
 /// The training loss (see the module docs of `implicit`'s `calculate_loss`).
 pub fn loss(m: &Csr, x: &[f32], y: &[f32], k: usize, reg: f32, pool: &rayon::ThreadPool) -> f64 {
     let yty = gramian(y, k, 0.0, pool);
+    let fast = has_avx2_fma();
     let (sum, conf_total): (f64, f64) = pool.install(|| {
         x.par_chunks(k)
             .enumerate()
             .map(|(u, xu)| {
-                let mut r = vec![0f32; k];
-                matvec::<false>(&yty, xu, &mut r);
-                let mut l = dot(xu, &r) as f64;
-                let mut ct = 0f64;
-                let (cols, conf) = m.row(u);
-                for (&i, &c) in cols.iter().zip(conf) {
-                    let p = dot(&y[i as usize * k..(i as usize + 1) * k], xu) as f64;
-                    let c = c as f64;
-                    l += (c - 1.0) * p * p - 2.0 * c * p + c;
-                    ct += c;
+                #[cfg(target_arch = "x86_64")]
+                if fast {
+                    use crate::core::als_avx2::row_loss;
+                    let (cols, conf) = m.row(u);
+                    // SAFETY: AVX2 and FMA checked above; the sizes are k's.
+                    let part = unsafe {
+                        match k {
+                            16 => Some(row_loss::<2>(cols, conf, y, &yty, xu)),
+                            32 => Some(row_loss::<4>(cols, conf, y, &yty, xu)),
+                            64 => Some(row_loss::<8>(cols, conf, y, &yty, xu)),
+                            128 => Some(row_loss::<16>(cols, conf, y, &yty, xu)),
+                            _ => None,
+                        }
+                    };
+                    if let Some(part) = part {
+                        return part;
+                    }
                 }
-                (l, ct)
+                let (cols, conf) = m.row(u);
+                row_loss(cols, conf, y, &yty, xu)
             })
             .collect::<Vec<_>>()
             .into_iter()
@@ -816,6 +847,59 @@ mod tests {
         }
         .check()
         .is_err());
+    }
+
+    /// The intrinsics solver (k = 16, 32, 64, 128) solves the same system as the portable one:
+    /// the same x after the same CG steps, up to float rounding.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_row_solver_matches_the_portable_one() {
+        if !has_avx2_fma() {
+            return;
+        }
+        let pool = pool(1);
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for k in [16usize, 32, 64, 128] {
+            let n = 300;
+            let y: Vec<f32> = (0..n * k).map(|_| rng.random::<f32>() - 0.5).collect();
+            let yty = gramian(&y, k, 0.1, &pool);
+            for nnz in [0usize, 1, 7, 150] {
+                let mut cols: Vec<u32> = (0..nnz).map(|_| rng.random_range(0..n as u32)).collect();
+                cols.sort_unstable();
+                cols.dedup();
+                let conf: Vec<f32> = cols
+                    .iter()
+                    .map(|_| 1.0 + 5.0 * rng.random::<f32>())
+                    .collect();
+                let x0: Vec<f32> = (0..k).map(|_| (rng.random::<f32>() - 0.5) * 0.1).collect();
+                let (mut portable, mut fast) = (x0.clone(), x0.clone());
+                let mut scratch = vec![0f32; 3 * k];
+                cg_row::<false>(&cols, &conf, &y, &yty, &mut portable, 3, &mut scratch);
+                let mut t = Vec::new();
+                // SAFETY: AVX2 and FMA checked above; sizes match k.
+                unsafe { cg_row_avx2(&cols, &conf, &y, &yty, &mut fast, 3, &mut scratch, &mut t) };
+                let scale = portable.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+                for (a, b) in portable.iter().zip(&fast) {
+                    assert!((a - b).abs() <= 1e-3 * scale, "k {k} nnz {nnz}: {a} vs {b}");
+                }
+                assert_ne!(fast, x0, "k {k} nnz {nnz}: the solve changed nothing");
+                let (lp, cp) = row_loss(&cols, &conf, &y, &yty, &fast);
+                // SAFETY: as above.
+                let (lf, cf) = unsafe {
+                    match k {
+                        16 => crate::core::als_avx2::row_loss::<2>(&cols, &conf, &y, &yty, &fast),
+                        32 => crate::core::als_avx2::row_loss::<4>(&cols, &conf, &y, &yty, &fast),
+                        64 => crate::core::als_avx2::row_loss::<8>(&cols, &conf, &y, &yty, &fast),
+                        _ => crate::core::als_avx2::row_loss::<16>(&cols, &conf, &y, &yty, &fast),
+                    }
+                };
+                assert!(
+                    (lp - lf).abs() <= 1e-4 * lp.abs().max(1.0),
+                    "k {k}: loss {lp} vs {lf}"
+                );
+                assert_eq!(cp, cf);
+            }
+        }
     }
 
     #[test]

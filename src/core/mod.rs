@@ -2,6 +2,8 @@
 //! Postgres.
 
 pub mod als;
+#[cfg(target_arch = "x86_64")]
+mod als_avx2;
 pub mod campaigns;
 pub mod csr;
 pub mod experiments;
