@@ -263,13 +263,20 @@ fn train(
         cg_steps,
     );
     let t_read = Instant::now();
-    let data = load(&cfg);
+    let mut data = load(&cfg);
     let m = confidences(
         data.user_ids.len(),
         data.item_ids.len(),
         &data.pairs,
         cfg.alpha,
     );
+    // What the model rows need from the pairs, before they go: the CSR holds the rest, and
+    // the pairs would otherwise stay allocated through the training (24 bytes each).
+    let mut popularity = vec![0f32; data.item_ids.len()];
+    for p in &data.pairs {
+        popularity[p.1 as usize] += 1.0;
+    }
+    drop(std::mem::take(&mut data.pairs));
     let read_seconds = t_read.elapsed().as_secs_f64();
     let t_train = Instant::now();
     let model = run_als(&m, &cfg.params);
@@ -325,10 +332,6 @@ fn train(
             &[],
             purchases.as_ref(),
         );
-        let mut popularity = vec![0f32; data.item_ids.len()];
-        for p in &data.pairs {
-            popularity[p.1 as usize] += 1.0;
-        }
         model_store::insert_factors(
             client,
             id,

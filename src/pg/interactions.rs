@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
 
 use crate::error::PersonalizeError;
 
@@ -72,25 +73,19 @@ pub fn read(
         ];
         // A cursor is planned for its first rows (cursor_tuple_fraction = 0.1), which picks a
         // sort-based aggregate; every row is read here, so plan for all of them (hash
-        // aggregate), for this transaction only, and put the setting back after.
-        let previous: Option<String> = client
-            .select("SELECT current_setting('cursor_tuple_fraction')", None, &[])
-            .and_then(|t| t.first().get(1))
-            .unwrap_or(None);
-        let _ = client.select(
-            "SELECT set_config('cursor_tuple_fraction', '1', true)",
-            None,
-            &[],
-        );
-        // The aggregate holds one entry per (user, item): let it hash in memory (a quarter of
-        // the training budget) instead of sorting on disk with the default work_mem.
-        let previous_work_mem: Option<String> = client
-            .select("SELECT current_setting('work_mem')", None, &[])
-            .and_then(|t| t.first().get(1))
-            .unwrap_or(None);
-        let work_mem_kb = ((limit_bytes / 1024).max(4096) as i64 / 4).min(2 * 1024 * 1024 - 1);
-        let args_wm: [DatumWithOid; 1] = [format!("{work_mem_kb}kB").into()];
-        let _ = client.select("SELECT set_config('work_mem', $1, true)", None, &args_wm);
+        // aggregate). The aggregate holds one entry per (user, item): it gets an eighth of the
+        // training budget, counted once (hash_mem_multiplier 1, not PostgreSQL 15's 2), and
+        // spills to disk beyond that, so the read stays within the budget next to the pairs
+        // it hands over. All for this transaction only; the settings are put back after.
+        let work_mem_kb = ((limit_bytes / 1024).max(8192) as i64 / 8).min(2 * 1024 * 1024 - 1);
+        let restore: Vec<(&str, Option<String>)> = [
+            ("cursor_tuple_fraction", "1".to_string()),
+            ("work_mem", format!("{work_mem_kb}kB")),
+            ("hash_mem_multiplier", "1".to_string()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name, set_local(client, name, &value)))
+        .collect();
         let mut cursor = client.open_cursor(READ_QUERY, &args);
         loop {
             pgrx::check_for_interrupts!();
@@ -165,19 +160,20 @@ pub fn read(
                     out.purchases.push((ui, ii));
                 }
             }
+            // SPI keeps every fetched chunk until the connection ends: the whole aggregate
+            // (about 120 bytes a pair, 1.3 GB for 10M pairs) next to the pairs built from it.
+            // SAFETY: SPI_tuptable is this fetch's table (no SPI call since); its rows were
+            // copied into Rust values above and the table wrapper is gone.
+            unsafe {
+                pg_sys::SPI_freetuptable(pg_sys::SPI_tuptable);
+                pg_sys::SPI_tuptable = std::ptr::null_mut();
+            }
         }
         drop(cursor);
-        if let Some(previous) = previous_work_mem {
-            let args: [DatumWithOid; 1] = [previous.into()];
-            let _ = client.select("SELECT set_config('work_mem', $1, true)", None, &args);
-        }
-        if let Some(previous) = previous {
-            let args: [DatumWithOid; 1] = [previous.into()];
-            let _ = client.select(
-                "SELECT set_config('cursor_tuple_fraction', $1, true)",
-                None,
-                &args,
-            );
+        for (name, previous) in restore {
+            if let Some(previous) = previous {
+                set_local(client, name, &previous);
+            }
         }
     });
     for (u, i) in unscored_purchases {
@@ -187,6 +183,18 @@ pub fn read(
     }
     sort_ids(&mut out);
     out
+}
+
+/// Sets a setting for this transaction; returns its previous value, to put back.
+fn set_local(client: &SpiClient<'_>, name: &str, value: &str) -> Option<String> {
+    let args: [DatumWithOid; 1] = [name.into()];
+    let previous = client
+        .select("SELECT pg_catalog.current_setting($1)", None, &args)
+        .and_then(|t| t.first().get::<String>(1))
+        .unwrap_or(None);
+    let args: [DatumWithOid; 2] = [name.into(), value.into()];
+    let _ = client.select("SELECT pg_catalog.set_config($1, $2, true)", None, &args);
+    previous
 }
 
 /// Renumbers users and items in the order of their ids, so indexes (and the tie-breaks that

@@ -6,6 +6,7 @@ use ndarray::Array2;
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
+use pgrx::PgMemoryContexts;
 
 use crate::error::PersonalizeError;
 
@@ -140,40 +141,52 @@ pub fn insert_factors(
                     LATERAL (SELECT o.id, CAST(o.n AS int4) AS g) AS x"
         }
     };
+    // The arguments become Postgres arrays in the current memory context, which lives until the
+    // SPI connection ends: a context of their own, reset after every chunk, keeps the write of
+    // a million users' factors from holding all of them twice.
+    let mut chunk_memory = PgMemoryContexts::new("pg_personalize factor chunk");
     for (c, chunk) in ids.chunks(CHUNK_ROWS).enumerate() {
         pgrx::check_for_interrupts!();
         let start = c * CHUNK_ROWS;
         let end = start + chunk.len();
-        let values: Vec<f32> = flat[start * k..end * k].to_vec();
-        let mut args: Vec<DatumWithOid> = vec![
-            model_id.into(),
-            chunk.to_vec().into(),
-            values.into(),
-            (k as i32).into(),
-        ];
-        if with_purchases {
-            match purchases {
-                Some(p) => {
-                    let base = p.offsets[start];
-                    let offsets: Vec<i32> = p.offsets[start..=end]
-                        .iter()
-                        .map(|&o| (o - base) as i32)
-                        .collect();
-                    args.push(offsets.into());
-                    args.push(p.items[base..p.offsets[end]].to_vec().into());
+        let write = |client: &mut SpiClient<'_>| {
+            let values: Vec<f32> = flat[start * k..end * k].to_vec();
+            let mut args: Vec<DatumWithOid> = vec![
+                model_id.into(),
+                chunk.to_vec().into(),
+                values.into(),
+                (k as i32).into(),
+            ];
+            if with_purchases {
+                match purchases {
+                    Some(p) => {
+                        let base = p.offsets[start];
+                        let offsets: Vec<i32> = p.offsets[start..=end]
+                            .iter()
+                            .map(|&o| (o - base) as i32)
+                            .collect();
+                        args.push(offsets.into());
+                        args.push(p.items[base..p.offsets[end]].to_vec().into());
+                    }
+                    None => {
+                        args.push(DatumWithOid::null::<Vec<i32>>());
+                        args.push(DatumWithOid::null::<Vec<i32>>());
+                    }
                 }
-                None => {
-                    args.push(DatumWithOid::null::<Vec<i32>>());
-                    args.push(DatumWithOid::null::<Vec<i32>>());
-                }
+            } else if table != "users" {
+                args.push((start as i32).into());
+                args.push(popularity[start..end].to_vec().into());
             }
-        } else if table != "users" {
-            args.push((start as i32).into());
-            args.push(popularity[start..end].to_vec().into());
+            client
+                .update(query, None, &args)
+                .unwrap_or_else(|e| failed("writing factors", e));
+        };
+        // SAFETY: nothing allocated in `chunk_memory` outlives the chunk: it holds only the
+        // arguments of this chunk's INSERT, which has finished when the context is reset.
+        unsafe {
+            chunk_memory.switch_to(|_| write(client));
+            chunk_memory.reset();
         }
-        client
-            .update(query, None, &args)
-            .unwrap_or_else(|e| failed("writing factors", e));
     }
 }
 
