@@ -326,20 +326,18 @@ fn train(
         model_store::insert_factors(
             client,
             id,
-            "users",
             &data.user_ids,
             &model.user_factors,
-            &[],
-            purchases.as_ref(),
+            model_store::FactorRows::Users(purchases.as_ref()),
         );
         model_store::insert_factors(
             client,
             id,
-            "items",
             &data.item_ids,
             &model.item_factors,
-            &popularity,
-            None,
+            model_store::FactorRows::Items {
+                popularity: &popularity,
+            },
         );
         let write_seconds = t_write.elapsed().as_secs_f64();
         model_store::activate(client, id, &name, write_seconds);

@@ -547,6 +547,28 @@ fn row_loss(cols: &[u32], conf: &[f32], y: &[f32], yty: &[f32], x: &[f32]) -> (f
     (l, ct)
 }
 
+/// `row_loss` with the intrinsics kernels where k has one; callers check `has_avx2_fma()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_loss_avx2(
+    cols: &[u32],
+    conf: &[f32],
+    y: &[f32],
+    yty: &[f32],
+    x: &[f32],
+) -> (f64, f64) {
+    use crate::core::als_avx2::row_loss as fast;
+    unsafe {
+        match x.len() {
+            16 => fast::<2>(cols, conf, y, yty, x),
+            32 => fast::<4>(cols, conf, y, yty, x),
+            64 => fast::<8>(cols, conf, y, yty, x),
+            128 => fast::<16>(cols, conf, y, yty, x),
+            _ => row_loss(cols, conf, y, yty, x),
+        }
+    }
+}
+
 /// The training loss (see the module docs of `implicit`'s `calculate_loss`).
 pub fn loss(m: &Csr, x: &[f32], y: &[f32], k: usize, reg: f32, pool: &rayon::ThreadPool) -> f64 {
     let yty = gramian(y, k, 0.0, pool);
@@ -555,25 +577,12 @@ pub fn loss(m: &Csr, x: &[f32], y: &[f32], k: usize, reg: f32, pool: &rayon::Thr
         x.par_chunks(k)
             .enumerate()
             .map(|(u, xu)| {
+                let (cols, conf) = m.row(u);
                 #[cfg(target_arch = "x86_64")]
                 if fast {
-                    use crate::core::als_avx2::row_loss;
-                    let (cols, conf) = m.row(u);
                     // SAFETY: AVX2 and FMA checked above; the sizes are k's.
-                    let part = unsafe {
-                        match k {
-                            16 => Some(row_loss::<2>(cols, conf, y, &yty, xu)),
-                            32 => Some(row_loss::<4>(cols, conf, y, &yty, xu)),
-                            64 => Some(row_loss::<8>(cols, conf, y, &yty, xu)),
-                            128 => Some(row_loss::<16>(cols, conf, y, &yty, xu)),
-                            _ => None,
-                        }
-                    };
-                    if let Some(part) = part {
-                        return part;
-                    }
+                    return unsafe { row_loss_avx2(cols, conf, y, &yty, xu) };
                 }
-                let (cols, conf) = m.row(u);
                 row_loss(cols, conf, y, &yty, xu)
             })
             .collect::<Vec<_>>()
@@ -885,14 +894,7 @@ mod tests {
                 assert_ne!(fast, x0, "k {k} nnz {nnz}: the solve changed nothing");
                 let (lp, cp) = row_loss(&cols, &conf, &y, &yty, &fast);
                 // SAFETY: as above.
-                let (lf, cf) = unsafe {
-                    match k {
-                        16 => crate::core::als_avx2::row_loss::<2>(&cols, &conf, &y, &yty, &fast),
-                        32 => crate::core::als_avx2::row_loss::<4>(&cols, &conf, &y, &yty, &fast),
-                        64 => crate::core::als_avx2::row_loss::<8>(&cols, &conf, &y, &yty, &fast),
-                        _ => crate::core::als_avx2::row_loss::<16>(&cols, &conf, &y, &yty, &fast),
-                    }
-                };
+                let (lf, cf) = unsafe { row_loss_avx2(&cols, &conf, &y, &yty, &fast) };
                 assert!(
                     (lp - lf).abs() <= 1e-4 * lp.abs().max(1.0),
                     "k {k}: loss {lp} vs {lf}"

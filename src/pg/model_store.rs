@@ -103,38 +103,47 @@ impl PurchaseLists {
     }
 }
 
-/// Writes one factor matrix (`users` or `items`) in chunks; checks for cancel between chunks.
-/// `popularity` (items only) is each item's number of users in the training data; `purchases`
-/// (users only) each user's purchased items, NULL for every user when `None`.
+/// Which factor table a matrix goes to, with what its rows hold besides the factors.
+#[derive(Clone, Copy)]
+pub enum FactorRows<'a> {
+    /// personalize.model_users, with each user's purchased items (None: stored as NULL).
+    Users(Option<&'a PurchaseLists>),
+    /// personalize.model_items, with each item's number of users in the training data.
+    Items { popularity: &'a [f32] },
+}
+
+/// Writes one factor matrix in chunks; checks for cancel between chunks.
 pub fn insert_factors(
     client: &mut SpiClient<'_>,
     model_id: i64,
-    table: &str,
     ids: &[String],
     factors: &Array2<f32>,
-    popularity: &[f32],
-    purchases: Option<&PurchaseLists>,
+    rows: FactorRows<'_>,
 ) {
     let k = factors.ncols();
     let flat = factors.as_slice().expect("contiguous factors");
-    let with_purchases = table == "users" && stores_purchases(client);
+    // Purchases are written only where the column exists (a 0.3.0 schema not yet updated has
+    // none); otherwise the rows keep the column's NULL.
+    let rows = match rows {
+        FactorRows::Users(Some(_)) if !stores_purchases(client) => FactorRows::Users(None),
+        rows => rows,
+    };
     // Slicing a fixed-width array parameter is O(k) per row; ids come through unnest. A user's
-    // purchases are the slice $6[$5[g] + 1 : $5[g + 1]] of the chunk's flat list (NULL lists
-    // give NULL).
-    let query = match table {
-        "users" if !with_purchases => {
+    // purchases are the slice $6[$5[g] + 1 : $5[g + 1]] of the chunk's flat list.
+    let query = match rows {
+        FactorRows::Users(None) => {
             "INSERT INTO personalize.model_users (model_id, user_id, factors) \
              SELECT $1, x.id, $3[(x.g - 1) * $4 + 1 : x.g * $4] \
                FROM unnest($2::text[]) WITH ORDINALITY AS o(id, n), \
                     LATERAL (SELECT o.id, CAST(o.n AS int4) AS g) AS x"
         }
-        "users" => {
+        FactorRows::Users(Some(_)) => {
             "INSERT INTO personalize.model_users (model_id, user_id, factors, purchased) \
              SELECT $1, x.id, $3[(x.g - 1) * $4 + 1 : x.g * $4], $6[$5[x.g] + 1 : $5[x.g + 1]] \
                FROM unnest($2::text[]) WITH ORDINALITY AS o(id, n), \
                     LATERAL (SELECT o.id, CAST(o.n AS int4) AS g) AS x"
         }
-        _ => {
+        FactorRows::Items { .. } => {
             "INSERT INTO personalize.model_items (model_id, item_index, item_id, factors, popularity) \
              SELECT $1, $5 + x.g - 1, x.id, $3[(x.g - 1) * $4 + 1 : x.g * $4], $6[x.g] \
                FROM unnest($2::text[]) WITH ORDINALITY AS o(id, n), \
@@ -157,25 +166,21 @@ pub fn insert_factors(
                 values.into(),
                 (k as i32).into(),
             ];
-            if with_purchases {
-                match purchases {
-                    Some(p) => {
-                        let base = p.offsets[start];
-                        let offsets: Vec<i32> = p.offsets[start..=end]
-                            .iter()
-                            .map(|&o| (o - base) as i32)
-                            .collect();
-                        args.push(offsets.into());
-                        args.push(p.items[base..p.offsets[end]].to_vec().into());
-                    }
-                    None => {
-                        args.push(DatumWithOid::null::<Vec<i32>>());
-                        args.push(DatumWithOid::null::<Vec<i32>>());
-                    }
+            match rows {
+                FactorRows::Users(None) => {}
+                FactorRows::Users(Some(p)) => {
+                    let base = p.offsets[start];
+                    let offsets: Vec<i32> = p.offsets[start..=end]
+                        .iter()
+                        .map(|&o| (o - base) as i32)
+                        .collect();
+                    args.push(offsets.into());
+                    args.push(p.items[base..p.offsets[end]].to_vec().into());
                 }
-            } else if table != "users" {
-                args.push((start as i32).into());
-                args.push(popularity[start..end].to_vec().into());
+                FactorRows::Items { popularity } => {
+                    args.push((start as i32).into());
+                    args.push(popularity[start..end].to_vec().into());
+                }
             }
             client
                 .update(query, None, &args)
