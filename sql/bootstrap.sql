@@ -233,9 +233,12 @@ CREATE TABLE personalize.outbox (
     claimed_at       timestamptz,
     finished_at      timestamptz
 );
--- The queue: what a claim scans.
+-- The queue: what a claim scans. "visible_at IS NOT NULL" (always true) keeps it out of the
+-- campaign trigger's plans: a claim's "visible_at <= now()" implies it, the trigger's probes
+-- of pending messages do not, so a plan made while the outbox's statistics are empty cannot
+-- pick a full scan of this index over one probe of the unique index (it did: quadratic).
 CREATE INDEX outbox_queue_idx ON personalize.outbox (channel, visible_at)
-    WHERE state IN ('pending', 'claimed');
+    WHERE state IN ('pending', 'claimed') AND visible_at IS NOT NULL;
 -- One pending message per campaign and user: later triggers while one waits are absorbed.
 CREATE UNIQUE INDEX outbox_one_pending_idx ON personalize.outbox (campaign_id, user_id)
     WHERE state = 'pending';

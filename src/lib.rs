@@ -27,6 +27,7 @@ pub extern "C-unwind" fn _PG_init() {
     pg::model_cache::register_invalidation_callback();
     pg::experiment_cache::register_invalidation_callback();
     pg::campaign_cache::register_invalidation_callbacks();
+    pg::segment_cache::register_invalidation_callback();
 }
 
 /// Required by `cargo pgrx test`.

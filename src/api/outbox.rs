@@ -85,13 +85,19 @@ SELECT o.message_id, o.user_id, c.campaign_id, o.attempts, COALESCE(c.max_attemp
   LEFT JOIN personalize.items it ON it.item_id OPERATOR(pg_catalog.=) o.item_id
  ORDER BY o.visible_at";
 
-/// The users' messages handed out within the longest cap window (frequency caps).
+/// The users' (distinct) messages handed out within the longest cap window (frequency caps).
+/// One probe of the user index per user (LATERAL with OFFSET 0 is not flattened): the
+/// campaign trigger runs it with a generic plan, which must not depend on the statistics.
 pub(crate) const RECENT_DELIVERIES: &str = "\
 SELECT o.message_id, o.user_id, o.campaign_id, o.channel, pg_catalog.date_part('epoch', o.claimed_at)
-  FROM personalize.outbox o
- WHERE o.user_id OPERATOR(pg_catalog.=) ANY ($1)
-   AND o.claimed_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $2))
-   AND o.state IN ('claimed', 'sent')";
+  FROM pg_catalog.unnest(CAST($1 AS pg_catalog.text[])) AS u(user_id)
+ CROSS JOIN LATERAL (
+       SELECT q.message_id, q.user_id, q.campaign_id, q.channel, q.claimed_at
+         FROM personalize.outbox q
+        WHERE q.user_id OPERATOR(pg_catalog.=) u.user_id
+          AND q.claimed_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $2))
+          AND q.state IN ('claimed', 'sent')
+       OFFSET 0) AS o";
 
 // Multi-argument unnest is FROM-clause syntax and cannot be schema-qualified; the function
 // pins search_path to pg_catalog, so it is the catalogue's.

@@ -7,6 +7,7 @@ use pgrx::spi::SpiClient;
 
 use crate::core::segments::{self, Compiled, Form, Node};
 use crate::error::{required, spi_failed, PersonalizeError};
+use crate::pg::segment_cache::{self, definition};
 
 /// Why a segment definition (JSON text) is refused, or NULL when it is valid.
 #[pg_extern(immutable, parallel_safe)]
@@ -16,41 +17,6 @@ fn _segment_problem(definition: Option<&str>) -> Option<String> {
         return Some("definition must not be NULL".into());
     };
     segments::parse(text).err().map(|e| e.to_string())
-}
-
-/// The parsed definition of a named segment.
-fn definition(client: &SpiClient<'_>, name: &str) -> Node {
-    let args: [DatumWithOid; 1] = [name.into()];
-    let text: Option<String> = client
-        .select(
-            "SELECT CAST(s.definition AS pg_catalog.text) FROM personalize.segments s \
-             WHERE s.name OPERATOR(pg_catalog.=) $1",
-            None,
-            &args,
-        )
-        .unwrap_or_else(|e| spi_failed("cannot read personalize.segments", e))
-        .first()
-        .get(1)
-        .unwrap_or(None);
-    let Some(text) = text else {
-        PersonalizeError::Undefined {
-            message: format!("segment \"{name}\" does not exist"),
-            hint:
-                "Create it with INSERT INTO personalize.segments (name, definition) VALUES (...); \
-                   list segments with SELECT name FROM personalize.segments;"
-                    .into(),
-        }
-        .raise()
-    };
-    // Definitions were checked on write; a failure here means the table was edited around
-    // the trigger (e.g. with triggers disabled during a restore).
-    segments::parse(&text).unwrap_or_else(|e| {
-        PersonalizeError::invalid(
-            format!("segment \"{name}\" has an invalid definition: {e}"),
-            "Fix it with UPDATE personalize.segments SET definition = ... WHERE name = ...;",
-        )
-        .raise()
-    })
 }
 
 fn args<'a>(user_id: &'a str, compiled: &'a Compiled) -> [DatumWithOid<'a>; 2] {
@@ -89,8 +55,14 @@ fn segment_members(segment: Option<&str>) -> SetOfIterator<'static, String> {
     SetOfIterator::new(member_ids(segment, Form::Members, "".into()))
 }
 
-/// Runs a named segment's set form (`Members`; `Among` with `$1` the candidate users) and
-/// collects the user ids it returns.
+/// Makes every backend drop its prepared segments (at commit; this one at once).
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn _invalidate_segment_cache() {
+    segment_cache::invalidate();
+}
+
+/// Runs a named segment's `Members` form and collects the user ids it returns.
 fn member_ids(segment: &str, form: Form, first_arg: DatumWithOid<'_>) -> Vec<String> {
     Spi::connect(|client| {
         let node = definition(client, segment);
@@ -115,17 +87,9 @@ fn _segment_members_among(
 ) -> SetOfIterator<'static, String> {
     let segment = required(segment, "segment");
     let users: Vec<String> = required(users, "users").into_iter().flatten().collect();
-    SetOfIterator::new(members_among(segment, users))
-}
-
-/// The members of a named segment among `users`, unsorted: one set query for a whole
-/// statement's users (the campaign trigger), where `in_segment()` per user would compile and
-/// plan the definition once per user.
-pub(crate) fn members_among(segment: &str, users: Vec<String>) -> Vec<String> {
-    if users.is_empty() {
-        return Vec::new();
-    }
-    member_ids(segment, Form::Among, users.into())
+    SetOfIterator::new(Spi::connect(|client| {
+        segment_cache::members_among(client, segment, users)
+    }))
 }
 
 /// The names of every segment a user is in, sorted.

@@ -1,10 +1,11 @@
-//! Which campaigns an INSERT's events fire, and which pending messages they may cancel, in
-//! plain Rust. The events trigger (src/api/campaign_trigger.rs) reads the statement's events
-//! and the enabled campaigns, asks `fire` and `cancel_requests`, and writes the outcome with
-//! one INSERT and one UPDATE of the outbox: the per-event work is a loop here, not a join that
-//! Postgres plans and executes for every statement.
+//! Which campaigns an INSERT's events fire, and which pending messages they cancel, in plain
+//! Rust. The events trigger (src/api/campaign_trigger.rs) reads the statement's events, the
+//! enabled campaigns and the firing users' pending messages, asks `fire`, `cancel_requests`
+//! and `cancellations`, and writes the outcome with one INSERT and one UPDATE by message id:
+//! the per-event work is a loop here, not a join that Postgres plans and executes for every
+//! statement.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// A campaign as the trigger needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +97,57 @@ pub fn cancel_requests(rules: &[CampaignRule], events: &[TriggerEvent]) -> Vec<F
     out
 }
 
+/// A pending message in the outbox, as the cancellation rule needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingMessage {
+    pub message_id: i64,
+    pub campaign_id: i64,
+    pub user_id: String,
+    /// Microseconds, on the events' clock.
+    pub triggered_at: i64,
+    pub trigger_event_id: i64,
+}
+
+/// A pending message to cancel and the event (index into the events) that cancels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cancellation {
+    pub message_id: i64,
+    pub event: usize,
+}
+
+/// Which of the pending messages the requests (`cancel_requests`) cancel: a message is
+/// cancelled by the earliest request (events in `chronological` order) for its campaign and
+/// user that happened at or after its trigger and is not its trigger event itself.
+pub fn cancellations(
+    rules: &[CampaignRule],
+    events: &[TriggerEvent],
+    requests: &[Firing],
+    pending: &[PendingMessage],
+) -> Vec<Cancellation> {
+    // Requests per (campaign, user), in event order (cancel_requests is event-major).
+    let mut by_pair: HashMap<(i64, &str), Vec<usize>> = HashMap::new();
+    for r in requests {
+        let key = (
+            rules[r.campaign].campaign_id,
+            events[r.event].user_id.as_str(),
+        );
+        by_pair.entry(key).or_default().push(r.event);
+    }
+    pending
+        .iter()
+        .filter_map(|m| {
+            let candidates = by_pair.get(&(m.campaign_id, m.user_id.as_str()))?;
+            let event = candidates.iter().copied().find(|&e| {
+                events[e].occurred_at >= m.triggered_at && events[e].event_id != m.trigger_event_id
+            })?;
+            Some(Cancellation {
+                message_id: m.message_id,
+                event,
+            })
+        })
+        .collect()
+}
+
 /// The event types the trigger must read: triggers of enabled campaigns and every cancel type.
 pub fn relevant_event_types(rules: &[CampaignRule]) -> Vec<String> {
     let mut types: Vec<String> = rules
@@ -134,6 +186,54 @@ mod tests {
             property_category: None,
             property_matches: vec![],
         }
+    }
+
+    fn pending(id: i64, campaign: i64, user: &str, at: i64, trigger: i64) -> PendingMessage {
+        PendingMessage {
+            message_id: id,
+            campaign_id: campaign,
+            user_id: user.into(),
+            triggered_at: at,
+            trigger_event_id: trigger,
+        }
+    }
+
+    #[test]
+    fn the_earliest_later_cancelling_event_cancels() {
+        let mut browse = rule(7, "view");
+        browse.cancel_on = vec!["purchase".into()];
+        let rules = vec![rule(1, "purchase"), browse];
+        let events = vec![
+            event(10, "purchase", "a", 50),  // before the message's trigger
+            event(11, "view", "a", 100),     // the trigger (same statement)
+            event(12, "purchase", "a", 100), // same time, not the trigger: cancels
+            event(13, "purchase", "a", 200),
+            event(14, "purchase", "b", 300),
+        ];
+        let requests = cancel_requests(&rules, &events);
+        assert_eq!(requests.len(), 4, "only campaign 7 cancels on purchase");
+        let msgs = vec![
+            pending(1, 7, "a", 100, 11),
+            pending(2, 7, "b", 400, 99), // triggered after b's purchase: stays
+            pending(3, 8, "a", 0, 1),    // another campaign: stays
+            pending(4, 7, "c", 0, 1),    // no purchase of c: stays
+        ];
+        assert_eq!(
+            cancellations(&rules, &events, &requests, &msgs),
+            vec![Cancellation {
+                message_id: 1,
+                event: 2
+            }]
+        );
+        // A message triggered by the purchase event itself is not cancelled by it.
+        let own = vec![pending(5, 7, "a", 200, 13)];
+        assert!(cancellations(
+            &rules,
+            &events[3..4],
+            &cancel_requests(&rules, &events[3..4]),
+            &own
+        )
+        .is_empty());
     }
 
     #[test]

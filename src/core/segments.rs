@@ -443,7 +443,9 @@ pub enum Form {
     /// `SELECT boolean`: is `$1` a member (`in_segment`).
     OneUser,
     /// `SELECT user_id` of the members among the users in `$1` (`text[]`), unsorted: the
-    /// campaign trigger checks a whole statement's users in one query.
+    /// campaign trigger checks a whole statement's users in one query. Each candidate is
+    /// tested on their own events (the one-user form, correlated), so the cost follows the
+    /// candidates' events, never the whole log or catalogue.
     Among,
 }
 
@@ -456,7 +458,12 @@ pub fn compile(node: &Node, form: Form) -> Compiled {
     let sql = match form {
         Form::Members => format!("SELECT s.user_id FROM ({set}) AS s(user_id) ORDER BY 1"),
         Form::OneUser => format!("SELECT EXISTS ({set})"),
-        Form::Among => format!("SELECT s.user_id FROM ({set}) AS s(user_id)"),
+        Form::Among => format!(
+            "SELECT cand.user_id \
+               FROM (SELECT DISTINCT c.u FROM pg_catalog.unnest(CAST($1 AS pg_catalog.text[])) AS c(u)) \
+                    AS cand(user_id) \
+              WHERE EXISTS ({set})"
+        ),
     };
     Compiled {
         sql,
@@ -489,9 +496,7 @@ impl Compiler {
     fn universe(&self) -> String {
         match self.form {
             Form::OneUser => "SELECT CAST($1 AS pg_catalog.text)".to_owned(),
-            Form::Among => "SELECT DISTINCT u.user_id \
-                            FROM pg_catalog.unnest(CAST($1 AS pg_catalog.text[])) AS u(user_id)"
-                .to_owned(),
+            Form::Among => "SELECT cand.user_id".to_owned(),
             Form::Members => "SELECT DISTINCT e.user_id FROM personalize.events e".to_owned(),
         }
     }
@@ -531,13 +536,24 @@ impl Compiler {
 
     /// `SELECT e.user_id FROM events e [JOIN items] WHERE <conds> GROUP BY e.user_id [HAVING]`.
     fn scan(&mut self, mut conds: Vec<String>, join_items: bool, having: Option<String>) -> String {
-        match self.form {
-            Form::OneUser => conds.insert(0, "e.user_id OPERATOR(pg_catalog.=) $1".to_owned()),
-            Form::Among => conds.insert(
-                0,
-                "e.user_id OPERATOR(pg_catalog.=) ANY (CAST($1 AS pg_catalog.text[]))".to_owned(),
-            ),
-            Form::Members => {}
+        let user = match self.form {
+            Form::OneUser => Some("$1"),
+            Form::Among => Some("cand.user_id"),
+            Form::Members => None,
+        };
+        if let Some(user) = user {
+            // One user's purchases with their properties or catalogue price: find them in the
+            // history index first (event_type is included in it, so that is an index-only
+            // scan), then fetch only their rows, not every event the user ever had.
+            if join_items && conds.iter().any(|c| c == PURCHASE_TYPES) {
+                conds.push(format!(
+                    "e.occurred_at OPERATOR(pg_catalog.=) ANY (ARRAY(\
+                     SELECT p.occurred_at FROM personalize.events p \
+                      WHERE p.user_id OPERATOR(pg_catalog.=) {user} AND {}))",
+                    PURCHASE_TYPES.replacen("e.event_type", "p.event_type", 1)
+                ));
+            }
+            conds.insert(0, format!("e.user_id OPERATOR(pg_catalog.=) {user}"));
         }
         let mut sql = String::from("SELECT e.user_id FROM personalize.events e");
         if join_items {

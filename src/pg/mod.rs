@@ -7,6 +7,7 @@ pub mod interactions;
 pub mod model_cache;
 pub mod model_store;
 pub mod plan_cache;
+pub mod segment_cache;
 pub mod watched_table;
 
 /// Microseconds between the Unix epoch and Postgres's (2000-01-01).
@@ -19,4 +20,68 @@ pub const POSTGRES_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 pub fn require_writable(function: &std::ffi::CStr) {
     // SAFETY: a plain backend call on the main thread; it raises through pgrx's guard.
     unsafe { pgrx::pg_sys::PreventCommandIfReadOnly(function.as_ptr()) }
+}
+
+/// Runs `f` with settings changed for its duration only, as a function's `SET` clause does:
+/// a new GUC nest level, popped after `f`. An error inside `f` pops it with the transaction's
+/// (or subtransaction's) abort, so nothing leaks into the caller's session either way.
+pub fn with_settings<R>(
+    settings: &[(&std::ffi::CStr, &std::ffi::CStr)],
+    f: impl FnOnce() -> R,
+) -> R {
+    use pgrx::pg_sys;
+    // SAFETY: main-thread backend calls; the names and values are valid C strings of
+    // user-settable parameters.
+    let nest_level = unsafe { pg_sys::NewGUCNestLevel() };
+    for (name, value) in settings {
+        unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+    }
+    let result = f();
+    unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
+    result
+}
+
+/// Changes a setting inside `with_settings` (its nest level restores the caller's value).
+pub fn set_setting(name: &std::ffi::CStr, value: &std::ffi::CStr) {
+    use pgrx::pg_sys;
+    // SAFETY: as in `with_settings`.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+    }
+}
+
+/// The pages of a table's main fork now (0 when it no longer exists). Takes the
+/// AccessShareLock any read of the table would, kept to the end of the transaction.
+pub fn relation_pages(relid: pgrx::pg_sys::Oid) -> u32 {
+    use pgrx::pg_sys;
+    // SAFETY: main-thread backend calls; try_relation_open returns NULL for a dropped table.
+    unsafe {
+        let rel = pg_sys::try_relation_open(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+        if rel.is_null() {
+            return 0;
+        }
+        let pages = pg_sys::RelationGetNumberOfBlocksInFork(rel, pg_sys::ForkNumber::MAIN_FORKNUM);
+        pg_sys::relation_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
+        pages
+    }
 }

@@ -113,10 +113,20 @@ impl ServingModel {
     }
 }
 
-struct Catalog {
+pub struct Catalog {
     generation: u64,
     items: HashMap<String, (u32, bool)>,
     categories: HashMap<String, u32>,
+    /// The categories by number (the inverse of `categories`).
+    category_names: Vec<String>,
+}
+
+impl Catalog {
+    /// An item's category in the catalogue (None when it has none or is not listed).
+    pub fn category_of(&self, item_id: &str) -> Option<&str> {
+        let &(cat, _) = self.items.get(item_id)?;
+        self.category_names.get(cat as usize).map(String::as_str)
+    }
 }
 
 /// The prepared per-call queries.
@@ -142,7 +152,9 @@ pub fn invalidate_catalog() {
     ITEMS.invalidate();
 }
 
-fn catalog() -> Rc<Catalog> {
+/// The catalogue's categories and availability, read once per backend and kept until
+/// `personalize.items` changes (the campaign trigger reads item categories from it too).
+pub fn catalog() -> Rc<Catalog> {
     let generation = ITEMS.generation();
     if let Some(c) = CATALOG.with(|c| c.borrow().clone()) {
         if c.generation == generation {
@@ -160,15 +172,21 @@ fn catalog() -> Rc<Catalog> {
             .unwrap_or_else(|e| spi_failed("cannot read personalize.items", e));
         let mut items = HashMap::with_capacity(rows.len());
         let mut categories: HashMap<String, u32> = HashMap::new();
+        let mut category_names: Vec<String> = Vec::new();
         for row in rows {
             let Some(id) = row.get::<String>(1).ok().flatten() else {
                 continue;
             };
             let cat = match row.get::<String>(2).ok().flatten() {
-                Some(c) => {
-                    let next = categories.len() as u32;
-                    *categories.entry(c).or_insert(next)
-                }
+                Some(c) => match categories.get(&c) {
+                    Some(&n) => n,
+                    None => {
+                        let n = category_names.len() as u32;
+                        category_names.push(c.clone());
+                        categories.insert(c, n);
+                        n
+                    }
+                },
                 None => NO_CATEGORY,
             };
             let available = row.get::<bool>(3).ok().flatten().unwrap_or(true);
@@ -178,6 +196,7 @@ fn catalog() -> Rc<Catalog> {
             generation,
             items,
             categories,
+            category_names,
         }
     });
     let catalog = Rc::new(catalog);

@@ -9,15 +9,18 @@ EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
 END $$;
 GRANT EXECUTE ON FUNCTION pg_temp.err(text) TO PUBLIC;
 
--- Every function pins search_path, except _event_value: an inlinable SQL function whose body
--- qualifies every function and operator (OPERATOR(pg_catalog.=) …).
+-- Every function pins search_path, except _event_value and _after_quiet_hours: inlinable SQL
+-- functions whose bodies qualify every function, type and operator (OPERATOR(pg_catalog.=) …).
 SELECT p.oid::regprocedure AS unpinned
   FROM pg_proc p
  WHERE p.pronamespace = 'personalize'::regnamespace
    AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
- ORDER BY 1;
+ ORDER BY p.proname;
 SELECT prosrc ~ 'OPERATOR\(pg_catalog\.' AND prosrc !~ '[^.]jsonb_typeof' AS event_value_qualified
   FROM pg_proc WHERE oid = 'personalize._event_value(jsonb, numeric)'::regprocedure;
+SELECT prosrc !~ '[^.](timezone|time|date)\M'
+       AND regexp_replace(prosrc, 'OPERATOR\(pg_catalog\.[<>=+]+\)', '', 'g') !~ '[<>=+]' AS quiet_hours_qualified
+  FROM pg_proc WHERE oid = 'personalize._after_quiet_hours(timestamptz, time, time, text)'::regprocedure;
 
 -- SECURITY DEFINER: exactly the reader, writer and worker functions.
 SELECT p.proname, string_agg(DISTINCT r.rolname, ',') AS granted_to

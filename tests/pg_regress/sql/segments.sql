@@ -68,6 +68,11 @@ SELECT s.name, count(*) FILTER (WHERE personalize.in_segment(u.user_id, s.name)
                                  IS DISTINCT FROM (u.user_id IN (SELECT personalize.segment_members(s.name)))) AS disagreements
   FROM personalize.segments s, (SELECT DISTINCT user_id FROM personalize.events) u
  GROUP BY s.name ORDER BY s.name;
+-- The campaign trigger's form (members among given users) agrees with segment_members too.
+SELECT s.name, (SELECT array_agg(m ORDER BY m)
+                  FROM personalize._segment_members_among(s.name, ARRAY(SELECT DISTINCT user_id FROM personalize.events)) m)
+               IS NOT DISTINCT FROM (SELECT array_agg(m ORDER BY m) FROM personalize.segment_members(s.name) m) AS among_agrees
+  FROM personalize.segments s ORDER BY s.name;
 SELECT personalize.user_segments('a');
 SELECT personalize.user_segments('nobody');
 -- Usable in any WHERE clause.
