@@ -51,8 +51,7 @@ fn in_segment(user_id: Option<&str>, segment: Option<&str>) -> bool {
 #[search_path(pg_catalog, pg_temp)]
 fn segment_members(segment: Option<&str>) -> SetOfIterator<'static, String> {
     let segment = required(segment, "segment");
-    // $1 is not used by this form.
-    SetOfIterator::new(member_ids(segment, Form::Members, "".into()))
+    SetOfIterator::new(member_ids(segment))
 }
 
 /// Makes every backend drop its prepared segments (at commit; this one at once).
@@ -63,11 +62,12 @@ fn _invalidate_segment_cache() {
 }
 
 /// Runs a named segment's `Members` form and collects the user ids it returns.
-fn member_ids(segment: &str, form: Form, first_arg: DatumWithOid<'_>) -> Vec<String> {
+fn member_ids(segment: &str) -> Vec<String> {
     Spi::connect(|client| {
         let node = definition(client, segment);
-        let compiled = segments::compile(&node, form);
-        let args: [DatumWithOid; 2] = [first_arg, compiled.params.clone().into()];
+        let compiled = segments::compile(&node, Form::Members);
+        // $1 is not used by this form.
+        let args: [DatumWithOid; 2] = ["".into(), compiled.params.clone().into()];
         client
             .select(&compiled.sql, None, &args)
             .unwrap_or_else(|e| spi_failed("cannot evaluate the segment", e))

@@ -29,33 +29,21 @@ pub fn with_settings<R>(
     settings: &[(&std::ffi::CStr, &std::ffi::CStr)],
     f: impl FnOnce() -> R,
 ) -> R {
-    use pgrx::pg_sys;
-    // SAFETY: main-thread backend calls; the names and values are valid C strings of
-    // user-settable parameters.
-    let nest_level = unsafe { pg_sys::NewGUCNestLevel() };
+    // SAFETY: a main-thread backend call.
+    let nest_level = unsafe { pgrx::pg_sys::NewGUCNestLevel() };
     for (name, value) in settings {
-        unsafe {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_USERSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
+        set_setting(name, value);
     }
     let result = f();
-    unsafe { pg_sys::AtEOXact_GUC(true, nest_level) };
+    unsafe { pgrx::pg_sys::AtEOXact_GUC(true, nest_level) };
     result
 }
 
 /// Changes a setting inside `with_settings` (its nest level restores the caller's value).
 pub fn set_setting(name: &std::ffi::CStr, value: &std::ffi::CStr) {
     use pgrx::pg_sys;
-    // SAFETY: as in `with_settings`.
+    // SAFETY: a main-thread backend call; the names and values are valid C strings of
+    // user-settable parameters.
     unsafe {
         pg_sys::set_config_option(
             name.as_ptr(),

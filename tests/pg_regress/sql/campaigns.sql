@@ -164,6 +164,23 @@ SELECT accepted FROM personalize.track_batch(ARRAY(
 SELECT u AS user_id, personalize.in_segment(u, 'buyers') AS member,
        EXISTS (SELECT 1 FROM personalize.outbox o WHERE o.campaign = 'buyer_search' AND o.user_id = u) AS messaged
   FROM unnest(ARRAY['u1', 'u2', 'u3', 'u4', 'u5', 'u6', 'u7', 'u8', 'u9', 'newcomer']) u ORDER BY 1;
+-- The trigger prepares each segment once per backend; a changed definition applies to the
+-- next event all the same (the segments' trigger drops the prepared one).
+UPDATE personalize.segments SET definition = '{"not": {"bought": {}}}' WHERE name = 'buyers';
+SELECT personalize.track('{"type": "search", "user_id": "u2", "properties": {"query": "bag"}}') > 0 AS now_a_member;
+SELECT user_id, campaign FROM pg_temp.box WHERE campaign = 'buyer_search' AND user_id = 'u2';
+UPDATE personalize.segments SET definition = '{"bought": {}}' WHERE name = 'buyers';
+DELETE FROM personalize.outbox WHERE campaign = 'buyer_search' AND user_id = 'u2';
+-- Item categories come from a per-backend copy of the catalogue, re-read when it changes: a
+-- bag viewed before and after it is moved into cameras.
+SELECT personalize.upsert_items('[{"item_id": "bag1", "category": "bags", "title": "Bag"}]');
+SELECT pg_temp.ev('view', 'recat', 'bag1') > 0 AS ok;
+SELECT count(*) AS as_a_bag FROM personalize.outbox WHERE user_id = 'recat';
+SELECT personalize.upsert_items('[{"item_id": "bag1", "category": "cameras", "title": "Bag"}]');
+SELECT pg_temp.ev('view', 'recat', 'bag1') > 0 AS ok;
+SELECT campaign, item_id FROM personalize.outbox WHERE user_id = 'recat';
+DELETE FROM personalize.outbox WHERE user_id = 'recat';
+DELETE FROM personalize.items WHERE item_id = 'bag1';
 
 -- Recommendations in the payload, computed at claim time from the active model.
 INSERT INTO personalize.models (name, status, params, as_of, n_users, n_items, n_interactions,
