@@ -3,14 +3,17 @@
 //! so a message exists exactly when its event does.
 //!
 //! Per statement it costs, when no campaign cares about the events' types, nothing but a
-//! look at the cached campaigns (`pg::campaign_cache`). Otherwise: one read of the statement's
-//! relevant events (the transition table `new_events`; item categories come from the
+//! look at the cached campaigns (`pg::campaign_cache`). Otherwise: one pass over the
+//! statement's transition table `new_events` in Rust (no query; item categories come from the
 //! per-backend catalogue cache), the rules in Rust (`core::campaigns`), one read of the
 //! firing and cancelling users' pending messages (absorbed firings go no further), one query
-//! per segment and one for the frequency caps when a remaining firing needs them, one INSERT
-//! of all messages and one UPDATE by message id for the cancellations, decided in Rust. The
-//! statements are prepared once per backend and run with generic plans under planner settings
-//! that leave index probes as the only plan (see PLANNER_SETTINGS).
+//! per segment and one for the frequency caps when a remaining firing needs them, and the
+//! writes: the cancellations are decided in Rust before anything is written, so a message
+//! that an event of the same statement cancels (a view, then a purchase, in one batch) is
+//! written cancelled by a plain INSERT, the others by one INSERT … ON CONFLICT, and only
+//! messages pending from earlier statements need the UPDATE by message id. The statements are
+//! prepared once per backend and run with generic plans under planner settings that leave
+//! index probes as the only plan (see PLANNER_SETTINGS); NOTIFY is a direct call.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::{BTreeMap, HashSet};
@@ -28,19 +31,6 @@ use crate::core::outbox::{cap_reason, Recipient};
 use crate::error::{spi_failed, PersonalizeError};
 use crate::pg::campaign_cache::{self, Campaigns};
 use crate::pg::POSTGRES_EPOCH_UNIX_MICROS;
-
-/// The statement's events of the types the campaigns read, with the category their
-/// properties name (for trigger types of category campaigns; the item's catalogue category
-/// comes from the per-backend catalogue cache) and the ids of the campaigns whose
-/// trigger_properties they contain (Postgres's own `@>`, only for types such campaigns have).
-const READ_EVENTS: &str = "\
-SELECT e.event_id, e.event_type, e.user_id, e.occurred_at, e.item_id,
-       CASE WHEN e.event_type = ANY ($2) THEN e.properties ->> 'category' END,
-       CASE WHEN e.event_type = ANY ($3)
-            THEN ARRAY(SELECT p.id FROM unnest($4::int8[], $5::text[]) AS p(id, filter)
-                        WHERE e.properties @> CAST(p.filter AS jsonb)) END
-  FROM new_events e
- WHERE e.event_type = ANY ($1)";
 
 /// The planner settings the trigger's statements run under. Their plans are generic, made
 /// once per backend: planning on every execution cost a single-event insert more than running
@@ -97,7 +87,8 @@ SELECT q.message_id, q.campaign_id, q.user_id, q.triggered_at, q.trigger_event_i
 /// One message per (campaign, user). The firings are those without a pending message when
 /// PENDING_MESSAGES read; one a concurrent transaction commits in between absorbs the new
 /// trigger here (the unique partial index). Quiet hours move the delivery time to their end.
-/// The written messages come back, as candidates for the statement's cancellations.
+/// Nothing comes back: the statement's cancellations were decided before the insert (see
+/// INSERT_CANCELLED).
 const INSERT_MESSAGES: &str = "\
 INSERT INTO personalize.outbox
        (campaign_id, campaign, channel, user_id, item_id, trigger_event_id, triggered_at,
@@ -114,8 +105,23 @@ SELECT m.campaign_id, m.campaign, m.channel, m.user_id, m.item_id, m.event_id, m
               $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::uuid[])
        AS m(campaign_id, campaign, channel, user_id, item_id, event_id, occurred_at,
             visible_at, quiet, idempotency_key)
-ON CONFLICT (campaign_id, user_id) WHERE state = 'pending' DO NOTHING
-RETURNING message_id, campaign_id, user_id, triggered_at, trigger_event_id";
+ON CONFLICT (campaign_id, user_id) WHERE state = 'pending' DO NOTHING";
+
+/// Messages fired and cancelled by events of the same statement (a view and then a purchase
+/// in one batch): written as cancelled at once, as the pending row and the UPDATE that
+/// cancelled it would have left them. They never enter the queue or the one-pending index,
+/// so a plain INSERT writes them (no arbiter to check).
+const INSERT_CANCELLED: &str = "\
+INSERT INTO personalize.outbox
+       (campaign_id, campaign, channel, user_id, item_id, trigger_event_id, triggered_at,
+        visible_at, idempotency_key, state, finished_at, last_error)
+SELECT m.campaign_id, m.campaign, m.channel, m.user_id, m.item_id, m.event_id, m.occurred_at,
+       m.visible_at, m.idempotency_key, 'cancelled', now(),
+       'cancelled by event ' || m.cancel_event_id || ' (' || m.cancel_event_type || ')'
+  FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
+              $7::timestamptz[], $8::timestamptz[], $9::uuid[], $10::int8[], $11::text[])
+       AS m(campaign_id, campaign, channel, user_id, item_id, event_id, occurred_at,
+            visible_at, idempotency_key, cancel_event_id, cancel_event_type)";
 
 /// Cancel-on, decided in Rust: each message by id, with the event that cancels it. A message
 /// a worker claimed in the meantime is no longer pending and stays as it is. The state test is
@@ -129,14 +135,11 @@ UPDATE personalize.outbox o
   FROM unnest($1::int8[], $2::int8[], $3::text[]) AS c(message_id, event_id, event_type)
  WHERE o.message_id = c.message_id AND CASE o.state WHEN 'pending' THEN true ELSE false END";
 
-const NOTIFY: &str = "SELECT pg_notify('personalize_outbox', c) FROM unnest($1::text[]) AS c";
-
 struct Statements {
-    read_events: OwnedPreparedStatement,
     pending_messages: OwnedPreparedStatement,
     insert_messages: OwnedPreparedStatement,
+    insert_cancelled: OwnedPreparedStatement,
     cancel_messages: OwnedPreparedStatement,
-    notify: OwnedPreparedStatement,
     recent_deliveries: OwnedPreparedStatement,
     /// personalize.outbox, whose size decides how its readers are planned.
     outbox: pg_sys::Oid,
@@ -165,10 +168,6 @@ fn prepare(client: &mut pgrx::spi::SpiClient<'_>) -> Statements {
     let texts = oid(pg_sys::TEXTARRAYOID);
     let int8s = oid(pg_sys::INT8ARRAYOID);
     let times = oid(pg_sys::TIMESTAMPTZARRAYOID);
-    let read_events = client
-        .prepare(READ_EVENTS, &[texts, texts, texts, int8s, texts])
-        .unwrap_or_else(|e| spi_failed("preparing the campaign trigger's read", e))
-        .keep();
     let pending_messages = client
         .prepare(PENDING_MESSAGES, &[int8s, texts])
         .unwrap_or_else(|e| spi_failed("preparing the pending-message read", e))
@@ -195,9 +194,24 @@ fn prepare(client: &mut pgrx::spi::SpiClient<'_>) -> Statements {
         .prepare_mut(CANCEL_MESSAGES, &[int8s, int8s, texts])
         .unwrap_or_else(|e| spi_failed("preparing the outbox cancel", e))
         .keep();
-    let notify = client
-        .prepare_mut(NOTIFY, &[texts])
-        .unwrap_or_else(|e| spi_failed("preparing the outbox notify", e))
+    let insert_cancelled = client
+        .prepare_mut(
+            INSERT_CANCELLED,
+            &[
+                int8s,
+                texts,
+                texts,
+                texts,
+                texts,
+                int8s,
+                times,
+                times,
+                oid(pg_sys::UUIDARRAYOID),
+                int8s,
+                texts,
+            ],
+        )
+        .unwrap_or_else(|e| spi_failed("preparing the outbox insert", e))
         .keep();
     let recent_deliveries = client
         .prepare(
@@ -218,11 +232,10 @@ fn prepare(client: &mut pgrx::spi::SpiClient<'_>) -> Statements {
     Statements {
         outbox,
         recent_deliveries,
-        read_events,
         pending_messages,
         insert_messages,
+        insert_cancelled,
         cancel_messages,
-        notify,
     }
 }
 
@@ -263,24 +276,165 @@ fn _events_fire_campaigns<'a>(
         .raise()
     }
     let trigger_data = trigger.trigger_data() as *const pg_sys::TriggerData;
-    // SAFETY: the trigger data and its relation are valid for this call.
-    let events_relid = unsafe { (*(*trigger_data).tg_relation).rd_id };
+    // SAFETY: the trigger data, its relation and its transition table are valid for this
+    // call, which is an AFTER INSERT statement trigger with REFERENCING NEW TABLE (checked).
+    let (events_relid, read) = unsafe {
+        (
+            (*(*trigger_data).tg_relation).rd_id,
+            read_new_events(trigger_data, &set),
+        )
+    };
+    if read.is_empty() {
+        return Ok(None);
+    }
     Spi::connect_mut(|client| {
-        // SAFETY: the trigger data outlives this call; SPI keeps a pointer to its transition
-        // tables only for this connection.
-        let registered = unsafe { pg_sys::SPI_register_trigger_data(trigger_data.cast_mut()) };
-        if registered < 0 {
-            spi_failed("cannot read the inserted events", registered);
-        }
         STATEMENTS.with(|cell| {
             if cell.get().is_none() {
                 let _ = cell.set(prepare(client));
             }
             let st = cell.get().expect("prepared above");
-            crate::pg::with_settings(PLANNER_SETTINGS, || fire(client, st, &set, events_relid));
+            crate::pg::with_settings(PLANNER_SETTINGS, || {
+                fire(client, st, &set, events_relid, read)
+            });
         });
     });
     Ok(None)
+}
+
+/// The statement's events of the types the campaigns read, straight from the trigger's
+/// transition table (a query over it cost a single-event insert about a seventh of the
+/// trigger's time): the item's category from the per-backend catalogue cache (for trigger
+/// types of category campaigns), `properties ->> 'category'`, and the ids of the campaigns
+/// whose trigger_properties the properties contain (Postgres's own `@>`, only for types such
+/// campaigns have).
+///
+/// # Safety
+/// `trigger_data` is the current call's, for an AFTER INSERT statement trigger on
+/// personalize.events with a NEW transition table.
+unsafe fn read_new_events(
+    trigger_data: *const pg_sys::TriggerData,
+    set: &Campaigns,
+) -> Vec<ReadEvent> {
+    let store = (*trigger_data).tg_newtable;
+    if store.is_null() {
+        return Vec::new();
+    }
+    let desc = (*(*trigger_data).tg_relation).rd_att;
+    // Borrowed from the relation (neither released nor freed when dropped).
+    let tupdesc = pgrx::PgTupleDesc::from_pg_unchecked(desc);
+    let column = |name: &str| -> i32 {
+        match tupdesc
+            .iter()
+            .position(|a| !a.is_dropped() && a.name() == name)
+        {
+            Some(i) => i as i32 + 1,
+            None => PersonalizeError::NotReady {
+                message: format!("personalize.events has no column {name}"),
+                hint: "Update the extension: ALTER EXTENSION pg_personalize UPDATE;".into(),
+            }
+            .raise(),
+        }
+    };
+    let (c_id, c_type, c_user, c_item, c_at, c_props) = (
+        column("event_id"),
+        column("event_type"),
+        column("user_id"),
+        column("item_id"),
+        column("occurred_at"),
+        column("properties"),
+    );
+    let catalog = (!set.category_types.is_empty()).then(crate::pg::model_cache::catalog);
+    let category_key = "category".into_datum();
+    // The trigger_properties filters as jsonb, made once per statement that needs them.
+    let mut filters: Option<Vec<(i64, pg_sys::Datum)>> = None;
+
+    let slot = pg_sys::MakeSingleTupleTableSlot(desc, &pg_sys::TTSOpsMinimalTuple);
+    // A read pointer of our own, rewound: other triggers may read the same transition table.
+    let pointer = pg_sys::tuplestore_alloc_read_pointer(store, pg_sys::EXEC_FLAG_REWIND as i32);
+    pg_sys::tuplestore_select_read_pointer(store, pointer);
+    pg_sys::tuplestore_rescan(store);
+    let mut read = Vec::new();
+    while pg_sys::tuplestore_gettupleslot(store, true, false, slot) {
+        let attr = |n: i32| {
+            let mut isnull = false;
+            let d = pg_sys::slot_getattr(slot, n, &mut isnull);
+            (d, isnull)
+        };
+        let (d, null) = attr(c_type);
+        let Some(event_type) = <&str>::from_datum(d, null) else {
+            continue;
+        };
+        if !set.relevant_types.iter().any(|t| t == event_type) {
+            continue;
+        }
+        let event_type = event_type.to_owned();
+        let (d, null) = attr(c_item);
+        let item_id = String::from_datum(d, null);
+        let item_category = match (&catalog, &item_id) {
+            (Some(catalog), Some(item)) if set.category_types.contains(&event_type) => {
+                catalog.category_of(item).map(str::to_owned)
+            }
+            _ => None,
+        };
+        let (props, props_null) = attr(c_props);
+        let property_category = if !props_null && set.category_types.contains(&event_type) {
+            pgrx::fcinfo::direct_function_call::<String>(
+                pg_sys::jsonb_object_field_text,
+                &[Some(props), category_key],
+            )
+        } else {
+            None
+        };
+        let mut property_matches = Vec::new();
+        if !props_null && set.property_types.contains(&event_type) {
+            let filters = filters.get_or_insert_with(|| {
+                set.property_ids
+                    .iter()
+                    .zip(&set.property_filters)
+                    .map(|(&id, filter)| {
+                        let text = std::ffi::CString::new(filter.as_str())
+                            .expect("a jsonb text has no NUL byte");
+                        let jsonb = pgrx::fcinfo::direct_function_call_as_datum(
+                            pg_sys::jsonb_in,
+                            &[Some(pg_sys::Datum::from(text.as_ptr()))],
+                        )
+                        .expect("jsonb_in returns a value");
+                        (id, jsonb)
+                    })
+                    .collect()
+            });
+            for &(id, filter) in filters.iter() {
+                if pgrx::fcinfo::direct_function_call::<bool>(
+                    pg_sys::jsonb_contains,
+                    &[Some(props), Some(filter)],
+                ) == Some(true)
+                {
+                    property_matches.push(id);
+                }
+            }
+        }
+        let (d, null) = attr(c_id);
+        let event_id = i64::from_datum(d, null).unwrap_or(0);
+        let (d, null) = attr(c_user);
+        let user_id = String::from_datum(d, null).unwrap_or_default();
+        let (d, null) = attr(c_at);
+        let occurred_at = TimestampWithTimeZone::from_datum(d, null).map_or(0, i64::from);
+        read.push(ReadEvent {
+            event: TriggerEvent {
+                event_id,
+                event_type,
+                user_id,
+                occurred_at,
+                item_category,
+                property_category,
+                property_matches,
+            },
+            item_id,
+        });
+    }
+    pg_sys::tuplestore_select_read_pointer(store, 0);
+    pg_sys::ExecDropSingleTupleTableSlot(slot);
+    read
 }
 
 fn fire(
@@ -288,49 +442,8 @@ fn fire(
     st: &Statements,
     set: &Campaigns,
     events_relid: pg_sys::Oid,
+    mut read: Vec<ReadEvent>,
 ) {
-    let args: [DatumWithOid; 5] = [
-        set.relevant_types.clone().into(),
-        set.category_types.clone().into(),
-        set.property_types.clone().into(),
-        set.property_ids.clone().into(),
-        set.property_filters.clone().into(),
-    ];
-    let catalog = (!set.category_types.is_empty()).then(crate::pg::model_cache::catalog);
-    let mut read: Vec<ReadEvent> = client
-        .select(&st.read_events, None, &args)
-        .unwrap_or_else(|e| spi_failed("cannot read the inserted events", e))
-        .map(|row| {
-            let occurred_at = row
-                .get::<TimestampWithTimeZone>(4)
-                .ok()
-                .flatten()
-                .map_or(0, i64::from);
-            let event_type = row.get::<String>(2).ok().flatten().unwrap_or_default();
-            let item_id = row.get::<String>(5).ok().flatten();
-            let item_category = match (&catalog, &item_id) {
-                (Some(catalog), Some(item)) if set.category_types.contains(&event_type) => {
-                    catalog.category_of(item).map(str::to_owned)
-                }
-                _ => None,
-            };
-            ReadEvent {
-                event: TriggerEvent {
-                    event_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
-                    event_type,
-                    user_id: row.get::<String>(3).ok().flatten().unwrap_or_default(),
-                    occurred_at,
-                    item_category,
-                    property_category: row.get::<String>(6).ok().flatten(),
-                    property_matches: row.get::<Vec<i64>>(7).ok().flatten().unwrap_or_default(),
-                },
-                item_id,
-            }
-        })
-        .collect();
-    if read.is_empty() {
-        return;
-    }
     read.sort_by_key(|r| (r.event.occurred_at, r.event.event_id));
     let (events, item_ids): (Vec<TriggerEvent>, Vec<Option<String>>) =
         read.into_iter().map(|r| (r.event, r.item_id)).unzip();
@@ -348,7 +461,11 @@ fn fire(
         return;
     }
     let outbox_sized = crate::pg::relation_pages(st.outbox) >= GENERIC_PLAN_MIN_PAGES;
-    let mut pending = planned(outbox_sized, || {
+    // The pending messages of the pairs the statement fires or may cancel: one that is there
+    // absorbs the firing before any segment check, cap read or insert (for a single event,
+    // an INSERT that ON CONFLICT would absorb costs more than this read), and the
+    // cancellations are decided from them.
+    let pending = planned(outbox_sized, || {
         read_pending(client, st, set, &events, &firings, &cancels)
     });
     if !pending.is_empty() && !firings.is_empty() {
@@ -436,18 +553,53 @@ fn fire(
         }
     }
 
-    if !firings.is_empty() {
-        let written = write_messages(client, st, set, &events, &item_ids, &firings, now_ts);
-        if !cancels.is_empty() {
-            pending.extend(written);
+    // Cancellations, of the pending messages read and of the ones this statement writes
+    // (as messages with ids -1, -2, ... for firings 0, 1, ...): a firing's pair was read
+    // whenever the statement may cancel it, so none of these is absorbed by the insert.
+    let mut cancelled_firings: Vec<Option<usize>> = vec![None; firings.len()];
+    let mut cancelled_pending = Vec::new();
+    if !cancels.is_empty() {
+        let written = firings
+            .iter()
+            .enumerate()
+            .map(|(i, f)| campaigns::PendingMessage {
+                message_id: -1 - i as i64,
+                campaign_id: set.list[f.campaign].rule.campaign_id,
+                user_id: events[f.event].user_id.clone(),
+                triggered_at: events[f.event].occurred_at,
+                trigger_event_id: events[f.event].event_id,
+            });
+        let candidates: Vec<campaigns::PendingMessage> =
+            pending.into_iter().chain(written).collect();
+        for c in campaigns::cancellations(&set.rules, &events, &cancels, &candidates) {
+            if c.message_id < 0 {
+                cancelled_firings[(-1 - c.message_id) as usize] = Some(c.event);
+            } else {
+                cancelled_pending.push(c);
+            }
         }
     }
 
-    let cancelled = campaigns::cancellations(&set.rules, &events, &cancels, &pending);
-    if !cancelled.is_empty() {
-        let ids: Vec<i64> = cancelled.iter().map(|c| c.message_id).collect();
-        let event_ids: Vec<i64> = cancelled.iter().map(|c| events[c.event].event_id).collect();
-        let types: Vec<String> = cancelled
+    if !firings.is_empty() {
+        write_messages(
+            client,
+            st,
+            set,
+            &events,
+            &item_ids,
+            &firings,
+            &cancelled_firings,
+            now_ts,
+        );
+    }
+
+    if !cancelled_pending.is_empty() {
+        let ids: Vec<i64> = cancelled_pending.iter().map(|c| c.message_id).collect();
+        let event_ids: Vec<i64> = cancelled_pending
+            .iter()
+            .map(|c| events[c.event].event_id)
+            .collect();
+        let types: Vec<String> = cancelled_pending
             .iter()
             .map(|c| events[c.event].event_type.clone())
             .collect();
@@ -460,8 +612,8 @@ fn fire(
     }
 }
 
-/// The pending messages (PENDING_MESSAGES) of the (campaign, user) pairs that fire or may be
-/// cancelled in this statement.
+/// The pending messages (PENDING_MESSAGES) of the (campaign, user) pairs of `firings` and of
+/// the cancel requests.
 fn read_pending(
     client: &mut pgrx::spi::SpiClient<'_>,
     st: &Statements,
@@ -501,6 +653,45 @@ fn pending_message(row: pgrx::spi::SpiHeapTupleData<'_>) -> Option<campaigns::Pe
     })
 }
 
+/// The columns of the messages one INSERT writes.
+#[derive(Default)]
+struct MessageColumns {
+    campaign_ids: Vec<i64>,
+    names: Vec<String>,
+    channels: Vec<String>,
+    users: Vec<String>,
+    items: Vec<Option<String>>,
+    event_ids: Vec<i64>,
+    occurred: Vec<TimestampWithTimeZone>,
+    visible: Vec<TimestampWithTimeZone>,
+    keys: Vec<Uuid>,
+}
+
+impl MessageColumns {
+    fn push(
+        &mut self,
+        c: &campaign_cache::Campaign,
+        e: &TriggerEvent,
+        item_id: &Option<String>,
+        occurred: TimestampWithTimeZone,
+        visible: TimestampWithTimeZone,
+    ) {
+        self.campaign_ids.push(c.rule.campaign_id);
+        self.names.push(c.name.clone());
+        self.channels.push(c.channel.clone());
+        self.users.push(e.user_id.clone());
+        self.items.push(item_id.clone());
+        self.event_ids.push(e.event_id);
+        self.occurred.push(occurred);
+        self.visible.push(visible);
+        self.keys.push(new_idempotency_key());
+    }
+}
+
+/// Writes the firings' messages: pending ones with INSERT_MESSAGES, those `cancelled_by` an
+/// event of the statement (index into `events`) with INSERT_CANCELLED; then wakes idle
+/// workers when something is due now.
+#[allow(clippy::too_many_arguments)]
 fn write_messages(
     client: &mut pgrx::spi::SpiClient<'_>,
     st: &Statements,
@@ -508,73 +699,92 @@ fn write_messages(
     events: &[TriggerEvent],
     item_ids: &[Option<String>],
     firings: &[campaigns::Firing],
+    cancelled_by: &[Option<usize>],
     now: TimestampWithTimeZone,
-) -> Vec<campaigns::PendingMessage> {
-    let n = firings.len();
-    let mut campaign_ids = Vec::with_capacity(n);
-    let mut names = Vec::with_capacity(n);
-    let mut channels = Vec::with_capacity(n);
-    let mut users = Vec::with_capacity(n);
-    let mut items = Vec::with_capacity(n);
-    let mut event_ids = Vec::with_capacity(n);
-    let mut occurred = Vec::with_capacity(n);
-    let mut visible = Vec::with_capacity(n);
-    let mut quiet = Vec::with_capacity(n);
-    let mut keys = Vec::with_capacity(n);
-    let mut due_channels: Vec<String> = Vec::new();
+) {
+    let mut pending = MessageColumns::default();
+    let mut quiet = Vec::new();
+    let mut cancelled = MessageColumns::default();
+    let mut cancel_event_ids = Vec::new();
+    let mut cancel_event_types = Vec::new();
+    let mut due_channels: Vec<&str> = Vec::new();
     let now_micros = i64::from(now);
-    for f in firings {
+    for (f, cancelled_by) in firings.iter().zip(cancelled_by) {
         let c = &set.list[f.campaign];
         let e = &events[f.event];
         let at = timestamp(e.occurred_at);
         let due = at + c.delay;
-        campaign_ids.push(c.rule.campaign_id);
-        names.push(c.name.clone());
-        channels.push(c.channel.clone());
-        users.push(e.user_id.clone());
-        items.push(item_ids[f.event].clone());
-        event_ids.push(e.event_id);
-        occurred.push(at);
-        visible.push(if i64::from(due) < now_micros {
+        let visible = if i64::from(due) < now_micros {
             now
         } else {
             due
-        });
+        };
+        if let Some(by) = cancelled_by {
+            cancelled.push(c, e, &item_ids[f.event], at, visible);
+            cancel_event_ids.push(events[*by].event_id);
+            cancel_event_types.push(events[*by].event_type.clone());
+            continue;
+        }
+        pending.push(c, e, &item_ids[f.event], at, visible);
         quiet.push(c.has_quiet_hours);
         if !c.has_quiet_hours && i64::from(due) <= now_micros {
-            due_channels.push(c.channel.clone());
+            due_channels.push(&c.channel);
         }
-        keys.push(new_idempotency_key());
     }
-    let args: [DatumWithOid; 10] = [
-        campaign_ids.into(),
-        names.into(),
-        channels.into(),
-        users.into(),
-        items.into(),
-        event_ids.into(),
-        occurred.into(),
-        visible.into(),
-        quiet.into(),
-        keys.into(),
-    ];
-    let written: Vec<campaigns::PendingMessage> = client
-        .update(&st.insert_messages, None, &args)
-        .unwrap_or_else(|e| spi_failed("cannot write personalize.outbox", e))
-        .filter_map(pending_message)
-        .collect();
+    if !pending.users.is_empty() {
+        let args: [DatumWithOid; 10] = [
+            pending.campaign_ids.into(),
+            pending.names.into(),
+            pending.channels.into(),
+            pending.users.into(),
+            pending.items.into(),
+            pending.event_ids.into(),
+            pending.occurred.into(),
+            pending.visible.into(),
+            quiet.into(),
+            pending.keys.into(),
+        ];
+        client
+            .update(&st.insert_messages, None, &args)
+            .unwrap_or_else(|e| spi_failed("cannot write personalize.outbox", e));
+    }
+    if !cancelled.users.is_empty() {
+        let args: [DatumWithOid; 11] = [
+            cancelled.campaign_ids.into(),
+            cancelled.names.into(),
+            cancelled.channels.into(),
+            cancelled.users.into(),
+            cancelled.items.into(),
+            cancelled.event_ids.into(),
+            cancelled.occurred.into(),
+            cancelled.visible.into(),
+            cancelled.keys.into(),
+            cancel_event_ids.into(),
+            cancel_event_types.into(),
+        ];
+        client
+            .update(&st.insert_cancelled, None, &args)
+            .unwrap_or_else(|e| spi_failed("cannot write personalize.outbox", e));
+    }
     // Wakes idle workers (LISTEN personalize_outbox) when something is due now. A message
     // absorbed by one already pending may wake them for nothing, which costs a worker one
-    // empty claim; reading back what was written would cost every statement more.
-    if !due_channels.is_empty() {
-        due_channels.sort();
-        due_channels.dedup();
-        let args: [DatumWithOid; 1] = [due_channels.into()];
-        client
-            .update(&st.notify, None, &args)
-            .unwrap_or_else(|e| spi_failed("cannot notify personalize_outbox", e));
+    // empty claim; reading back what was written would cost every statement more. Called
+    // directly (no statement): NOTIFY queues it for commit, one per distinct channel.
+    due_channels.sort_unstable();
+    due_channels.dedup();
+    for channel in due_channels {
+        notify_outbox(channel);
     }
-    written
+}
+
+/// `pg_notify('personalize_outbox', channel)`, without a query.
+fn notify_outbox(channel: &str) {
+    let args = ["personalize_outbox".into_datum(), channel.into_datum()];
+    // SAFETY: pg_notify is a plain fmgr function of two non-null text arguments; it raises
+    // (through pgrx's guard) only for an overlong payload or a parallel worker.
+    unsafe {
+        pgrx::fcinfo::direct_function_call_as_datum(pg_sys::pg_notify, &args);
+    }
 }
 
 /// Makes every backend re-read the campaigns and frequency caps (at commit; this one at once).

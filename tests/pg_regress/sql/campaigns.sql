@@ -261,3 +261,25 @@ SELECT personalize.archive_messages('1 day', purge => true) AS purged;
 SELECT (SELECT count(*) FROM personalize.outbox WHERE user_id = 'u10') AS u10_left,
        (SELECT count(*) FROM personalize.outbox_archive) AS archive_unchanged;
 SELECT * FROM personalize.status WHERE section = 'outbox' ORDER BY name;
+
+-- A message fired and cancelled by events of one statement (u7's view and purchase in one
+-- batch, above) was written cancelled at once: finished, never queued, and holding no pending
+-- slot, so u7's next camera view fires a new message; that view's own statement cancels
+-- nothing. A batch that views, buys and views again fires once (its first view) and cancels it.
+SELECT state, finished_at IS NOT NULL AS finished, last_error ~ '^cancelled by event \d+ \(purchase\)$' AS cancelled_by_purchase
+  FROM (SELECT message_id, state, finished_at, last_error FROM personalize.outbox_archive
+         WHERE user_id = 'u7' AND campaign = 'camera_browse'
+        UNION ALL
+        SELECT message_id, state, finished_at, last_error FROM personalize.outbox
+         WHERE user_id = 'u7' AND campaign = 'camera_browse') m ORDER BY message_id;
+SELECT pg_temp.ev('view', 'u7', 'cam2') > 0 AS ok;
+SELECT state, finished_at IS NOT NULL AS finished FROM personalize.outbox
+ WHERE user_id = 'u7' AND campaign = 'camera_browse' ORDER BY message_id;
+SELECT accepted FROM personalize.track_batch(ARRAY(
+  SELECT jsonb_build_object('type', t, 'user_id', 'u17', 'item_id', i, 'occurred_at', now() - m * interval '1 minute')
+    FROM (VALUES ('view', 'cam1', 30), ('purchase', 'cam1', 20), ('view', 'cam2', 10)) v(t, i, m)));
+SELECT o.state, e.item_id AS fired_by_view_of, o.last_error = 'cancelled by event ' || p.event_id || ' (purchase)' AS cancelled_by_the_purchase
+  FROM personalize.outbox o
+  JOIN personalize.events e ON e.event_id = o.trigger_event_id
+  JOIN personalize.events p ON p.user_id = 'u17' AND p.event_type = 'purchase'
+ WHERE o.user_id = 'u17' AND o.campaign = 'camera_browse';
