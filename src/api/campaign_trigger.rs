@@ -102,9 +102,9 @@ SELECT m.campaign_id, m.campaign, m.channel, m.user_id, m.item_id, m.event_id, m
             ELSE m.visible_at END,
        m.idempotency_key
   FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
-              $7::timestamptz[], $8::timestamptz[], $9::bool[], $10::uuid[])
+              $7::timestamptz[], $8::timestamptz[], $9::uuid[], $10::bool[])
        AS m(campaign_id, campaign, channel, user_id, item_id, event_id, occurred_at,
-            visible_at, quiet, idempotency_key)
+            visible_at, idempotency_key, quiet)
 ON CONFLICT (campaign_id, user_id) WHERE state = 'pending' DO NOTHING";
 
 /// Messages fired and cancelled by events of the same statement (a view and then a purchase
@@ -184,8 +184,8 @@ fn prepare(client: &mut pgrx::spi::SpiClient<'_>) -> Statements {
                 int8s,
                 times,
                 times,
-                oid(pg_sys::BOOLARRAYOID),
                 oid(pg_sys::UUIDARRAYOID),
+                oid(pg_sys::BOOLARRAYOID),
             ],
         )
         .unwrap_or_else(|e| spi_failed("preparing the outbox insert", e))
@@ -653,7 +653,8 @@ fn pending_message(row: pgrx::spi::SpiHeapTupleData<'_>) -> Option<campaigns::Pe
     })
 }
 
-/// The columns of the messages one INSERT writes.
+/// The columns of the messages one INSERT writes: its first nine parameters, in this order,
+/// for INSERT_MESSAGES and INSERT_CANCELLED alike.
 #[derive(Default)]
 struct MessageColumns {
     campaign_ids: Vec<i64>,
@@ -685,6 +686,26 @@ impl MessageColumns {
         self.occurred.push(occurred);
         self.visible.push(visible);
         self.keys.push(new_idempotency_key());
+    }
+
+    /// The statement's arguments: these columns, then `more` (the statement's own).
+    fn into_args(
+        self,
+        more: impl IntoIterator<Item = DatumWithOid<'static>>,
+    ) -> Vec<DatumWithOid<'static>> {
+        let mut args: Vec<DatumWithOid<'static>> = vec![
+            self.campaign_ids.into(),
+            self.names.into(),
+            self.channels.into(),
+            self.users.into(),
+            self.items.into(),
+            self.event_ids.into(),
+            self.occurred.into(),
+            self.visible.into(),
+            self.keys.into(),
+        ];
+        args.extend(more);
+        args
     }
 }
 
@@ -732,36 +753,13 @@ fn write_messages(
         }
     }
     if !pending.users.is_empty() {
-        let args: [DatumWithOid; 10] = [
-            pending.campaign_ids.into(),
-            pending.names.into(),
-            pending.channels.into(),
-            pending.users.into(),
-            pending.items.into(),
-            pending.event_ids.into(),
-            pending.occurred.into(),
-            pending.visible.into(),
-            quiet.into(),
-            pending.keys.into(),
-        ];
+        let args = pending.into_args([quiet.into()]);
         client
             .update(&st.insert_messages, None, &args)
             .unwrap_or_else(|e| spi_failed("cannot write personalize.outbox", e));
     }
     if !cancelled.users.is_empty() {
-        let args: [DatumWithOid; 11] = [
-            cancelled.campaign_ids.into(),
-            cancelled.names.into(),
-            cancelled.channels.into(),
-            cancelled.users.into(),
-            cancelled.items.into(),
-            cancelled.event_ids.into(),
-            cancelled.occurred.into(),
-            cancelled.visible.into(),
-            cancelled.keys.into(),
-            cancel_event_ids.into(),
-            cancel_event_types.into(),
-        ];
+        let args = cancelled.into_args([cancel_event_ids.into(), cancel_event_types.into()]);
         client
             .update(&st.insert_cancelled, None, &args)
             .unwrap_or_else(|e| spi_failed("cannot write personalize.outbox", e));
