@@ -7,8 +7,8 @@
 //! statement's transition table `new_events` in Rust (no query; item categories come from the
 //! per-backend catalogue cache), the rules in Rust (`core::campaigns`), one read of the
 //! firing and cancelling users' pending messages (absorbed firings go no further), one query
-//! per segment and one for the frequency caps when a remaining firing needs them, and the
-//! writes: the cancellations are decided in Rust before anything is written, so a message
+//! for the frequency caps when a remaining firing needs them, and the writes (a campaign's
+//! segment is checked when its message is due, by `claim_messages`, not here): the cancellations are decided in Rust before anything is written, so a message
 //! that an event of the same statement cancels (a view, then a purchase, in one batch) is
 //! written cancelled by a plain INSERT, the others by one INSERT … ON CONFLICT, and only
 //! messages pending from earlier statements need the UPDATE by message id. The statements are
@@ -16,7 +16,7 @@
 //! index probes as the only plan (see PLANNER_SETTINGS); NOTIFY is a direct call.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone, Uuid};
 use pgrx::prelude::*;
@@ -38,7 +38,7 @@ use crate::pg::POSTGRES_EPOCH_UNIX_MICROS;
 /// nested loops over index probes; without sequential and bitmap scans, hash and merge joins,
 /// that is what the planner makes whatever the statistics say (a bitmap AND of a user's
 /// history with the time BRIN was one generic plan's idea). No JIT for such small statements.
-const PLANNER_SETTINGS: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
+pub(crate) const PLANNER_SETTINGS: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
     (c"plan_cache_mode", c"force_generic_plan"),
     (c"enable_seqscan", c"off"),
     (c"enable_bitmapscan", c"off"),
@@ -52,11 +52,12 @@ const PLANNER_SETTINGS: &[(&std::ffi::CStr, &std::ffi::CStr)] = &[
 /// outbox's queue index per probe instead of the unique index: quadratic). So statements that
 /// read the outbox (or, for segments, the events) are planned for each execution until the
 /// table has this many pages, when estimates from its size are sound, and generic after.
-const GENERIC_PLAN_MIN_PAGES: u32 = 8;
+/// (`claim_messages` checks segments the same way.)
+pub(crate) const GENERIC_PLAN_MIN_PAGES: u32 = 8;
 
 /// Runs `f` with a generic plan when `sized` (the table it reads is big enough), else with a
 /// custom plan; inside `PLANNER_SETTINGS`, whose default is generic.
-fn planned<R>(sized: bool, f: impl FnOnce() -> R) -> R {
+pub(crate) fn planned<R>(sized: bool, f: impl FnOnce() -> R) -> R {
     if sized {
         return f();
     }
@@ -67,8 +68,7 @@ fn planned<R>(sized: bool, f: impl FnOnce() -> R) -> R {
 }
 
 /// The pending messages of the (campaign, user) pairs the statement fires or may cancel:
-/// a firing whose pair has one is absorbed by it (no segment check, no frequency-cap read, no
-/// insert), and the cancellations are decided from them in Rust
+/// a firing whose pair has one is absorbed by it (no frequency-cap read, no insert), and the cancellations are decided from them in Rust
 /// (`core::campaigns::cancellations`).
 ///
 /// Every statement here that reads the outbox probes an index once per row of its input
@@ -278,12 +278,7 @@ fn _events_fire_campaigns<'a>(
     let trigger_data = trigger.trigger_data() as *const pg_sys::TriggerData;
     // SAFETY: the trigger data, its relation and its transition table are valid for this
     // call, which is an AFTER INSERT statement trigger with REFERENCING NEW TABLE (checked).
-    let (events_relid, read) = unsafe {
-        (
-            (*(*trigger_data).tg_relation).rd_id,
-            read_new_events(trigger_data, &set),
-        )
-    };
+    let read = unsafe { read_new_events(trigger_data, &set) };
     if read.is_empty() {
         return Ok(None);
     }
@@ -293,9 +288,7 @@ fn _events_fire_campaigns<'a>(
                 let _ = cell.set(prepare(client));
             }
             let st = cell.get().expect("prepared above");
-            crate::pg::with_settings(PLANNER_SETTINGS, || {
-                fire(client, st, &set, events_relid, read)
-            });
+            crate::pg::with_settings(PLANNER_SETTINGS, || fire(client, st, &set, read));
         });
     });
     Ok(None)
@@ -441,7 +434,6 @@ fn fire(
     client: &mut pgrx::spi::SpiClient<'_>,
     st: &Statements,
     set: &Campaigns,
-    events_relid: pg_sys::Oid,
     mut read: Vec<ReadEvent>,
 ) {
     read.sort_by_key(|r| (r.event.occurred_at, r.event.event_id));
@@ -462,7 +454,7 @@ fn fire(
     }
     let outbox_sized = crate::pg::relation_pages(st.outbox) >= GENERIC_PLAN_MIN_PAGES;
     // The pending messages of the pairs the statement fires or may cancel: one that is there
-    // absorbs the firing before any segment check, cap read or insert (for a single event,
+    // absorbs the firing before any cap read or insert (for a single event,
     // an INSERT that ON CONFLICT would absorb costs more than this read), and the
     // cancellations are decided from them.
     let pending = planned(outbox_sized, || {
@@ -479,36 +471,6 @@ fn fire(
                 set.list[f.campaign].rule.campaign_id,
                 events[f.event].user_id.as_str(),
             ))
-        });
-    }
-
-    // Segments: one set query per segment, over the users that fired its campaigns.
-    let mut by_segment: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
-    for f in &firings {
-        if let Some(s) = &set.list[f.campaign].segment {
-            by_segment
-                .entry(s.as_str())
-                .or_default()
-                .insert(events[f.event].user_id.as_str());
-        }
-    }
-    if !by_segment.is_empty() {
-        let events_sized = crate::pg::relation_pages(events_relid) >= GENERIC_PLAN_MIN_PAGES;
-        let members: BTreeMap<&str, HashSet<String>> = by_segment
-            .into_iter()
-            .map(|(segment, users)| {
-                let users: Vec<String> = users.into_iter().map(str::to_owned).collect();
-                let members = planned(events_sized, || {
-                    crate::pg::segment_cache::members_among(client, segment, users)
-                });
-                (segment, members.into_iter().collect())
-            })
-            .collect();
-        firings.retain(|f| {
-            set.list[f.campaign]
-                .segment
-                .as_deref()
-                .is_none_or(|s| members[s].contains(&events[f.event].user_id))
         });
     }
 

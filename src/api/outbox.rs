@@ -3,7 +3,7 @@
 //! with fresh recommendations and hands the batch out under one lease token. `ack()`,
 //! `fail()` and the events trigger that writes the messages are SQL (sql/finalize.sql).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use pgrx::datum::{DatumWithOid, Interval, Uuid};
 use pgrx::prelude::*;
@@ -79,7 +79,8 @@ SELECT o.message_id, o.user_id, c.campaign_id, o.attempts, COALESCE(c.max_attemp
          ORDER BY e.occurred_at LIMIT 1),
        pg_catalog.date_part('epoch', personalize._after_quiet_hours(pg_catalog.now(), c.quiet_start,
                                                                     c.quiet_end, c.quiet_timezone)),
-       pg_catalog.date_part('epoch', pg_catalog.now())
+       pg_catalog.date_part('epoch', pg_catalog.now()),
+       c.segment
   FROM due o
   LEFT JOIN personalize.campaigns c ON c.campaign_id OPERATOR(pg_catalog.=) o.campaign_id
   LEFT JOIN personalize.items it ON it.item_id OPERATOR(pg_catalog.=) o.item_id
@@ -131,6 +132,8 @@ struct Locked {
     recommendations: i32,
     model: Option<String>,
     template: Option<String>,
+    /// The campaign's segment, if it has one.
+    segment: Option<String>,
 }
 
 fn visibility_seconds(v: Interval) -> f64 {
@@ -269,6 +272,8 @@ fn claim_messages(
                     attempts: row.get::<i32>(4).ok().flatten().unwrap_or(0),
                     max_attempts: row.get::<i32>(5).ok().flatten().unwrap_or(5),
                     cancelled_by: get_text(17),
+                    // Filled in below, from one query per segment over the batch's users.
+                    outside_segment: None,
                     quiet_until: row.get::<f64>(18).ok().flatten(),
                     last_error: get_text(6),
                 },
@@ -286,6 +291,7 @@ fn claim_messages(
                 recommendations: row.get::<i32>(12).ok().flatten().unwrap_or(0),
                 model: get_text(13),
                 template: get_text(14),
+                segment: get_text(20),
             });
         }
         if locked.is_empty() {
@@ -314,6 +320,34 @@ fn claim_messages(
                 .into_iter()
                 .collect();
             recent = recent_deliveries(client, RECENT_DELIVERIES, users, longest_window);
+        }
+
+        // Segments: the user must be in the campaign's segment when the message goes out
+        // (checked here, not when the event fired it, so that a "lapsed buyers" message does
+        // not reach a user who bought in the meantime). One set query per segment.
+        let mut by_segment: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
+        for l in &locked {
+            if let Some(s) = &l.segment {
+                by_segment
+                    .entry(s.as_str())
+                    .or_default()
+                    .insert(l.candidate.user_id.as_str());
+            }
+        }
+        let members: BTreeMap<String, HashSet<String>> = by_segment
+            .into_iter()
+            .map(|(segment, users)| {
+                let users: Vec<String> = users.into_iter().map(str::to_owned).collect();
+                let found = segment_members_among(client, segment, users);
+                (segment.to_owned(), found.into_iter().collect())
+            })
+            .collect();
+        for l in &mut locked {
+            if let Some(s) = &l.segment {
+                if !members[s].contains(&l.candidate.user_id) {
+                    l.candidate.outside_segment = Some(s.clone());
+                }
+            }
         }
 
         let candidates: Vec<Candidate> = locked.iter().map(|l| l.candidate.clone()).collect();
@@ -413,6 +447,24 @@ fn claim_messages(
             })
             .collect();
         TableIterator::new(out)
+    })
+}
+
+/// The members of a named segment among `users` (one prepared set query, see
+/// `pg::segment_cache`), planned as the campaign trigger plans its reads: index probes only,
+/// generic once the events table is big enough for its statistics to be sound.
+fn segment_members_among(
+    client: &pgrx::spi::SpiClient<'_>,
+    segment: &str,
+    users: Vec<String>,
+) -> Vec<String> {
+    use crate::api::campaign_trigger::{planned, GENERIC_PLAN_MIN_PAGES, PLANNER_SETTINGS};
+    let events = crate::pg::personalize_relid(c"events");
+    let sized = crate::pg::relation_pages(events) >= GENERIC_PLAN_MIN_PAGES;
+    crate::pg::with_settings(PLANNER_SETTINGS, || {
+        planned(sized, || {
+            crate::pg::segment_cache::members_among(client, segment, users)
+        })
     })
 }
 

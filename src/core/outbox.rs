@@ -213,6 +213,9 @@ pub struct Candidate {
     /// The event (id and type) that cancels this message, when the user produced one after
     /// the trigger.
     pub cancelled_by: Option<String>,
+    /// The campaign's segment, when the user is not in it now: a segment is who a message
+    /// goes to, so it is checked when the message is due, not when it was triggered.
+    pub outside_segment: Option<String>,
     /// Unix seconds when the campaign's quiet hours end, if now is inside them.
     pub quiet_until: Option<f64>,
     pub last_error: Option<String>,
@@ -328,6 +331,11 @@ fn decide_one(now: f64, c: &Candidate, recent: &[Delivery], global_caps: &[Globa
     if let Some(event) = &c.cancelled_by {
         return Verdict::Cancel(format!("cancelled by event {event}"));
     }
+    if let Some(segment) = &c.outside_segment {
+        return Verdict::Cancel(format!(
+            "the user is not in segment \"{segment}\" when the message is due"
+        ));
+    }
     if c.attempts >= c.max_attempts {
         return Verdict::Dead(format!(
             "gave up after {} attempts (leases expired without ack or fail); last error: {}",
@@ -415,6 +423,7 @@ mod tests {
             attempts: 0,
             max_attempts: 5,
             cancelled_by: None,
+            outside_segment: None,
             quiet_until: None,
             last_error: None,
         }
@@ -434,10 +443,16 @@ mod tests {
         quiet.quiet_until = Some(now + 3600.0);
         let mut quiet_over = candidate(5, "b");
         quiet_over.quiet_until = Some(now);
+        // Out of the segment beats out of attempts and quiet hours: it is never to be sent.
+        let mut outsider = candidate(6, "c");
+        outsider.outside_segment = Some("big_spenders".into());
+        outsider.attempts = 5;
+        outsider.quiet_until = Some(now + 3600.0);
+        let mut recent = Vec::new();
         let v = decide(
             now,
-            &[gone, bought, tired, quiet, quiet_over],
-            &mut Vec::new(),
+            &[gone, bought, tired, quiet, quiet_over, outsider],
+            &mut recent,
             &[],
         );
         assert_eq!(v[0], Verdict::Cancel("its campaign was deleted".into()));
@@ -450,6 +465,15 @@ mod tests {
         );
         assert_eq!(v[3], Verdict::Defer(now + 3600.0));
         assert_eq!(v[4], Verdict::Claim);
+        assert_eq!(
+            v[5],
+            Verdict::Cancel(
+                "the user is not in segment \"big_spenders\" when the message is due".into()
+            )
+        );
+        // Only the message handed out counts against later caps.
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].message_id, 5);
     }
 
     #[test]

@@ -21,7 +21,6 @@ pub struct Campaign {
     pub rule: CampaignRule,
     pub name: String,
     pub channel: String,
-    pub segment: Option<String>,
     pub delay: Interval,
     pub max_event_age: Interval,
     pub cap: Option<Cap>,
@@ -89,7 +88,7 @@ fn load(generation: (u64, u64)) -> Campaigns {
             .select(
                 "SELECT campaign_id, enabled, name, channel, trigger_event_type, trigger_category, \
                         CASE WHEN trigger_properties <> '{}' THEN CAST(trigger_properties AS text) END, \
-                        segment, delay, max_event_age, cancel_on, cap_messages, \
+                        delay, max_event_age, cancel_on, cap_messages, \
                         date_part('epoch', cap_window), quiet_start IS NOT NULL \
                    FROM personalize.campaigns ORDER BY campaign_id",
                 None,
@@ -100,8 +99,8 @@ fn load(generation: (u64, u64)) -> Campaigns {
                 let text = |i: usize| row.get::<String>(i).ok().flatten();
                 let trigger_properties = text(7);
                 let cap = match (
-                    row.get::<i32>(12).ok().flatten(),
-                    row.get::<f64>(13).ok().flatten(),
+                    row.get::<i32>(11).ok().flatten(),
+                    row.get::<f64>(12).ok().flatten(),
                 ) {
                     (Some(m), Some(w)) => Some(Cap {
                         max_messages: i64::from(m),
@@ -118,7 +117,7 @@ fn load(generation: (u64, u64)) -> Campaigns {
                         trigger_category: text(6),
                         filters_properties: trigger_properties.is_some(),
                         cancel_on: row
-                            .get::<Vec<Option<String>>>(11)
+                            .get::<Vec<Option<String>>>(10)
                             .ok()
                             .flatten()
                             .unwrap_or_default()
@@ -128,11 +127,10 @@ fn load(generation: (u64, u64)) -> Campaigns {
                     },
                     name: text(3).unwrap_or_default(),
                     channel: text(4).unwrap_or_default(),
-                    segment: text(8),
-                    delay: row.get::<Interval>(9).ok().flatten().unwrap_or(zero),
-                    max_event_age: row.get::<Interval>(10).ok().flatten().unwrap_or(zero),
+                    delay: row.get::<Interval>(8).ok().flatten().unwrap_or(zero),
+                    max_event_age: row.get::<Interval>(9).ok().flatten().unwrap_or(zero),
                     cap,
-                    has_quiet_hours: row.get::<bool>(14).ok().flatten().unwrap_or(false),
+                    has_quiet_hours: row.get::<bool>(13).ok().flatten().unwrap_or(false),
                     trigger_properties,
                 }
             })

@@ -58,6 +58,20 @@ pub fn set_setting(name: &std::ffi::CStr, value: &std::ffi::CStr) {
     }
 }
 
+/// The oid of table `name` in schema personalize, InvalidOid when there is none (two syscache
+/// lookups, no query).
+pub fn personalize_relid(name: &std::ffi::CStr) -> pgrx::pg_sys::Oid {
+    use pgrx::pg_sys;
+    // SAFETY: main-thread backend calls with valid C strings; missing_ok returns InvalidOid.
+    unsafe {
+        let namespace = pg_sys::get_namespace_oid(c"personalize".as_ptr(), true);
+        if namespace == pg_sys::InvalidOid {
+            return pg_sys::InvalidOid;
+        }
+        pg_sys::get_relname_relid(name.as_ptr(), namespace)
+    }
+}
+
 /// The pages of a table's main fork now (0 when it no longer exists). Takes the
 /// AccessShareLock any read of the table would, kept to the end of the transaction.
 pub fn relation_pages(relid: pgrx::pg_sys::Oid) -> u32 {
