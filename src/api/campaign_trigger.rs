@@ -25,11 +25,12 @@ use pgrx::PgOid;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use crate::api::outbox::{recent_deliveries, strong_random, uuid_v4};
+use crate::api::outbox::{strong_random, uuid_v4};
 use crate::core::campaigns::{self, TriggerEvent};
 use crate::core::outbox::{cap_reason, Recipient};
 use crate::error::{spi_failed, PersonalizeError};
 use crate::pg::campaign_cache::{self, Campaigns};
+use crate::pg::outbox_probe::OutboxProbe;
 use crate::pg::POSTGRES_EPOCH_UNIX_MICROS;
 
 /// The planner settings the trigger's statements run under. Their plans are generic, made
@@ -66,23 +67,6 @@ pub(crate) fn planned<R>(sized: bool, f: impl FnOnce() -> R) -> R {
     crate::pg::set_setting(c"plan_cache_mode", c"force_generic_plan");
     result
 }
-
-/// The pending messages of the (campaign, user) pairs the statement fires or may cancel:
-/// a firing whose pair has one is absorbed by it (no frequency-cap read, no insert), and the cancellations are decided from them in Rust
-/// (`core::campaigns::cancellations`).
-///
-/// Every statement here that reads the outbox probes an index once per row of its input
-/// (LATERAL with OFFSET 0, which the planner does not flatten, or a join on the primary key):
-/// an `= ANY (array)` scan is costed for ten elements in a generic plan, and one made while
-/// the outbox was small chose a full scan of the queue index instead (quadratic).
-const PENDING_MESSAGES: &str = "\
-SELECT q.message_id, q.campaign_id, q.user_id, q.triggered_at, q.trigger_event_id
-  FROM unnest($1::int8[], $2::text[]) AS r(campaign_id, user_id)
- CROSS JOIN LATERAL (
-       SELECT p.message_id, p.campaign_id, p.user_id, p.triggered_at, p.trigger_event_id
-         FROM personalize.outbox p
-        WHERE p.campaign_id = r.campaign_id AND p.user_id = r.user_id AND p.state = 'pending'
-       OFFSET 0) AS q";
 
 /// One message per (campaign, user). The firings are those without a pending message when
 /// PENDING_MESSAGES read; one a concurrent transaction commits in between absorbs the new
@@ -136,11 +120,9 @@ UPDATE personalize.outbox o
  WHERE o.message_id = c.message_id AND CASE o.state WHEN 'pending' THEN true ELSE false END";
 
 struct Statements {
-    pending_messages: OwnedPreparedStatement,
     insert_messages: OwnedPreparedStatement,
     insert_cancelled: OwnedPreparedStatement,
     cancel_messages: OwnedPreparedStatement,
-    recent_deliveries: OwnedPreparedStatement,
     /// personalize.outbox, whose size decides how its readers are planned.
     outbox: pg_sys::Oid,
 }
@@ -168,10 +150,6 @@ fn prepare(client: &mut pgrx::spi::SpiClient<'_>) -> Statements {
     let texts = oid(pg_sys::TEXTARRAYOID);
     let int8s = oid(pg_sys::INT8ARRAYOID);
     let times = oid(pg_sys::TIMESTAMPTZARRAYOID);
-    let pending_messages = client
-        .prepare(PENDING_MESSAGES, &[int8s, texts])
-        .unwrap_or_else(|e| spi_failed("preparing the pending-message read", e))
-        .keep();
     let insert_messages = client
         .prepare_mut(
             INSERT_MESSAGES,
@@ -213,13 +191,6 @@ fn prepare(client: &mut pgrx::spi::SpiClient<'_>) -> Statements {
         )
         .unwrap_or_else(|e| spi_failed("preparing the outbox insert", e))
         .keep();
-    let recent_deliveries = client
-        .prepare(
-            crate::api::outbox::RECENT_DELIVERIES,
-            &[texts, oid(pg_sys::FLOAT8OID)],
-        )
-        .unwrap_or_else(|e| spi_failed("preparing the frequency cap read", e))
-        .keep();
     let outbox = client
         .select(
             "SELECT CAST(to_regclass('personalize.outbox') AS oid)",
@@ -231,8 +202,6 @@ fn prepare(client: &mut pgrx::spi::SpiClient<'_>) -> Statements {
         .unwrap_or(pg_sys::InvalidOid);
     Statements {
         outbox,
-        recent_deliveries,
-        pending_messages,
         insert_messages,
         insert_cancelled,
         cancel_messages,
@@ -452,14 +421,11 @@ fn fire(
     if firings.is_empty() && cancels.is_empty() {
         return;
     }
-    let outbox_sized = crate::pg::relation_pages(st.outbox) >= GENERIC_PLAN_MIN_PAGES;
-    // The pending messages of the pairs the statement fires or may cancel: one that is there
-    // absorbs the firing before any cap read or insert (for a single event,
-    // an INSERT that ON CONFLICT would absorb costs more than this read), and the
-    // cancellations are decided from them.
-    let pending = planned(outbox_sized, || {
-        read_pending(client, st, set, &events, &firings, &cancels)
-    });
+    // The pending messages of the pairs the statement fires or may cancel, probed through
+    // the one-pending index (no query, see pg::outbox_probe): one that is there absorbs the
+    // firing before any cap read or insert, and the cancellations are decided from them.
+    let outbox = OutboxProbe::open();
+    let pending = read_pending(&outbox, set, &events, &firings, &cancels);
     if !pending.is_empty() && !firings.is_empty() {
         // Absorbed: the (campaign, user) already has a pending message.
         let waiting: HashSet<(i64, &str)> = pending
@@ -487,17 +453,13 @@ fn fire(
                     .filter_map(|c| c.cap.map(|c| c.window_seconds)),
             )
             .fold(0.0, f64::max);
-        let users: Vec<String> = firings
+        let users: HashSet<&str> = firings
             .iter()
             .map(|f| events[f.event].user_id.as_str())
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .map(str::to_owned)
             .collect();
         if longest_window > 0.0 && !users.is_empty() {
-            let recent = planned(outbox_sized, || {
-                recent_deliveries(client, &st.recent_deliveries, users, longest_window)
-            });
+            let since = now - (longest_window * 1e6) as i64;
+            let recent = outbox.recent_deliveries(users, since);
             if !recent.is_empty() {
                 let now_seconds = (now + POSTGRES_EPOCH_UNIX_MICROS) as f64 / 1e6;
                 firings.retain(|f| {
@@ -514,6 +476,8 @@ fn fire(
             }
         }
     }
+
+    outbox.close();
 
     // Cancellations, of the pending messages read and of the ones this statement writes
     // (as messages with ids -1, -2, ... for firings 0, 1, ...): a firing's pair was read
@@ -566,6 +530,7 @@ fn fire(
             .map(|c| events[c.event].event_type.clone())
             .collect();
         let args: [DatumWithOid; 3] = [ids.into(), event_ids.into(), types.into()];
+        let outbox_sized = crate::pg::relation_pages(st.outbox) >= GENERIC_PLAN_MIN_PAGES;
         planned(outbox_sized, || {
             client
                 .update(&st.cancel_messages, None, &args)
@@ -574,11 +539,10 @@ fn fire(
     }
 }
 
-/// The pending messages (PENDING_MESSAGES) of the (campaign, user) pairs of `firings` and of
-/// the cancel requests.
+/// The pending messages of the (campaign, user) pairs of `firings` and of the cancel
+/// requests.
 fn read_pending(
-    client: &mut pgrx::spi::SpiClient<'_>,
-    st: &Statements,
+    outbox: &OutboxProbe,
     set: &Campaigns,
     events: &[TriggerEvent],
     firings: &[campaigns::Firing],
@@ -594,25 +558,7 @@ fn read_pending(
             )
         })
         .collect();
-    let (campaign_ids, users): (Vec<i64>, Vec<String>) =
-        pairs.into_iter().map(|(c, u)| (c, u.to_owned())).unzip();
-    let args: [DatumWithOid; 2] = [campaign_ids.into(), users.into()];
-    client
-        .select(&st.pending_messages, None, &args)
-        .unwrap_or_else(|e| spi_failed("cannot read personalize.outbox", e))
-        .filter_map(pending_message)
-        .collect()
-}
-
-/// A row of (message_id, campaign_id, user_id, triggered_at, trigger_event_id).
-fn pending_message(row: pgrx::spi::SpiHeapTupleData<'_>) -> Option<campaigns::PendingMessage> {
-    Some(campaigns::PendingMessage {
-        message_id: row.get::<i64>(1).ok()??,
-        campaign_id: row.get::<i64>(2).ok()??,
-        user_id: row.get::<String>(3).ok()??,
-        triggered_at: i64::from(row.get::<TimestampWithTimeZone>(4).ok()??),
-        trigger_event_id: row.get::<i64>(5).ok()??,
-    })
+    outbox.pending_messages(pairs)
 }
 
 /// The columns of the messages one INSERT writes: its first nine parameters, in this order,

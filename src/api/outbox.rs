@@ -9,7 +9,7 @@ use pgrx::datum::{DatumWithOid, Interval, Uuid};
 use pgrx::prelude::*;
 use serde_json::{json, Map, Value};
 
-use crate::core::outbox::{self, Candidate, Cap, Delivery, RenderContext, Verdict};
+use crate::core::outbox::{self, Candidate, Cap, RenderContext, Verdict};
 use crate::error::{required, spi_failed, PersonalizeError};
 
 /// Why a campaign template (JSON text) is refused, or NULL when it is valid.
@@ -86,20 +86,6 @@ SELECT o.message_id, o.user_id, c.campaign_id, o.attempts, COALESCE(c.max_attemp
   LEFT JOIN personalize.items it ON it.item_id OPERATOR(pg_catalog.=) o.item_id
  ORDER BY o.visible_at";
 
-/// The users' (distinct) messages handed out within the longest cap window (frequency caps).
-/// One probe of the user index per user (LATERAL with OFFSET 0 is not flattened): the
-/// campaign trigger runs it with a generic plan, which must not depend on the statistics.
-pub(crate) const RECENT_DELIVERIES: &str = "\
-SELECT o.message_id, o.user_id, o.campaign_id, o.channel, pg_catalog.date_part('epoch', o.claimed_at)
-  FROM pg_catalog.unnest(CAST($1 AS pg_catalog.text[])) AS u(user_id)
- CROSS JOIN LATERAL (
-       SELECT q.message_id, q.user_id, q.campaign_id, q.channel, q.claimed_at
-         FROM personalize.outbox q
-        WHERE q.user_id OPERATOR(pg_catalog.=) u.user_id
-          AND q.claimed_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.make_interval(secs => $2))
-          AND q.state IN ('claimed', 'sent')
-       OFFSET 0) AS o";
-
 // Multi-argument unnest is FROM-clause syntax and cannot be schema-qualified; the function
 // pins search_path to pg_catalog, so it is the catalogue's.
 const APPLY: &str = "\
@@ -173,29 +159,6 @@ pub(crate) fn uuid_v4(mut b: [u8; 16]) -> Uuid {
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
     Uuid::from_bytes(b)
-}
-
-/// The users' recent deliveries (RECENT_DELIVERIES) within `window_seconds`, for the caps.
-pub(crate) fn recent_deliveries<'conn>(
-    client: &pgrx::spi::SpiClient<'conn>,
-    query: impl pgrx::spi::Query<'conn>,
-    users: Vec<String>,
-    window_seconds: f64,
-) -> Vec<Delivery> {
-    let args: [DatumWithOid; 2] = [users.into(), window_seconds.into()];
-    client
-        .select(query, None, &args)
-        .unwrap_or_else(|e| spi_failed("cannot read personalize.outbox", e))
-        .filter_map(|row| {
-            Some(Delivery {
-                message_id: row.get::<i64>(1).ok()??,
-                user_id: row.get::<String>(2).ok()??,
-                campaign_id: row.get::<i64>(3).ok().flatten(),
-                channel: row.get::<String>(4).ok()??,
-                at: row.get::<f64>(5).ok()??,
-            })
-        })
-        .collect()
 }
 
 /// Claims up to `batch` due messages of a channel for `visibility`: returns them with one
@@ -313,13 +276,15 @@ fn claim_messages(
             .fold(0.0, f64::max);
         let mut recent = Vec::new();
         if longest_window > 0.0 {
-            let users: Vec<String> = locked
+            let users: HashSet<&str> = locked
                 .iter()
-                .map(|l| l.candidate.user_id.clone())
-                .collect::<HashSet<_>>()
-                .into_iter()
+                .map(|l| l.candidate.user_id.as_str())
                 .collect();
-            recent = recent_deliveries(client, RECENT_DELIVERIES, users, longest_window);
+            // SAFETY: a plain backend call (now()).
+            let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+            let outbox = crate::pg::outbox_probe::OutboxProbe::open();
+            recent = outbox.recent_deliveries(users, now - (longest_window * 1e6) as i64);
+            outbox.close();
         }
 
         // Segments: the user must be in the campaign's segment when the message goes out
