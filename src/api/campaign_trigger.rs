@@ -31,6 +31,7 @@ use crate::core::outbox::{cap_reason, Recipient};
 use crate::error::{spi_failed, PersonalizeError};
 use crate::pg::campaign_cache::{self, Campaigns};
 use crate::pg::outbox_probe::OutboxProbe;
+use crate::pg::outbox_writer::{NewMessage, OutboxWriter};
 use crate::pg::POSTGRES_EPOCH_UNIX_MICROS;
 
 /// The planner settings the trigger's statements run under. Their plans are generic, made
@@ -617,9 +618,14 @@ impl MessageColumns {
     }
 }
 
-/// Writes the firings' messages: pending ones with INSERT_MESSAGES, those `cancelled_by` an
-/// event of the statement (index into `events`) with INSERT_CANCELLED; then wakes idle
-/// workers when something is due now.
+/// Writes the firings' messages, pending ones and those `cancelled_by` an event of the
+/// statement (index into `events`); then wakes idle workers when something is due now.
+///
+/// Written by `pg::outbox_writer` (no statement) when the outbox is as the extension made it,
+/// except pending messages of campaigns with quiet hours, whose delivery time
+/// INSERT_MESSAGES computes with `_after_quiet_hours`; otherwise all with INSERT_MESSAGES
+/// and INSERT_CANCELLED, so that whatever a DBA added to the table (a trigger, a constraint,
+/// a column with a default) is honoured.
 #[allow(clippy::too_many_arguments)]
 fn write_messages(
     client: &mut pgrx::spi::SpiClient<'_>,
@@ -631,13 +637,14 @@ fn write_messages(
     cancelled_by: &[Option<usize>],
     now: TimestampWithTimeZone,
 ) {
+    let now_micros = i64::from(now);
+    let mut writer = OutboxWriter::open();
     let mut pending = MessageColumns::default();
     let mut quiet = Vec::new();
     let mut cancelled = MessageColumns::default();
     let mut cancel_event_ids = Vec::new();
     let mut cancel_event_types = Vec::new();
     let mut due_channels: Vec<&str> = Vec::new();
-    let now_micros = i64::from(now);
     for (f, cancelled_by) in firings.iter().zip(cancelled_by) {
         let c = &set.list[f.campaign];
         let e = &events[f.event];
@@ -648,6 +655,32 @@ fn write_messages(
         } else {
             due
         };
+        if cancelled_by.is_none() && !c.has_quiet_hours && i64::from(due) <= now_micros {
+            due_channels.push(&c.channel);
+        }
+        if let Some(w) = writer
+            .as_mut()
+            .filter(|_| cancelled_by.is_some() || !c.has_quiet_hours)
+        {
+            let message = NewMessage {
+                campaign_id: c.rule.campaign_id,
+                campaign: &c.name,
+                channel: &c.channel,
+                user_id: &e.user_id,
+                item_id: item_ids[f.event].as_deref(),
+                trigger_event_id: e.event_id,
+                triggered_at: e.occurred_at,
+                visible_at: i64::from(visible),
+                idempotency_key: new_idempotency_key(),
+            };
+            match cancelled_by {
+                Some(by) => w.insert_cancelled(&message, &cancel_reason(&events[*by])),
+                None => {
+                    w.insert_pending(&message);
+                }
+            }
+            continue;
+        }
         if let Some(by) = cancelled_by {
             cancelled.push(c, e, &item_ids[f.event], at, visible);
             cancel_event_ids.push(events[*by].event_id);
@@ -656,9 +689,9 @@ fn write_messages(
         }
         pending.push(c, e, &item_ids[f.event], at, visible);
         quiet.push(c.has_quiet_hours);
-        if !c.has_quiet_hours && i64::from(due) <= now_micros {
-            due_channels.push(&c.channel);
-        }
+    }
+    if let Some(w) = writer {
+        w.close();
     }
     if !pending.users.is_empty() {
         let args = pending.into_args([quiet.into()]);
@@ -681,6 +714,15 @@ fn write_messages(
     for channel in due_channels {
         notify_outbox(channel);
     }
+}
+
+/// A message's last_error when an event cancels it (INSERT_CANCELLED and CANCEL_MESSAGES
+/// write the same text).
+fn cancel_reason(event: &TriggerEvent) -> String {
+    format!(
+        "cancelled by event {} ({})",
+        event.event_id, event.event_type
+    )
 }
 
 /// `pg_notify('personalize_outbox', channel)`, without a query.

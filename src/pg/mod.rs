@@ -7,6 +7,7 @@ pub mod interactions;
 pub mod model_cache;
 pub mod model_store;
 pub mod outbox_probe;
+pub mod outbox_writer;
 pub mod plan_cache;
 pub mod segment_cache;
 pub mod watched_table;

@@ -89,7 +89,7 @@ impl OutboxProbe {
                 }
                 n
             };
-            let probe = OutboxProbe {
+            OutboxProbe {
                 message_id: column(c"message_id"),
                 campaign_id: column(CAMPAIGN_ID.name),
                 channel: column(c"channel"),
@@ -106,41 +106,23 @@ impl OutboxProbe {
                     pg_sys::RegisterSnapshot(pg_sys::GetTransactionSnapshot())
                 },
                 slot: pg_sys::table_slot_create(heap, std::ptr::null_mut()),
-            };
-            probe
+            }
         }
     }
 
     /// Opens index `name` for probes by `columns`, which must be its leading key columns.
     fn index(&self, name: &CStr, columns: &[KeyColumn]) -> IndexScan {
-        let missing = || -> ! {
-            not_ready(format!(
-                "personalize.{} is missing or is not the extension's index",
-                name.to_string_lossy()
-            ))
-        };
-        let relid = crate::pg::personalize_relid(name);
-        if relid == pg_sys::InvalidOid {
-            missing();
-        }
-        // SAFETY: as in open(); the index's catalogue entries are read while it is open.
+        let names: Vec<&CStr> = columns.iter().map(|c| c.name).collect();
+        // SAFETY: as in open(); the index is opened (and locked) by index_on_outbox.
         unsafe {
-            let index = pg_sys::index_open(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-            let form = (*index).rd_index;
-            let heap_relid = (*(*self.heap).rd_rel).oid;
-            let key_columns = (*form).indnkeyatts as usize;
-            let indkey = (*form).indkey.values.as_slice(key_columns.min(columns.len()));
-            let leading = columns.iter().enumerate().all(|(i, c)| {
-                indkey.get(i).copied() == Some(pg_sys::get_attnum(heap_relid, c.name.as_ptr()))
-            });
-            if (*form).indrelid != heap_relid
-                || (*(*index).rd_rel).relam != pg_sys::BTREE_AM_OID
-                || key_columns < columns.len()
-                || !leading
-            {
-                pg_sys::index_close(index, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
-                missing();
+            let relid = index_on_outbox(self.heap, name, &names, false);
+            if relid == pg_sys::InvalidOid {
+                not_ready(format!(
+                    "personalize.{} is missing or is not the extension's index",
+                    name.to_string_lossy()
+                ));
             }
+            let index = pg_sys::index_open(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
             let keys: Vec<pg_sys::ScanKeyData> = columns
                 .iter()
                 .enumerate()
@@ -160,13 +142,8 @@ impl OutboxProbe {
                     key
                 })
                 .collect();
-            let scan = pg_sys::index_beginscan(
-                self.heap,
-                index,
-                self.snapshot,
-                keys.len() as i32,
-                0,
-            );
+            let scan =
+                pg_sys::index_beginscan(self.heap, index, self.snapshot, keys.len() as i32, 0);
             IndexScan { index, scan, keys }
         }
     }
@@ -287,6 +264,47 @@ impl OutboxProbe {
             pg_sys::UnregisterSnapshot(self.snapshot);
             pg_sys::table_close(self.heap, pg_sys::NoLock as pg_sys::LOCKMODE);
         }
+    }
+}
+
+/// The oid of index `name` of the outbox when it is a btree (unique, if `unique`) whose
+/// leading key columns are `columns`, else InvalidOid. The index is locked (AccessShareLock,
+/// to the end of the transaction) when it is returned.
+///
+/// # Safety
+/// `heap` is the open outbox.
+pub(crate) unsafe fn index_on_outbox(
+    heap: pg_sys::Relation,
+    name: &CStr,
+    columns: &[&CStr],
+    unique: bool,
+) -> pg_sys::Oid {
+    let relid = crate::pg::personalize_relid(name);
+    if relid == pg_sys::InvalidOid {
+        return relid;
+    }
+    let index = pg_sys::index_open(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
+    let form = (*index).rd_index;
+    let heap_relid = (*(*heap).rd_rel).oid;
+    let key_columns = (*form).indnkeyatts as usize;
+    let indkey = (*form)
+        .indkey
+        .values
+        .as_slice(key_columns.min(columns.len()));
+    let leading = columns
+        .iter()
+        .enumerate()
+        .all(|(i, c)| indkey.get(i).copied() == Some(pg_sys::get_attnum(heap_relid, c.as_ptr())));
+    let fits = (*form).indrelid == heap_relid
+        && (*(*index).rd_rel).relam == pg_sys::BTREE_AM_OID
+        && key_columns >= columns.len()
+        && leading
+        && (!unique || (*form).indisunique);
+    pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);
+    if fits {
+        relid
+    } else {
+        pg_sys::InvalidOid
     }
 }
 
