@@ -32,6 +32,7 @@ use crate::error::{spi_failed, PersonalizeError};
 use crate::pg::campaign_cache::{self, Campaigns};
 use crate::pg::outbox_probe::OutboxProbe;
 use crate::pg::outbox_writer::{NewMessage, OutboxWriter};
+use crate::pg::quiet_hours::after_quiet_hours;
 use crate::pg::POSTGRES_EPOCH_UNIX_MICROS;
 
 /// The planner settings the trigger's statements run under. Their plans are generic, made
@@ -258,7 +259,7 @@ fn _events_fire_campaigns<'a>(
                 let _ = cell.set(prepare(client));
             }
             let st = cell.get().expect("prepared above");
-            crate::pg::with_settings(PLANNER_SETTINGS, || fire(client, st, &set, read));
+            fire(client, st, &set, read);
         });
     });
     Ok(None)
@@ -412,10 +413,19 @@ fn fire(
 
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
     let now_ts = timestamp(now);
+    // How old an event may be to fire each campaign, for the campaigns the statement's event
+    // types can fire (the others cannot: no event is new enough for them).
+    let types: HashSet<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     let oldest: Vec<i64> = set
         .list
         .iter()
-        .map(|c| i64::from(now_ts - c.max_event_age))
+        .map(|c| {
+            if types.contains(c.rule.trigger_event_type.as_str()) {
+                i64::from(now_ts - c.max_event_age)
+            } else {
+                i64::MAX
+            }
+        })
         .collect();
     let mut firings = campaigns::fire(&set.rules, &events, &oldest);
     let cancels = campaigns::cancel_requests(&set.rules, &events);
@@ -532,10 +542,14 @@ fn fire(
             .collect();
         let args: [DatumWithOid; 3] = [ids.into(), event_ids.into(), types.into()];
         let outbox_sized = crate::pg::relation_pages(st.outbox) >= GENERIC_PLAN_MIN_PAGES;
-        planned(outbox_sized, || {
-            client
-                .update(&st.cancel_messages, None, &args)
-                .unwrap_or_else(|e| spi_failed("cannot cancel messages in personalize.outbox", e))
+        crate::pg::with_settings(PLANNER_SETTINGS, || {
+            planned(outbox_sized, || {
+                client
+                    .update(&st.cancel_messages, None, &args)
+                    .unwrap_or_else(|e| {
+                        spi_failed("cannot cancel messages in personalize.outbox", e)
+                    })
+            })
         });
     }
 }
@@ -655,13 +669,15 @@ fn write_messages(
         } else {
             due
         };
-        if cancelled_by.is_none() && !c.has_quiet_hours && i64::from(due) <= now_micros {
-            due_channels.push(&c.channel);
-        }
-        if let Some(w) = writer
-            .as_mut()
-            .filter(|_| cancelled_by.is_some() || !c.has_quiet_hours)
-        {
+        if let Some(w) = writer.as_mut() {
+            // Quiet hours move a pending message's delivery to their end.
+            let visible = match (&c.quiet, cancelled_by) {
+                (Some(quiet), None) => after_quiet_hours(i64::from(visible), quiet),
+                _ => i64::from(visible),
+            };
+            if cancelled_by.is_none() && visible <= now_micros {
+                due_channels.push(&c.channel);
+            }
             let message = NewMessage {
                 campaign_id: c.rule.campaign_id,
                 campaign: &c.name,
@@ -670,7 +686,7 @@ fn write_messages(
                 item_id: item_ids[f.event].as_deref(),
                 trigger_event_id: e.event_id,
                 triggered_at: e.occurred_at,
-                visible_at: i64::from(visible),
+                visible_at: visible,
                 idempotency_key: new_idempotency_key(),
             };
             match cancelled_by {
@@ -687,23 +703,30 @@ fn write_messages(
             cancel_event_types.push(events[*by].event_type.clone());
             continue;
         }
+        if c.quiet.is_none() && i64::from(due) <= now_micros {
+            due_channels.push(&c.channel);
+        }
         pending.push(c, e, &item_ids[f.event], at, visible);
-        quiet.push(c.has_quiet_hours);
+        quiet.push(c.quiet.is_some());
     }
     if let Some(w) = writer {
         w.close();
     }
     if !pending.users.is_empty() {
         let args = pending.into_args([quiet.into()]);
-        client
-            .update(&st.insert_messages, None, &args)
-            .unwrap_or_else(|e| spi_failed("cannot write personalize.outbox", e));
+        crate::pg::with_settings(PLANNER_SETTINGS, || {
+            client
+                .update(&st.insert_messages, None, &args)
+                .unwrap_or_else(|e| spi_failed("cannot write personalize.outbox", e))
+        });
     }
     if !cancelled.users.is_empty() {
         let args = cancelled.into_args([cancel_event_ids.into(), cancel_event_types.into()]);
-        client
-            .update(&st.insert_cancelled, None, &args)
-            .unwrap_or_else(|e| spi_failed("cannot write personalize.outbox", e));
+        crate::pg::with_settings(PLANNER_SETTINGS, || {
+            client
+                .update(&st.insert_cancelled, None, &args)
+                .unwrap_or_else(|e| spi_failed("cannot write personalize.outbox", e))
+        });
     }
     // Wakes idle workers (LISTEN personalize_outbox) when something is due now. A message
     // absorbed by one already pending may wake them for nothing, which costs a worker one

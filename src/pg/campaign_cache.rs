@@ -24,9 +24,17 @@ pub struct Campaign {
     pub delay: Interval,
     pub max_event_age: Interval,
     pub cap: Option<Cap>,
-    pub has_quiet_hours: bool,
+    /// No delivery in these local hours (start == end is no quiet hours at all).
+    pub quiet: Option<QuietHours>,
     /// trigger_properties as JSON text, when not `{}`.
     pub trigger_properties: Option<String>,
+}
+
+/// A campaign's quiet hours: local times of day (µs after midnight) in a time zone.
+pub struct QuietHours {
+    pub start: i64,
+    pub end: i64,
+    pub timezone: String,
 }
 
 pub struct Campaigns {
@@ -89,7 +97,9 @@ fn load(generation: (u64, u64)) -> Campaigns {
                 "SELECT campaign_id, enabled, name, channel, trigger_event_type, trigger_category, \
                         CASE WHEN trigger_properties <> '{}' THEN CAST(trigger_properties AS text) END, \
                         delay, max_event_age, cancel_on, cap_messages, \
-                        date_part('epoch', cap_window), quiet_start IS NOT NULL \
+                        date_part('epoch', cap_window), \
+                        CAST(EXTRACT(epoch FROM quiet_start) * 1000000 AS int8), \
+                        CAST(EXTRACT(epoch FROM quiet_end) * 1000000 AS int8), quiet_timezone \
                    FROM personalize.campaigns ORDER BY campaign_id",
                 None,
                 &[],
@@ -130,7 +140,17 @@ fn load(generation: (u64, u64)) -> Campaigns {
                     delay: row.get::<Interval>(8).ok().flatten().unwrap_or(zero),
                     max_event_age: row.get::<Interval>(9).ok().flatten().unwrap_or(zero),
                     cap,
-                    has_quiet_hours: row.get::<bool>(13).ok().flatten().unwrap_or(false),
+                    quiet: match (
+                        row.get::<i64>(13).ok().flatten(),
+                        row.get::<i64>(14).ok().flatten(),
+                    ) {
+                        (Some(start), Some(end)) if start != end => Some(QuietHours {
+                            start,
+                            end,
+                            timezone: text(15).unwrap_or_else(|| "UTC".into()),
+                        }),
+                        _ => None,
+                    },
                     trigger_properties,
                 }
             })

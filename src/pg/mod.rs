@@ -9,6 +9,7 @@ pub mod model_store;
 pub mod outbox_probe;
 pub mod outbox_writer;
 pub mod plan_cache;
+pub mod quiet_hours;
 pub mod segment_cache;
 pub mod watched_table;
 

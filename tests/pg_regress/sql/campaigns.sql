@@ -296,3 +296,48 @@ SELECT o.state, e.item_id AS fired_by_view_of, o.last_error = 'cancelled by even
   JOIN personalize.events e ON e.event_id = o.trigger_event_id
   JOIN personalize.events p ON p.user_id = 'u17' AND p.event_type = 'purchase'
  WHERE o.user_id = 'u17' AND o.campaign = 'camera_browse';
+
+-- A DBA's own trigger on the outbox (an audit copy of every message) is honoured: with
+-- anything on the table that the extension did not create, the events trigger writes its
+-- messages with INSERT statements, which fire it, instead of inserting them itself. The rows
+-- are alike column by column either way: u18's batch repeats u17's (written directly, above).
+CREATE TABLE public.outbox_audit (message_id bigint, state text);
+CREATE FUNCTION public.outbox_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.outbox_audit VALUES (NEW.message_id, NEW.state); RETURN NULL; END $$;
+CREATE TRIGGER outbox_audit AFTER INSERT ON personalize.outbox
+    FOR EACH ROW EXECUTE FUNCTION public.outbox_audit_row();
+SELECT accepted FROM personalize.track_batch(ARRAY(
+  SELECT jsonb_build_object('type', t, 'user_id', 'u18', 'item_id', i, 'occurred_at', now() - m * interval '1 minute')
+    FROM (VALUES ('view', 'cam1', 30), ('purchase', 'cam1', 20), ('view', 'cam2', 10)) v(t, i, m)));
+SELECT pg_temp.ev('view', 'u19', 'cam1') > 0 AS ok;
+SELECT o.user_id, o.state, a.state AS audited
+  FROM personalize.outbox o LEFT JOIN public.outbox_audit a USING (message_id)
+ WHERE o.user_id IN ('u17', 'u18', 'u19') ORDER BY o.message_id;
+SELECT user_id, campaign, channel, item_id, state, context, payload, attempts, redeliveries,
+       lease_token IS NULL AS no_lease, claimed_at IS NULL AS unclaimed, finished_at IS NOT NULL AS finished,
+       round(date_part('epoch', visible_at - triggered_at)) AS due_after_s,
+       created_at > now() - interval '1 minute' AS created_now, idempotency_key IS NOT NULL AS has_key,
+       regexp_replace(last_error, '\d+', 'N') AS last_error
+  FROM personalize.outbox WHERE user_id IN ('u17', 'u18') ORDER BY user_id;
+DROP TRIGGER outbox_audit ON personalize.outbox;
+DROP FUNCTION public.outbox_audit_row();
+DROP TABLE public.outbox_audit;
+
+-- Quiet hours as the trigger computes them (without a statement) agree with
+-- personalize._after_quiet_hours for deliveries all around the clock: a window that wraps
+-- midnight and one within a day, in zones with daylight saving and a 5:45 offset.
+INSERT INTO personalize.campaigns (name, trigger_event_type, channel, delay, quiet_start, quiet_end, quiet_timezone, template)
+VALUES ('quiet_wrap', 'search', 'sms', '1 day', '21:30', '07:15', 'America/New_York', '{}'),
+       ('quiet_day', 'search', 'sms', '1 day', '12:00', '13:45', 'Asia/Kathmandu', '{}');
+SELECT sum(accepted) AS accepted FROM personalize.track_batch(ARRAY(
+  SELECT jsonb_build_object('type', 'search', 'user_id', 'qh' || n, 'occurred_at', now() - n * interval '17 minutes',
+                            'properties', jsonb_build_object('query', 'q'))
+    FROM generate_series(0, 80) n));
+SELECT c.name, count(*) AS messages,
+       count(*) FILTER (WHERE o.visible_at = personalize._after_quiet_hours(o.triggered_at + c.delay, c.quiet_start,
+                                                                           c.quiet_end, c.quiet_timezone)) AS as_the_sql_function,
+       bool_or(o.visible_at > o.triggered_at + c.delay) AS some_moved
+  FROM personalize.outbox o JOIN personalize.campaigns c USING (campaign_id)
+ WHERE c.name IN ('quiet_wrap', 'quiet_day') GROUP BY 1 ORDER BY 1;
+DELETE FROM personalize.outbox WHERE user_id LIKE 'qh%';
+DELETE FROM personalize.campaigns WHERE name IN ('quiet_wrap', 'quiet_day');
