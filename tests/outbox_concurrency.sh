@@ -7,6 +7,11 @@
 #     kill -9 (the postmaster then resets every backend) right after they claimed 300
 #     messages each: after the visibility timeout those messages are claimed again; nothing
 #     is lost, nothing is acked twice, and the redeliveries are counted and reported.
+#  4. Concurrent writers of the same (campaign, user): eight sessions track views of twenty
+#     users for five seconds, each holding its transaction open a moment after the event,
+#     while a worker claims (freeing the pending slots): the trigger's ON CONFLICT DO NOTHING
+#     (its own speculative insertion, src/pg/outbox_writer.rs) absorbs every race without an
+#     error, and no user ever has two pending messages of one campaign.
 source "$(dirname "$0")/../scripts/lib.sh"
 start_cluster
 DB=pp_outbox_test
@@ -121,4 +126,37 @@ echo "sms: sent $sent of 1000, acks $acks (distinct $distinct_acks), redeliverie
 [ "$sent" = 1000 ] && [ "$other" = 0 ] || fail "messages were lost"
 [ "$acks" = 1000 ] && [ "$distinct_acks" = 1000 ] || fail "a message was acked twice or not at all"
 [ "$redelivered" = 600 ] || fail "expected 600 redeliveries, got $redelivered"
+
+say "4. Concurrent writers of the same (campaign, user) pairs"
+cat >"$PP_RUN/race.sql" <<'SQL'
+\set u random(1, 20)
+BEGIN;
+SELECT personalize.track(jsonb_build_object('type', 'view', 'user_id', 'race' || :u, 'item_id', 'i1'));
+SELECT pg_sleep(0.002);
+COMMIT;
+SQL
+inserted() { sql -c "SELECT pg_stat_force_next_flush()" -c "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relid = 'personalize.outbox'::regclass" | tail -1; }
+before=$(inserted)
+( end=$((SECONDS + 6)); while [ $SECONDS -lt $end ]; do
+    sql -c "SELECT count(personalize.ack(message_id, lease_token)) FROM personalize.claim_messages('email', 100)" >/dev/null
+    sleep 0.02
+  done ) & claimer=$!
+PGOPTIONS="-c synchronous_commit=on" "$PGBIN/pgbench" -n -c 8 -j 2 -T 5 -f "$PP_RUN/race.sql" $DB >"$PP_RUN/race.out" 2>&1 \
+    || { cat "$PP_RUN/race.out"; fail "a writer failed"; }
+wait $claimer
+grep -E "number of (transactions actually processed|failed transactions)" "$PP_RUN/race.out"
+grep -q "aborted" "$PP_RUN/race.out" && { cat "$PP_RUN/race.out"; fail "a client aborted"; }
+read -r messages doubled users < <(sql -F ' ' -c "
+  SELECT count(*),
+         (SELECT count(*) FROM (SELECT 1 FROM personalize.outbox WHERE user_id LIKE 'race%' AND state = 'pending'
+                                 GROUP BY campaign_id, user_id HAVING count(*) > 1) d),
+         count(DISTINCT user_id)
+    FROM personalize.outbox WHERE user_id LIKE 'race%'")
+# Tuples our speculative insertions killed on a conflict (inserted but never a message):
+# how often a race was actually run into (varies from run to run; reported, not asserted).
+sleep 1
+killed=$(( $(inserted) - before - messages ))
+echo "messages for the 20 users: $messages; pairs with two pending: $doubled; speculative conflicts resolved: $killed"
+[ "$doubled" = 0 ] || fail "a (campaign, user) has two pending messages"
+[ "$users" = 20 ] && [ "$messages" -gt 20 ] || fail "expected messages for all 20 users over several claim rounds"
 echo "PASS"

@@ -325,23 +325,34 @@ impl OutboxWriter {
     /// Writes a pending message unless the (campaign, user) has one already (ON CONFLICT DO
     /// NOTHING on the one-pending index, waiting for a concurrent writer of the same pair as
     /// the executor does). Returns whether it was written.
+    ///
+    /// The caller has just found no pending message for the pair (`OutboxProbe`), so the first
+    /// attempt skips the executor's pre-check of the arbiter index and inserts speculatively at
+    /// once: a conflict that arose since (a concurrent writer) is still caught by the
+    /// speculative index insertion, which kills our tuple, and the next attempt runs the
+    /// pre-check (which waits for that writer and then does nothing, or inserts if it
+    /// rolled back).
     pub fn insert_pending(&mut self, m: &NewMessage<'_>) -> bool {
         // SAFETY: the writer is open; the protocol is ExecInsert's for ON CONFLICT DO NOTHING.
         unsafe {
             let old = pg_sys::CurrentMemoryContext;
             pg_sys::CurrentMemoryContext = (*self.estate).es_query_cxt;
             self.store(m, None);
+            let mut first_attempt = true;
             let written = loop {
                 let mut conflict = pg_sys::ItemPointerData::default();
-                if !pg_sys::ExecCheckIndexConstraints(
-                    self.rri,
-                    self.slot,
-                    self.estate,
-                    &mut conflict,
-                    self.arbiter,
-                ) {
+                if !first_attempt
+                    && !pg_sys::ExecCheckIndexConstraints(
+                        self.rri,
+                        self.slot,
+                        self.estate,
+                        &mut conflict,
+                        self.arbiter,
+                    )
+                {
                     break false;
                 }
+                first_attempt = false;
                 let xid = pg_sys::GetCurrentTransactionId();
                 let token = pg_sys::SpeculativeInsertionLockAcquire(xid);
                 pg_sys::table_tuple_insert_speculative(
