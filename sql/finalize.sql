@@ -397,7 +397,7 @@ CREATE TRIGGER segments_before_write
     BEFORE INSERT OR UPDATE ON personalize.segments
     FOR EACH ROW EXECUTE FUNCTION personalize._segments_before_write();
 
--- The campaign trigger prepares each segment it checks once per backend; a change to the
+-- claim_messages() prepares each segment it checks once per backend; a change to the
 -- segments makes every backend drop them at its next transaction (relcache message).
 CREATE FUNCTION personalize._segments_changed() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -855,11 +855,11 @@ COMMENT ON FUNCTION personalize.segment_members(text) IS 'Every user with at lea
 COMMENT ON FUNCTION personalize.user_segments(text) IS 'Names of the segments a user is in, sorted';
 COMMENT ON FUNCTION personalize.segment_sql(jsonb, boolean) IS 'The parameterised SQL a segment definition compiles to (one_user: the in_segment form, $1 = user), and its parameter values ($2)';
 COMMENT ON FUNCTION personalize._segment_sql(text, boolean) IS 'Internal: segment_sql() on the definition''s JSON text';
-COMMENT ON FUNCTION personalize._segment_members_among(text, text[]) IS 'Internal: the members of a named segment among the given users (one set query; the campaign trigger)';
+COMMENT ON FUNCTION personalize._segment_members_among(text, text[]) IS 'Internal: the members of a named segment among the given users (one set query, as claim_messages() checks a campaign''s segment)';
 COMMENT ON FUNCTION personalize._segment_problem(text) IS 'Internal: why a segment definition is refused, NULL when valid';
 COMMENT ON FUNCTION personalize._segment_hint() IS 'Internal: the hint shown under a refused segment definition';
 COMMENT ON FUNCTION personalize._segments_before_write() IS 'Trigger: checks a segment definition on write';
-COMMENT ON TABLE personalize.campaigns IS 'Trigger-fired campaigns: an event (type, optional category and property filter, optional segment) schedules a message after delay unless a cancel_on event comes first; channel, payload template, recommendations, frequency cap and quiet hours';
+COMMENT ON TABLE personalize.campaigns IS 'Trigger-fired campaigns: an event (type, optional category and property filter) schedules a message after delay unless a cancel_on event comes first; with a segment, it goes out only if the user is in it when due; channel, payload template, recommendations, frequency cap and quiet hours';
 COMMENT ON COLUMN personalize.campaigns.trigger_category IS 'Only events whose item is in this category (catalogue) or whose properties.category says so';
 COMMENT ON COLUMN personalize.campaigns.trigger_properties IS 'Only events whose properties contain this object (jsonb @>)';
 COMMENT ON COLUMN personalize.campaigns.cancel_on IS 'Event types that cancel the user''s pending message of this campaign when they occur after the trigger (checked on insert and again at claim)';
@@ -876,7 +876,7 @@ COMMENT ON COLUMN personalize.outbox.visible_at IS 'pending: not before this tim
 COMMENT ON COLUMN personalize.outbox.redeliveries IS 'Claims after a lease expired without ack or fail (a worker crashed or was too slow)';
 COMMENT ON COLUMN personalize.outbox.payload IS 'The rendered template with fresh recommendations, written at claim time';
 COMMENT ON TABLE personalize.outbox_archive IS 'Finished messages moved here by archive_messages()';
-COMMENT ON FUNCTION personalize.claim_messages(text, integer, interval) IS 'Claims up to batch due messages of a channel (FOR UPDATE SKIP LOCKED) for visibility: re-checks cancel-on events, attempts, quiet hours and frequency caps, renders payloads with fresh recommendations; returns them with one lease token for ack()/fail()';
+COMMENT ON FUNCTION personalize.claim_messages(text, integer, interval) IS 'Claims up to batch due messages of a channel (FOR UPDATE SKIP LOCKED) for visibility: re-checks cancel-on events, checks the campaign''s segment, re-checks attempts, quiet hours and frequency caps, renders payloads with fresh recommendations; returns them with one lease token for ack()/fail()';
 COMMENT ON FUNCTION personalize.ack(bigint, uuid) IS 'Marks a claimed message sent; false when the lease is no longer held (another worker claimed it after the lease expired, or it was already acked)';
 COMMENT ON FUNCTION personalize.ack_batch(uuid, bigint[]) IS 'ack() for several messages of one lease; returns how many were marked sent';
 COMMENT ON FUNCTION personalize.fail(bigint, uuid, text, interval) IS 'Reports a failed delivery: the message is retried after retry_in (default backoff 10 s doubling up to 1 hour) or is dead after the campaign''s max_attempts; returns the new state, NULL when the lease is no longer held';
@@ -888,7 +888,7 @@ COMMENT ON FUNCTION personalize._campaigns_before_write() IS 'Trigger: checks a 
 COMMENT ON FUNCTION personalize._events_fire_campaigns() IS 'Trigger: writes campaign messages for new events and cancels pending ones (cancel_on), in the events'' transaction; NOTIFY personalize_outbox when a message is due now';
 COMMENT ON FUNCTION personalize._invalidate_campaign_cache() IS 'Internal: makes every backend re-read the campaigns and frequency caps at commit';
 COMMENT ON FUNCTION personalize._campaigns_changed() IS 'Trigger: tells every backend that the campaigns or frequency caps changed';
-COMMENT ON FUNCTION personalize._invalidate_segment_cache() IS 'Internal: makes every backend drop the segments it prepared for the campaign trigger at commit';
+COMMENT ON FUNCTION personalize._invalidate_segment_cache() IS 'Internal: makes every backend drop the segments it prepared for claim_messages() at commit';
 COMMENT ON FUNCTION personalize._segments_changed() IS 'Trigger: tells every backend that the segments changed';
 COMMENT ON FUNCTION personalize._campaigns_deleted() IS 'Trigger: a deleted campaign''s messages keep their history with campaign_id NULL';
 COMMENT ON FUNCTION personalize._template_problem(text) IS 'Internal: why a campaign template is refused, NULL when valid';

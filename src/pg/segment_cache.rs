@@ -1,7 +1,7 @@
-//! Named segments for the campaign trigger: each segment's `Among` form is compiled and
+//! Named segments for the outbox's claims: each segment's `Among` form is compiled and
 //! prepared once per backend and kept until `personalize.segments` changes (see
-//! `watched_table`), so a statement that fires a segment campaign costs one execution, not a
-//! read of the definition, a compilation and a planning.
+//! `watched_table`), so a claim that takes messages of a segment campaign costs one execution
+//! per segment, not a read of the definition, a compilation and a planning.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -137,8 +137,8 @@ fn prepared(client: &SpiClient<'_>, segment: &str) -> Rc<PreparedSegment> {
     prepared
 }
 
-/// The members of a named segment among `users`, unsorted: one query for a whole statement's
-/// users (the campaign trigger), where `in_segment()` per user would run one query each.
+/// The members of a named segment among `users`, unsorted: one query for a whole claim's
+/// users (`claim_messages`), where `in_segment()` per user would run one query each.
 pub fn members_among(client: &SpiClient<'_>, segment: &str, users: Vec<String>) -> Vec<String> {
     if users.is_empty() {
         return Vec::new();
