@@ -17,7 +17,7 @@ psql -X -d personalize_demo -v ON_ERROR_STOP=1 -v events="$EVENTS" -f "$ROOT/scr
 # lease, "sends" by appending JSON lines to a file, and acks.
 delivered=$PP_RUN/delivered.jsonl
 rm -f "$delivered"
-say "13. The worker delivers what is due now (the push); the email waits for its 2 hours"
+say "13. The worker delivers what is due now (the big spender's push; shopper-C's is cancelled); the email waits for its 2 hours"
 bash "$ROOT/scripts/outbox_worker.sh" --db personalize_demo --once --out "$delivered"
 cat "$delivered"
 say "    Two hours later (fast-forwarded): the email goes out, with recommendations computed at claim time"
@@ -27,7 +27,7 @@ psql -X -q -d personalize_demo -v ON_ERROR_STOP=1 \
 bash "$ROOT/scripts/outbox_worker.sh" --db personalize_demo --once --out "$delivered"
 python3 -m json.tool < "$delivered" 2>/dev/null || cat "$delivered"
 psql -X -d personalize_demo -v ON_ERROR_STOP=1 -c "\pset footer off" \
-    -c "SELECT message_id, campaign, channel, user_id, state, attempts FROM personalize.outbox ORDER BY message_id" \
+    -c "SELECT message_id, campaign, channel, user_id, state, attempts, last_error FROM personalize.outbox ORDER BY message_id" \
     -c "SELECT * FROM personalize.status WHERE section IN ('outbox', 'totals') ORDER BY section, name"
 psql -X -d personalize_demo -v ON_ERROR_STOP=1 -f "$ROOT/scripts/demo_experiment.sql"
 say "Done. Connect with: psql -h $PP_SOCK -p $PP_PORT -U postgres personalize_demo"

@@ -106,7 +106,8 @@ INSERT INTO personalize.segments VALUES ('typo', '{"all": [{"viewed": {"category
 
 \echo '12. Campaigns: triggers on personalize.events write messages into the outbox in the same transaction.'
 \echo '    Browse abandonment: a camera view schedules an email 2 hours later (with 3 fresh recommendations),'
-\echo '    cancelled if they purchase first. Cart abandonment: a push now, for big spenders only.'
+\echo '    cancelled if they purchase first. Cart abandonment: a push now, for big spenders only (the segment'
+\echo '    is checked when the message is due, so the claim decides).'
 INSERT INTO personalize.campaigns (name, trigger_event_type, trigger_category, delay, cancel_on, channel,
                                    recommendations, template) VALUES
  ('camera_browse_abandonment', 'view', 'cameras', '2 hours', '{purchase}', 'email', 3,
@@ -121,6 +122,7 @@ SELECT user_id, item_id, event_type
                        ('purchase', 'shopper-B', (SELECT max(item_id) FROM personalize.items WHERE category = 'cameras')),
                        ('add_to_cart', (SELECT min(m) FROM personalize.segment_members('big_spenders') m), 'P0000003'),
                        ('add_to_cart', 'shopper-C', 'P0000003')) v(t, u, i)) tracked;
-\echo '    The outbox (shopper-B bought the camera, so their email is cancelled; shopper-C is not a big spender):'
+\echo '    The outbox (shopper-B bought the camera, so their email is cancelled; shopper-C, not a big spender,'
+\echo '    has a push written too, which the claim will cancel):'
 SELECT message_id, campaign, channel, user_id, state, date_trunc('minute', visible_at - now() + interval '30 seconds') AS due_in, last_error
   FROM personalize.outbox ORDER BY message_id;
