@@ -5,18 +5,20 @@
 //! Per statement it costs, when no campaign cares about the events' types, nothing but a
 //! look at the cached campaigns (`pg::campaign_cache`). Otherwise: one pass over the
 //! statement's transition table `new_events` in Rust (no query; item categories come from the
-//! per-backend catalogue cache), the rules in Rust (`core::campaigns`), one read of the
-//! firing and cancelling users' pending messages (absorbed firings go no further), one query
-//! for the frequency caps when a remaining firing needs them, and the writes (a campaign's
-//! segment is checked when its message is due, by `claim_messages`, not here): the cancellations are decided in Rust before anything is written, so a message
-//! that an event of the same statement cancels (a view, then a purchase, in one batch) is
-//! written cancelled by a plain INSERT, the others by one INSERT … ON CONFLICT, and only
-//! messages pending from earlier statements need the UPDATE by message id. The statements are
-//! prepared once per backend and run with generic plans under planner settings that leave
-//! index probes as the only plan (see PLANNER_SETTINGS); NOTIFY is a direct call.
+//! per-backend catalogue cache), the rules in Rust (`core::campaigns`), probes of the
+//! outbox's indexes for the firing and cancelling pairs' pending messages and the firing
+//! users' recent deliveries (`pg::outbox_probe`, no query; absorbed firings go no further),
+//! and the writes, decided in Rust first: a message that an event of the same statement
+//! cancels (a view, then a purchase, in one batch) is written cancelled, the others pending
+//! with ON CONFLICT DO NOTHING, both by `pg::outbox_writer` (no statement), and only messages
+//! pending from earlier statements need an UPDATE by message id. A campaign's segment is
+//! checked when its message is due, by `claim_messages`, not here. The statements still run
+//! (that UPDATE, and the INSERTs when the outbox was altered) are prepared once per backend
+//! and run with generic plans under planner settings that leave index probes as the only plan
+//! (see PLANNER_SETTINGS); NOTIFY is a direct call.
 
 use std::cell::{OnceCell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use pgrx::datum::{DatumWithOid, TimestampWithTimeZone, Uuid};
 use pgrx::prelude::*;
@@ -438,16 +440,36 @@ fn fire(
     let outbox = OutboxProbe::open();
     let pending = read_pending(&outbox, set, &events, &firings, &cancels);
     if !pending.is_empty() && !firings.is_empty() {
-        // Absorbed: the (campaign, user) already has a pending message.
-        let waiting: HashSet<(i64, &str)> = pending
+        // Absorbed: the (campaign, user) already has a pending message, unless an event of
+        // this statement that comes first cancels it (a purchase, then a view, in one batch):
+        // then the firing starts a new message, as it would in a statement of its own.
+        let cancelled_at: HashMap<i64, usize> = if cancels.is_empty() {
+            HashMap::new()
+        } else {
+            campaigns::cancellations(&set.rules, &events, &cancels, &pending)
+                .into_iter()
+                .map(|c| (c.message_id, c.event))
+                .collect()
+        };
+        let waiting: HashMap<(i64, &str), Option<usize>> = pending
             .iter()
-            .map(|m| (m.campaign_id, m.user_id.as_str()))
+            .map(|m| {
+                (
+                    (m.campaign_id, m.user_id.as_str()),
+                    cancelled_at.get(&m.message_id).copied(),
+                )
+            })
             .collect();
         firings.retain(|f| {
-            !waiting.contains(&(
+            let pair = (
                 set.list[f.campaign].rule.campaign_id,
                 events[f.event].user_id.as_str(),
-            ))
+            );
+            match waiting.get(&pair) {
+                None => true,
+                Some(None) => false,
+                Some(Some(cancelled_by)) => *cancelled_by <= f.event,
+            }
         });
     }
 
@@ -517,19 +539,9 @@ fn fire(
         }
     }
 
-    if !firings.is_empty() {
-        write_messages(
-            client,
-            st,
-            set,
-            &events,
-            &item_ids,
-            &firings,
-            &cancelled_firings,
-            now_ts,
-        );
-    }
-
+    // Cancel the messages pending from earlier statements first: a firing that comes after
+    // its pair's pending message was cancelled (see the absorption above) takes its place in
+    // the one-pending index.
     if !cancelled_pending.is_empty() {
         let ids: Vec<i64> = cancelled_pending.iter().map(|c| c.message_id).collect();
         let event_ids: Vec<i64> = cancelled_pending
@@ -551,6 +563,19 @@ fn fire(
                     })
             })
         });
+    }
+
+    if !firings.is_empty() {
+        write_messages(
+            client,
+            st,
+            set,
+            &events,
+            &item_ids,
+            &firings,
+            &cancelled_firings,
+            now_ts,
+        );
     }
 }
 
@@ -635,11 +660,9 @@ impl MessageColumns {
 /// Writes the firings' messages, pending ones and those `cancelled_by` an event of the
 /// statement (index into `events`); then wakes idle workers when something is due now.
 ///
-/// Written by `pg::outbox_writer` (no statement) when the outbox is as the extension made it,
-/// except pending messages of campaigns with quiet hours, whose delivery time
-/// INSERT_MESSAGES computes with `_after_quiet_hours`; otherwise all with INSERT_MESSAGES
-/// and INSERT_CANCELLED, so that whatever a DBA added to the table (a trigger, a constraint,
-/// a column with a default) is honoured.
+/// Written by `pg::outbox_writer` (no statement; quiet hours by `pg::quiet_hours`) when the
+/// outbox is as the extension made it; otherwise with INSERT_MESSAGES and INSERT_CANCELLED,
+/// so that whatever a DBA added to the table (a trigger, a constraint, a rule) is honoured.
 #[allow(clippy::too_many_arguments)]
 fn write_messages(
     client: &mut pgrx::spi::SpiClient<'_>,

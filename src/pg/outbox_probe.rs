@@ -23,16 +23,26 @@ use crate::pg::POSTGRES_EPOCH_UNIX_MICROS;
 /// A key column of a probe: its name in the outbox and how its values compare.
 struct KeyColumn {
     name: &'static CStr,
-    equal: u32,
+    /// The btree strategy and the comparison function for it.
+    strategy: u32,
+    compare: u32,
 }
 
 const CAMPAIGN_ID: KeyColumn = KeyColumn {
     name: c"campaign_id",
-    equal: pg_sys::F_INT8EQ,
+    strategy: pg_sys::BTEqualStrategyNumber,
+    compare: pg_sys::F_INT8EQ,
 };
 const USER_ID: KeyColumn = KeyColumn {
     name: c"user_id",
-    equal: pg_sys::F_TEXTEQ,
+    strategy: pg_sys::BTEqualStrategyNumber,
+    compare: pg_sys::F_TEXTEQ,
+};
+/// claimed_at > the value: the index scan stops at the user's messages handed out lately.
+const CLAIMED_AFTER: KeyColumn = KeyColumn {
+    name: c"claimed_at",
+    strategy: pg_sys::BTGreaterStrategyNumber,
+    compare: pg_sys::F_TIMESTAMPTZ_GT,
 };
 
 /// The outbox opened for probes: the table, a snapshot, a slot and the column numbers read.
@@ -110,7 +120,8 @@ impl OutboxProbe {
         }
     }
 
-    /// Opens index `name` for probes by `columns`, which must be its leading key columns.
+    /// Opens index `name` for probes by `columns` (equality, or a bound on the last), which
+    /// must be its leading key columns.
     fn index(&self, name: &CStr, columns: &[KeyColumn]) -> IndexScan {
         let names: Vec<&CStr> = columns.iter().map(|c| c.name).collect();
         // SAFETY: as in open(); the index is opened (and locked) by index_on_outbox.
@@ -133,10 +144,10 @@ impl OutboxProbe {
                         &mut key,
                         0,
                         (i + 1) as pg_sys::AttrNumber,
-                        pg_sys::BTEqualStrategyNumber as pg_sys::StrategyNumber,
+                        c.strategy as pg_sys::StrategyNumber,
                         pg_sys::InvalidOid,
                         *(*index).rd_indcollation.add(i),
-                        pg_sys::Oid::from(c.equal),
+                        pg_sys::Oid::from(c.compare),
                         pg_sys::Datum::from(0),
                     );
                     key
@@ -227,11 +238,11 @@ impl OutboxProbe {
         users: impl IntoIterator<Item = &'a str>,
         since: i64,
     ) -> Vec<Delivery> {
-        let mut scan = self.index(c"outbox_user_idx", &[USER_ID]);
+        let mut scan = self.index(c"outbox_user_idx", &[USER_ID, CLAIMED_AFTER]);
         let mut found = Vec::new();
         for user_id in users {
             let user = user_id.into_datum().unwrap_or(pg_sys::Datum::from(0));
-            self.probe(&mut scan, &[user], |r| {
+            self.probe(&mut scan, &[user, pg_sys::Datum::from(since)], |r| {
                 let Some(claimed_at) = r.attr::<TimestampWithTimeZone>(r.claimed_at) else {
                     return;
                 };
@@ -295,9 +306,10 @@ pub(crate) unsafe fn index_on_outbox(
         .iter()
         .enumerate()
         .all(|(i, c)| indkey.get(i).copied() == Some(pg_sys::get_attnum(heap_relid, c.as_ptr())));
+    // An arbiter must have exactly the conflict's columns (as ON CONFLICT's inference needs).
     let fits = (*form).indrelid == heap_relid
         && (*(*index).rd_rel).relam == pg_sys::BTREE_AM_OID
-        && key_columns >= columns.len()
+        && (key_columns == columns.len() || (!unique && key_columns > columns.len()))
         && leading
         && (!unique || (*form).indisunique);
     pg_sys::index_close(index, pg_sys::NoLock as pg_sys::LOCKMODE);

@@ -184,10 +184,13 @@ impl OutboxWriter {
 
     /// The attribute numbers of COLUMNS and the number of attributes, when the table has
     /// exactly those live columns, of those types, with no NOT NULL on the ones written NULL,
-    /// no CHECK but the state check, no trigger and no row-level security.
+    /// no CHECK but the state check, no trigger, rule or row-level security, and is no
+    /// partition. (Column defaults are not compared: every column is written explicitly.)
     unsafe fn as_made(rel: pg_sys::Relation) -> Option<([usize; 20], usize)> {
         let form = (*rel).rd_rel;
         if !(*rel).trigdesc.is_null()
+            || (*form).relhasrules
+            || (*form).relispartition
             || (*form).relrowsecurity
             || (*form).relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
         {
@@ -217,7 +220,8 @@ impl OutboxWriter {
             return None;
         }
         let constr = (*desc).constr;
-        if !constr.is_null() {
+        // `check` is NULL when the table has no CHECK constraint left.
+        if !constr.is_null() && (*constr).num_check > 0 {
             let checks = std::slice::from_raw_parts((*constr).check, (*constr).num_check as usize);
             if checks
                 .iter()
@@ -350,6 +354,10 @@ impl OutboxWriter {
                         self.arbiter,
                     )
                 {
+                    // DO NOTHING; but, as the executor does, a conflicting row that this
+                    // transaction's snapshot cannot see is a serialization failure under
+                    // REPEATABLE READ and SERIALIZABLE.
+                    self.check_conflict_visible(&mut conflict);
                     break false;
                 }
                 first_attempt = false;
@@ -414,6 +422,40 @@ impl OutboxWriter {
             self.reset_per_tuple();
             pg_sys::CurrentMemoryContext = old;
         }
+    }
+
+    /// ExecCheckTIDVisible for ON CONFLICT DO NOTHING: under a transaction snapshot, raises
+    /// 40001 when the conflicting row (not our own transaction's) is invisible to it.
+    unsafe fn check_conflict_visible(&self, conflict: &mut pg_sys::ItemPointerData) {
+        if pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32 {
+            return;
+        }
+        let slot = pg_sys::table_slot_create(self.rel, &mut (*self.estate).es_tupleTable);
+        if !pg_sys::table_tuple_fetch_row_version(
+            self.rel,
+            conflict,
+            std::ptr::addr_of_mut!(pg_sys::SnapshotAnyData),
+            slot,
+        ) {
+            pgrx::error!("failed to fetch the conflicting outbox row for ON CONFLICT");
+        }
+        if !pg_sys::table_tuple_satisfies_snapshot(self.rel, slot, pg_sys::GetTransactionSnapshot())
+        {
+            let mut isnull = false;
+            let xmin =
+                pg_sys::slot_getsysattr(slot, pg_sys::MinTransactionIdAttributeNumber, &mut isnull);
+            if !pg_sys::TransactionIdIsCurrentTransactionId(pg_sys::TransactionId::from(
+                xmin.value() as u32,
+            )) {
+                pgrx::ereport!(
+                    ERROR,
+                    PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                    "could not serialize access due to concurrent update",
+                    "Another transaction wrote a pending message for the same campaign and user; retry the transaction."
+                );
+            }
+        }
+        pg_sys::ExecClearTuple(slot);
     }
 
     unsafe fn reset_per_tuple(&self) {

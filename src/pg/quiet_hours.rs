@@ -28,7 +28,9 @@ fn call(
 /// falls in.
 pub fn after_quiet_hours(t: i64, quiet: &QuietHours) -> i64 {
     let (start, end) = (quiet.start, quiet.end);
-    if start == end {
+    // ±infinity (DT_NOBEGIN / DT_NOEND) has no time of day: the SQL function's casts give
+    // NULL there and it returns t.
+    if start == end || t == i64::MIN || t == i64::MAX {
         return t;
     }
     let zone = quiet

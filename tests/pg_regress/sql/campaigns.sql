@@ -297,6 +297,17 @@ SELECT o.state, e.item_id AS fired_by_view_of, o.last_error = 'cancelled by even
   JOIN personalize.events p ON p.user_id = 'u17' AND p.event_type = 'purchase'
  WHERE o.user_id = 'u17' AND o.campaign = 'camera_browse';
 
+-- A pending message cancelled by an event of a batch no longer absorbs a later firing of the
+-- same batch: u20's earlier camera view is pending; a batch of a purchase and then another
+-- camera view cancels it and starts a new message, as two statements would.
+SELECT pg_temp.ev('view', 'u20', 'cam1') > 0 AS ok;
+SELECT accepted FROM personalize.track_batch(ARRAY(
+  SELECT jsonb_build_object('type', t, 'user_id', 'u20', 'item_id', i, 'occurred_at', now() + m * interval '1 second')
+    FROM (VALUES ('purchase', 'cam1', 1), ('view', 'cam2', 2)) v(t, i, m)));
+SELECT o.state, e.event_type AS fired_by, e.item_id, o.last_error ~ '^cancelled by event \d+ \(purchase\)$' AS cancelled_by_the_purchase
+  FROM personalize.outbox o JOIN personalize.events e ON e.event_id = o.trigger_event_id
+ WHERE o.user_id = 'u20' AND o.campaign = 'camera_browse' ORDER BY o.message_id;
+
 -- A DBA's own trigger on the outbox (an audit copy of every message) is honoured: with
 -- anything on the table that the extension did not create, the events trigger writes its
 -- messages with INSERT statements, which fire it, instead of inserting them itself. The rows
