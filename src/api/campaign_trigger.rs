@@ -72,27 +72,20 @@ pub(crate) fn planned<R>(sized: bool, f: impl FnOnce() -> R) -> R {
     result
 }
 
-/// One message per (campaign, user). The firings are those without a pending message when
-/// PENDING_MESSAGES read; one a concurrent transaction commits in between absorbs the new
-/// trigger here (the unique partial index). Quiet hours move the delivery time to their end.
-/// Nothing comes back: the statement's cancellations were decided before the insert (see
-/// INSERT_CANCELLED).
+/// The INSERT statements below serve when the outbox is not as the extension made it (see
+/// `pg::outbox_writer`, which writes the same rows without a statement otherwise). Both take
+/// the message columns of `MessageColumns` as their first nine parameters; delivery times
+/// (quiet hours included) and cancel reasons are computed in Rust.
+///
+/// One pending message per (campaign, user): the firings are those without a pending message
+/// when the trigger probed; one a concurrent transaction commits in between absorbs the new
+/// trigger here (the unique partial index).
 const INSERT_MESSAGES: &str = "\
 INSERT INTO personalize.outbox
        (campaign_id, campaign, channel, user_id, item_id, trigger_event_id, triggered_at,
         visible_at, idempotency_key)
-SELECT m.campaign_id, m.campaign, m.channel, m.user_id, m.item_id, m.event_id, m.occurred_at,
-       CASE WHEN m.quiet
-            THEN COALESCE((SELECT personalize._after_quiet_hours(m.visible_at, c.quiet_start,
-                                                                  c.quiet_end, c.quiet_timezone)
-                             FROM personalize.campaigns c
-                            WHERE c.campaign_id = m.campaign_id), m.visible_at)
-            ELSE m.visible_at END,
-       m.idempotency_key
-  FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
-              $7::timestamptz[], $8::timestamptz[], $9::uuid[], $10::bool[])
-       AS m(campaign_id, campaign, channel, user_id, item_id, event_id, occurred_at,
-            visible_at, idempotency_key, quiet)
+SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
+                     $7::timestamptz[], $8::timestamptz[], $9::uuid[])
 ON CONFLICT (campaign_id, user_id) WHERE state = 'pending' DO NOTHING";
 
 /// Messages fired and cancelled by events of the same statement (a view and then a purchase
@@ -102,33 +95,26 @@ ON CONFLICT (campaign_id, user_id) WHERE state = 'pending' DO NOTHING";
 const INSERT_CANCELLED: &str = "\
 INSERT INTO personalize.outbox
        (campaign_id, campaign, channel, user_id, item_id, trigger_event_id, triggered_at,
-        visible_at, idempotency_key, state, finished_at, last_error)
-SELECT m.campaign_id, m.campaign, m.channel, m.user_id, m.item_id, m.event_id, m.occurred_at,
-       m.visible_at, m.idempotency_key, 'cancelled', now(),
-       'cancelled by event ' || m.cancel_event_id || ' (' || m.cancel_event_type || ')'
+        visible_at, idempotency_key, last_error, state, finished_at)
+SELECT m.*, 'cancelled', now()
   FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[],
-              $7::timestamptz[], $8::timestamptz[], $9::uuid[], $10::int8[], $11::text[])
-       AS m(campaign_id, campaign, channel, user_id, item_id, event_id, occurred_at,
-            visible_at, idempotency_key, cancel_event_id, cancel_event_type)";
+              $7::timestamptz[], $8::timestamptz[], $9::uuid[], $10::text[]) AS m";
 
-/// Cancel-on, decided in Rust: each message by id, with the event that cancels it. A message
-/// a worker claimed in the meantime is no longer pending and stays as it is. The state test is
-/// a CASE so that it proves no partial index's predicate: the only path to the outbox is then
-/// the primary key, probed once per message (with `state = 'pending'` a plan made on empty
-/// statistics scanned the whole pending index once per message instead).
+/// Cancel-on, decided in Rust: each message by id, with the reason (`cancel_reason`). A
+/// message a worker claimed in the meantime is no longer pending and stays as it is. The state
+/// test is a CASE so that it proves no partial index's predicate: the only path to the outbox
+/// is then the primary key, probed once per message (with `state = 'pending'` a plan made on
+/// empty statistics scanned the whole pending index once per message instead).
 const CANCEL_MESSAGES: &str = "\
 UPDATE personalize.outbox o
-   SET state = 'cancelled', finished_at = now(),
-       last_error = 'cancelled by event ' || c.event_id || ' (' || c.event_type || ')'
-  FROM unnest($1::int8[], $2::int8[], $3::text[]) AS c(message_id, event_id, event_type)
+   SET state = 'cancelled', finished_at = now(), last_error = c.reason
+  FROM unnest($1::int8[], $2::text[]) AS c(message_id, reason)
  WHERE o.message_id = c.message_id AND CASE o.state WHEN 'pending' THEN true ELSE false END";
 
 struct Statements {
     insert_messages: OwnedPreparedStatement,
     insert_cancelled: OwnedPreparedStatement,
     cancel_messages: OwnedPreparedStatement,
-    /// personalize.outbox, whose size decides how its readers are planned.
-    outbox: pg_sys::Oid,
 }
 
 thread_local! {
@@ -154,58 +140,32 @@ fn prepare(client: &mut pgrx::spi::SpiClient<'_>) -> Statements {
     let texts = oid(pg_sys::TEXTARRAYOID);
     let int8s = oid(pg_sys::INT8ARRAYOID);
     let times = oid(pg_sys::TIMESTAMPTZARRAYOID);
+    let columns = [
+        int8s,
+        texts,
+        texts,
+        texts,
+        texts,
+        int8s,
+        times,
+        times,
+        oid(pg_sys::UUIDARRAYOID),
+    ];
     let insert_messages = client
-        .prepare_mut(
-            INSERT_MESSAGES,
-            &[
-                int8s,
-                texts,
-                texts,
-                texts,
-                texts,
-                int8s,
-                times,
-                times,
-                oid(pg_sys::UUIDARRAYOID),
-                oid(pg_sys::BOOLARRAYOID),
-            ],
-        )
+        .prepare_mut(INSERT_MESSAGES, &columns)
+        .unwrap_or_else(|e| spi_failed("preparing the outbox insert", e))
+        .keep();
+    let mut with_reasons = columns.to_vec();
+    with_reasons.push(texts);
+    let insert_cancelled = client
+        .prepare_mut(INSERT_CANCELLED, &with_reasons)
         .unwrap_or_else(|e| spi_failed("preparing the outbox insert", e))
         .keep();
     let cancel_messages = client
-        .prepare_mut(CANCEL_MESSAGES, &[int8s, int8s, texts])
+        .prepare_mut(CANCEL_MESSAGES, &[int8s, texts])
         .unwrap_or_else(|e| spi_failed("preparing the outbox cancel", e))
         .keep();
-    let insert_cancelled = client
-        .prepare_mut(
-            INSERT_CANCELLED,
-            &[
-                int8s,
-                texts,
-                texts,
-                texts,
-                texts,
-                int8s,
-                times,
-                times,
-                oid(pg_sys::UUIDARRAYOID),
-                int8s,
-                texts,
-            ],
-        )
-        .unwrap_or_else(|e| spi_failed("preparing the outbox insert", e))
-        .keep();
-    let outbox = client
-        .select(
-            "SELECT CAST(to_regclass('personalize.outbox') AS oid)",
-            None,
-            &[],
-        )
-        .and_then(|t| t.first().get::<pg_sys::Oid>(1))
-        .unwrap_or(None)
-        .unwrap_or(pg_sys::InvalidOid);
     Statements {
-        outbox,
         insert_messages,
         insert_cancelled,
         cancel_messages,
@@ -439,18 +399,21 @@ fn fire(
     // firing before any cap read or insert, and the cancellations are decided from them.
     let outbox = OutboxProbe::open();
     let pending = read_pending(&outbox, set, &events, &firings, &cancels);
+    // The statement's cancellations of those pending messages (each by the earliest request
+    // at or after its trigger; `core::campaigns::cancellations`).
+    let cancelled_pending = if cancels.is_empty() || pending.is_empty() {
+        Vec::new()
+    } else {
+        campaigns::cancellations(&set.rules, &events, &cancels, &pending)
+    };
     if !pending.is_empty() && !firings.is_empty() {
         // Absorbed: the (campaign, user) already has a pending message, unless an event of
         // this statement that comes first cancels it (a purchase, then a view, in one batch):
         // then the firing starts a new message, as it would in a statement of its own.
-        let cancelled_at: HashMap<i64, usize> = if cancels.is_empty() {
-            HashMap::new()
-        } else {
-            campaigns::cancellations(&set.rules, &events, &cancels, &pending)
-                .into_iter()
-                .map(|c| (c.message_id, c.event))
-                .collect()
-        };
+        let cancelled_at: HashMap<i64, usize> = cancelled_pending
+            .iter()
+            .map(|c| (c.message_id, c.event))
+            .collect();
         let waiting: HashMap<(i64, &str), Option<usize>> = pending
             .iter()
             .map(|m| {
@@ -512,13 +475,12 @@ fn fire(
 
     outbox.close();
 
-    // Cancellations, of the pending messages read and of the ones this statement writes
-    // (as messages with ids -1, -2, ... for firings 0, 1, ...): a firing's pair was read
+    // The firings that an event of the same statement cancels (a view, then a purchase): as
+    // candidates with ids -1, -2, ... for firings 0, 1, ...; a firing's pair was probed
     // whenever the statement may cancel it, so none of these is absorbed by the insert.
     let mut cancelled_firings: Vec<Option<usize>> = vec![None; firings.len()];
-    let mut cancelled_pending = Vec::new();
-    if !cancels.is_empty() {
-        let written = firings
+    if !cancels.is_empty() && !firings.is_empty() {
+        let written: Vec<campaigns::PendingMessage> = firings
             .iter()
             .enumerate()
             .map(|(i, f)| campaigns::PendingMessage {
@@ -527,15 +489,10 @@ fn fire(
                 user_id: events[f.event].user_id.clone(),
                 triggered_at: events[f.event].occurred_at,
                 trigger_event_id: events[f.event].event_id,
-            });
-        let candidates: Vec<campaigns::PendingMessage> =
-            pending.into_iter().chain(written).collect();
-        for c in campaigns::cancellations(&set.rules, &events, &cancels, &candidates) {
-            if c.message_id < 0 {
-                cancelled_firings[(-1 - c.message_id) as usize] = Some(c.event);
-            } else {
-                cancelled_pending.push(c);
-            }
+            })
+            .collect();
+        for c in campaigns::cancellations(&set.rules, &events, &cancels, &written) {
+            cancelled_firings[(-1 - c.message_id) as usize] = Some(c.event);
         }
     }
 
@@ -544,16 +501,13 @@ fn fire(
     // the one-pending index.
     if !cancelled_pending.is_empty() {
         let ids: Vec<i64> = cancelled_pending.iter().map(|c| c.message_id).collect();
-        let event_ids: Vec<i64> = cancelled_pending
+        let reasons: Vec<String> = cancelled_pending
             .iter()
-            .map(|c| events[c.event].event_id)
+            .map(|c| cancel_reason(&events[c.event]))
             .collect();
-        let types: Vec<String> = cancelled_pending
-            .iter()
-            .map(|c| events[c.event].event_type.clone())
-            .collect();
-        let args: [DatumWithOid; 3] = [ids.into(), event_ids.into(), types.into()];
-        let outbox_sized = crate::pg::relation_pages(st.outbox) >= GENERIC_PLAN_MIN_PAGES;
+        let args: [DatumWithOid; 2] = [ids.into(), reasons.into()];
+        let outbox = crate::pg::personalize_relid(c"outbox");
+        let outbox_sized = crate::pg::relation_pages(outbox) >= GENERIC_PLAN_MIN_PAGES;
         crate::pg::with_settings(PLANNER_SETTINGS, || {
             planned(outbox_sized, || {
                 client
@@ -574,7 +528,7 @@ fn fire(
             &item_ids,
             &firings,
             &cancelled_firings,
-            now_ts,
+            now,
         );
     }
 }
@@ -617,23 +571,16 @@ struct MessageColumns {
 }
 
 impl MessageColumns {
-    fn push(
-        &mut self,
-        c: &campaign_cache::Campaign,
-        e: &TriggerEvent,
-        item_id: &Option<String>,
-        occurred: TimestampWithTimeZone,
-        visible: TimestampWithTimeZone,
-    ) {
-        self.campaign_ids.push(c.rule.campaign_id);
-        self.names.push(c.name.clone());
-        self.channels.push(c.channel.clone());
-        self.users.push(e.user_id.clone());
-        self.items.push(item_id.clone());
-        self.event_ids.push(e.event_id);
-        self.occurred.push(occurred);
-        self.visible.push(visible);
-        self.keys.push(new_idempotency_key());
+    fn push(&mut self, m: &NewMessage<'_>) {
+        self.campaign_ids.push(m.campaign_id);
+        self.names.push(m.campaign.to_owned());
+        self.channels.push(m.channel.to_owned());
+        self.users.push(m.user_id.to_owned());
+        self.items.push(m.item_id.map(str::to_owned));
+        self.event_ids.push(m.trigger_event_id);
+        self.occurred.push(timestamp(m.triggered_at));
+        self.visible.push(timestamp(m.visible_at));
+        self.keys.push(m.idempotency_key);
     }
 
     /// The statement's arguments: these columns, then `more` (the statement's own).
@@ -660,9 +607,9 @@ impl MessageColumns {
 /// Writes the firings' messages, pending ones and those `cancelled_by` an event of the
 /// statement (index into `events`); then wakes idle workers when something is due now.
 ///
-/// Written by `pg::outbox_writer` (no statement; quiet hours by `pg::quiet_hours`) when the
-/// outbox is as the extension made it; otherwise with INSERT_MESSAGES and INSERT_CANCELLED,
-/// so that whatever a DBA added to the table (a trigger, a constraint, a rule) is honoured.
+/// Written by `pg::outbox_writer` (no statement) when the outbox is as the extension made it;
+/// otherwise with INSERT_MESSAGES and INSERT_CANCELLED, so that whatever a DBA added to the
+/// table (a trigger, a constraint, a rule) is honoured. The rows are the same either way.
 #[allow(clippy::too_many_arguments)]
 fn write_messages(
     client: &mut pgrx::spi::SpiClient<'_>,
@@ -672,82 +619,64 @@ fn write_messages(
     item_ids: &[Option<String>],
     firings: &[campaigns::Firing],
     cancelled_by: &[Option<usize>],
-    now: TimestampWithTimeZone,
+    now: i64,
 ) {
-    let now_micros = i64::from(now);
     let mut writer = OutboxWriter::open();
     let mut pending = MessageColumns::default();
-    let mut quiet = Vec::new();
     let mut cancelled = MessageColumns::default();
-    let mut cancel_event_ids = Vec::new();
-    let mut cancel_event_types = Vec::new();
+    let mut reasons = Vec::new();
     let mut due_channels: Vec<&str> = Vec::new();
     for (f, cancelled_by) in firings.iter().zip(cancelled_by) {
         let c = &set.list[f.campaign];
         let e = &events[f.event];
-        let at = timestamp(e.occurred_at);
-        let due = at + c.delay;
-        let visible = if i64::from(due) < now_micros {
-            now
-        } else {
-            due
-        };
-        if let Some(w) = writer.as_mut() {
-            // Quiet hours move a pending message's delivery to their end.
-            let visible = match (&c.quiet, cancelled_by) {
-                (Some(quiet), None) => after_quiet_hours(i64::from(visible), quiet),
-                _ => i64::from(visible),
-            };
-            if cancelled_by.is_none() && visible <= now_micros {
+        // Due after the delay, not before now; quiet hours move a pending message's
+        // delivery to their end.
+        let mut visible = i64::from(timestamp(e.occurred_at) + c.delay).max(now);
+        if cancelled_by.is_none() {
+            if let Some(quiet) = &c.quiet {
+                visible = after_quiet_hours(visible, quiet);
+            }
+            if visible <= now {
                 due_channels.push(&c.channel);
             }
-            let message = NewMessage {
-                campaign_id: c.rule.campaign_id,
-                campaign: &c.name,
-                channel: &c.channel,
-                user_id: &e.user_id,
-                item_id: item_ids[f.event].as_deref(),
-                trigger_event_id: e.event_id,
-                triggered_at: e.occurred_at,
-                visible_at: visible,
-                idempotency_key: new_idempotency_key(),
-            };
-            match cancelled_by {
-                Some(by) => w.insert_cancelled(&message, &cancel_reason(&events[*by])),
-                None => {
-                    w.insert_pending(&message);
-                }
+        }
+        let message = NewMessage {
+            campaign_id: c.rule.campaign_id,
+            campaign: &c.name,
+            channel: &c.channel,
+            user_id: &e.user_id,
+            item_id: item_ids[f.event].as_deref(),
+            trigger_event_id: e.event_id,
+            triggered_at: e.occurred_at,
+            visible_at: visible,
+            idempotency_key: new_idempotency_key(),
+        };
+        match (writer.as_mut(), cancelled_by) {
+            (Some(w), Some(by)) => w.insert_cancelled(&message, &cancel_reason(&events[*by])),
+            (Some(w), None) => {
+                w.insert_pending(&message);
             }
-            continue;
+            (None, Some(by)) => {
+                cancelled.push(&message);
+                reasons.push(cancel_reason(&events[*by]));
+            }
+            (None, None) => pending.push(&message),
         }
-        if let Some(by) = cancelled_by {
-            cancelled.push(c, e, &item_ids[f.event], at, visible);
-            cancel_event_ids.push(events[*by].event_id);
-            cancel_event_types.push(events[*by].event_type.clone());
-            continue;
-        }
-        if c.quiet.is_none() && i64::from(due) <= now_micros {
-            due_channels.push(&c.channel);
-        }
-        pending.push(c, e, &item_ids[f.event], at, visible);
-        quiet.push(c.quiet.is_some());
     }
     if let Some(w) = writer {
         w.close();
     }
-    if !pending.users.is_empty() {
-        let args = pending.into_args([quiet.into()]);
+    for (columns, statement, more) in [
+        (pending, &st.insert_messages, None),
+        (cancelled, &st.insert_cancelled, Some(reasons)),
+    ] {
+        if columns.users.is_empty() {
+            continue;
+        }
+        let args = columns.into_args(more.map(DatumWithOid::from));
         crate::pg::with_settings(PLANNER_SETTINGS, || {
             client
-                .update(&st.insert_messages, None, &args)
-                .unwrap_or_else(|e| spi_failed("cannot write personalize.outbox", e))
-        });
-    }
-    if !cancelled.users.is_empty() {
-        let args = cancelled.into_args([cancel_event_ids.into(), cancel_event_types.into()]);
-        crate::pg::with_settings(PLANNER_SETTINGS, || {
-            client
-                .update(&st.insert_cancelled, None, &args)
+                .update(statement, None, &args)
                 .unwrap_or_else(|e| spi_failed("cannot write personalize.outbox", e))
         });
     }
@@ -762,8 +691,8 @@ fn write_messages(
     }
 }
 
-/// A message's last_error when an event cancels it (INSERT_CANCELLED and CANCEL_MESSAGES
-/// write the same text).
+/// A message's last_error when an event of the statement cancels it (whether it is written
+/// cancelled or was pending from an earlier statement).
 fn cancel_reason(event: &TriggerEvent) -> String {
     format!(
         "cancelled by event {} ({})",

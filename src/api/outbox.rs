@@ -1,7 +1,8 @@
 //! The outbox's claim: `claim_messages()` locks due messages (`FOR UPDATE SKIP LOCKED`),
-//! re-checks cancel-on events, attempts, quiet hours and frequency caps, renders each payload
-//! with fresh recommendations and hands the batch out under one lease token. `ack()`,
-//! `fail()` and the events trigger that writes the messages are SQL (sql/finalize.sql).
+//! re-checks cancel-on events, checks the campaign's segment, re-checks attempts, quiet hours
+//! and frequency caps, renders each payload with fresh recommendations and hands the batch out
+//! under one lease token. `ack()` and `fail()` are SQL (sql/finalize.sql); the events trigger
+//! that writes the messages is `api::campaign_trigger`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

@@ -247,7 +247,8 @@ impl OutboxProbe {
                     return;
                 };
                 let claimed_at = i64::from(claimed_at);
-                if claimed_at <= since || !r.state_is(&["claimed", "sent"]) {
+                // claimed_at > since is the scan's own key.
+                if !r.state_is(&["claimed", "sent"]) {
                     return;
                 }
                 if let (Some(message_id), Some(channel)) =
