@@ -47,9 +47,10 @@ CREATE TABLE personalize.events (
     client_event_id text,
     properties      jsonb NOT NULL DEFAULT '{}'
 );
--- A retry with the same client event id is not stored twice.
+-- A retry with the same client event id is not stored twice. The id is the sender's: it is
+-- unique per user and event type, so one user's id never hides another's event.
 CREATE UNIQUE INDEX events_client_event_id_key
-    ON personalize.events (client_event_id) WHERE client_event_id IS NOT NULL;
+    ON personalize.events (client_event_id, user_id, event_type) WHERE client_event_id IS NOT NULL;
 -- A user's history, newest last: fold-in, exclusions, segments, campaign checks. item_id and
 -- event_type are included so serving reads a history from the index alone (index-only scan)
 -- instead of one heap fetch per event.

@@ -4,6 +4,34 @@
 -- is schema-qualified and casts name pg_catalog types.
 
 ------------------------------------------------------------------------------------------
+-- Interval columns checked by what they do (see src/core/intervals.rs): no negative part and
+-- at most their limit in any calendar reading. The triggers pass (column, limit, 'zero' when
+-- 0 is allowed) triples; the tables' own CHECKs compare intervals as 30-day months only.
+------------------------------------------------------------------------------------------
+
+CREATE FUNCTION personalize._durations_before_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    row_json jsonb := pg_catalog.to_jsonb(NEW);
+    i integer := 0;
+BEGIN
+    WHILE i < TG_NARGS LOOP
+        PERFORM personalize._check_duration(
+            TG_TABLE_NAME || '.' || TG_ARGV[i],
+            CAST(row_json OPERATOR(pg_catalog.->>) TG_ARGV[i] AS pg_catalog.interval),
+            CAST(TG_ARGV[i + 1] AS pg_catalog.interval),
+            TG_ARGV[i + 2] OPERATOR(pg_catalog.=) 'zero');
+        i := i + 3;
+    END LOOP;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER event_types_durations
+    BEFORE INSERT OR UPDATE ON personalize.event_types
+    FOR EACH ROW EXECUTE FUNCTION personalize._durations_before_write('half_life', '36600 days', '');
+
+------------------------------------------------------------------------------------------
 -- Tracking plan upkeep
 ------------------------------------------------------------------------------------------
 
@@ -14,7 +42,7 @@ DECLARE
 BEGIN
     problem := personalize._plan_schema_problem(CAST(NEW.properties_schema AS pg_catalog.text));
     IF problem IS NOT NULL THEN
-        RAISE EXCEPTION 'invalid properties_schema for event type "%": %', NEW.event_type, problem
+        RAISE EXCEPTION 'invalid properties_schema for event type "%": %', pg_catalog.left(NEW.event_type, 100), problem
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'properties_schema is a JSON Schema for the properties object, e.g. '
                       || '{"type": "object", "properties": {"price": {"type": "number"}}}';
@@ -385,7 +413,7 @@ DECLARE
 BEGIN
     problem := personalize._segment_problem(CAST(NEW.definition AS text));
     IF problem IS NOT NULL THEN
-        RAISE EXCEPTION 'invalid definition for segment "%": %', NEW.name, problem
+        RAISE EXCEPTION 'invalid definition for segment "%": %', pg_catalog.left(NEW.name, 100), problem
             USING ERRCODE = 'invalid_parameter_value', HINT = personalize._segment_hint();
     END IF;
     NEW.updated_at := now();
@@ -465,30 +493,30 @@ DECLARE
     missing text;
 BEGIN
     IF personalize._unknown_event_types(ARRAY[NEW.trigger_event_type]) IS NOT NULL THEN
-        RAISE EXCEPTION 'campaign "%": trigger_event_type "%" is not in the tracking plan', NEW.name, NEW.trigger_event_type
+        RAISE EXCEPTION 'campaign "%": trigger_event_type "%" is not in the tracking plan', pg_catalog.left(NEW.name, 100), pg_catalog.left(NEW.trigger_event_type, 100)
             USING ERRCODE = 'invalid_parameter_value', HINT = personalize._known_event_types_hint();
     END IF;
     missing := personalize._unknown_event_types(NEW.cancel_on);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'campaign "%": cancel_on names event types that are not in the tracking plan: %', NEW.name, missing
+        RAISE EXCEPTION 'campaign "%": cancel_on names event types that are not in the tracking plan: %', pg_catalog.left(NEW.name, 100), missing
             USING ERRCODE = 'invalid_parameter_value', HINT = personalize._known_event_types_hint();
     END IF;
     problem := personalize._template_problem(CAST(NEW.template AS text));
     IF problem IS NOT NULL THEN
-        RAISE EXCEPTION 'campaign "%": invalid template: %', NEW.name, problem
+        RAISE EXCEPTION 'campaign "%": invalid template: %', pg_catalog.left(NEW.name, 100), problem
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A template is a JSON object whose strings may use {{user_id}}, {{item_id}}, {{item_title}}, '
                       || '{{category}}, {{event_type}}, {{occurred_at}}, {{campaign}}, {{channel}}, {{message_id}}, '
                       || '{{idempotency_key}}, {{properties.<name>}} and "{{recommendations}}" (a whole string).';
     END IF;
     IF NEW.model !~ '^[A-Za-z0-9_.-]{1,63}$' THEN
-        RAISE EXCEPTION 'campaign "%": "%" is not a model name', NEW.name, NEW.model
+        RAISE EXCEPTION 'campaign "%": "%" is not a model name', pg_catalog.left(NEW.name, 100), pg_catalog.left(NEW.model, 100)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Model names are 1 to 63 letters, digits, _ . or -.';
     END IF;
     BEGIN
         PERFORM now() AT TIME ZONE NEW.quiet_timezone;
     EXCEPTION WHEN invalid_parameter_value THEN
-        RAISE EXCEPTION 'campaign "%": unknown time zone "%"', NEW.name, NEW.quiet_timezone
+        RAISE EXCEPTION 'campaign "%": unknown time zone "%"', pg_catalog.left(NEW.name, 100), pg_catalog.left(NEW.quiet_timezone, 100)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use a name such as Europe/Berlin or UTC: SELECT name FROM pg_timezone_names;';
     END;
@@ -506,6 +534,15 @@ $$;
 CREATE TRIGGER campaigns_before_write
     BEFORE INSERT OR UPDATE ON personalize.campaigns
     FOR EACH ROW EXECUTE FUNCTION personalize._campaigns_before_write();
+
+CREATE TRIGGER campaigns_durations
+    BEFORE INSERT OR UPDATE ON personalize.campaigns
+    FOR EACH ROW EXECUTE FUNCTION personalize._durations_before_write(
+        'delay', '364 days', 'zero', 'cap_window', '366 days', '', 'max_event_age', '36600 days', '');
+
+CREATE TRIGGER frequency_caps_durations
+    BEFORE INSERT OR UPDATE ON personalize.frequency_caps
+    FOR EACH ROW EXECUTE FUNCTION personalize._durations_before_write('window', '366 days', '');
 
 -- The transactional outbox: personalize._events_fire_campaigns() (Rust, src/api/campaign_trigger.rs)
 -- runs once per INSERT statement on events (a batch is one statement), in the events'
@@ -582,11 +619,8 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     new_state text;
 BEGIN
-    IF retry_in < interval '0' OR retry_in > interval '7 days' THEN
-        RAISE EXCEPTION 'retry_in must be between 0 and 7 days, not %', retry_in
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Omit it for exponential backoff (10 s, 20 s, 40 s, ... up to 1 hour).';
-    END IF;
+    PERFORM personalize._check_duration('retry_in', retry_in, interval '7 days', true,
+        'Omit it for exponential backoff (10 s, 20 s, 40 s, ... up to 1 hour).');
     UPDATE personalize.outbox o
        SET state = CASE WHEN o.attempts >= COALESCE(
                              (SELECT c.max_attempts FROM personalize.campaigns c WHERE c.campaign_id = o.campaign_id), 5)
@@ -609,11 +643,13 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp 
 DECLARE
     n bigint;
 BEGIN
-    IF older_than IS NULL OR older_than < interval '0' OR purge IS NULL THEN
+    IF older_than IS NULL OR purge IS NULL THEN
         RAISE EXCEPTION 'older_than must be a non-negative interval and purge true or false'
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Keep finished messages at least as long as your longest frequency-cap window.';
     END IF;
+    PERFORM personalize._check_duration('older_than', older_than, interval '36600 days', true,
+        'Keep finished messages at least as long as your longest frequency-cap window.');
     IF purge THEN
         DELETE FROM personalize.outbox o
          WHERE o.state IN ('sent', 'cancelled', 'dead') AND o.finished_at < now() - older_than;
@@ -641,18 +677,18 @@ DECLARE
 BEGIN
     problem := personalize._variants_problem(CAST(NEW.variants AS text));
     IF problem IS NOT NULL THEN
-        RAISE EXCEPTION 'experiment "%": invalid variants: %', NEW.name, problem
+        RAISE EXCEPTION 'experiment "%": invalid variants: %', pg_catalog.left(NEW.name, 100), problem
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'variants is a JSON array of 2 to 20 objects {"name": "grid", "weight": 50} with an '
                       || 'optional "model" (the model name serving uses for that variant); the first is the control.';
     END IF;
     IF cardinality(NEW.conversion_event_types) = 0 THEN
-        RAISE EXCEPTION 'experiment "%": conversion_event_types is empty', NEW.name
+        RAISE EXCEPTION 'experiment "%": conversion_event_types is empty', pg_catalog.left(NEW.name, 100)
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Name at least one event type, e.g. ''{purchase}''.';
     END IF;
     missing := personalize._unknown_event_types(NEW.click_event_types || NEW.conversion_event_types);
     IF missing IS NOT NULL THEN
-        RAISE EXCEPTION 'experiment "%": click_event_types or conversion_event_types name event types that are not in the tracking plan: %', NEW.name, missing
+        RAISE EXCEPTION 'experiment "%": click_event_types or conversion_event_types name event types that are not in the tracking plan: %', pg_catalog.left(NEW.name, 100), missing
             USING ERRCODE = 'invalid_parameter_value', HINT = personalize._known_event_types_hint();
     END IF;
     IF TG_OP = 'UPDATE'
@@ -672,6 +708,10 @@ $$;
 CREATE TRIGGER experiments_before_write
     BEFORE INSERT OR UPDATE ON personalize.experiments
     FOR EACH ROW EXECUTE FUNCTION personalize._experiments_before_write();
+
+CREATE TRIGGER experiments_durations
+    BEFORE INSERT OR UPDATE ON personalize.experiments
+    FOR EACH ROW EXECUTE FUNCTION personalize._durations_before_write('attribution_window', '365 days', '');
 
 -- In place of a foreign key from exposures (see bootstrap.sql).
 CREATE FUNCTION personalize._experiments_before_delete() RETURNS trigger
@@ -790,7 +830,7 @@ COMMENT ON COLUMN personalize.event_types.weight IS 'Interaction strength one ev
 COMMENT ON COLUMN personalize.event_types.half_life IS 'Time after which an event counts half as much in training';
 COMMENT ON COLUMN personalize.event_types.origin IS 'default: installed by CREATE EXTENSION; shop: added or changed by the shop (kept by pg_dump)';
 COMMENT ON TABLE personalize.events IS 'Accepted behaviour events (validated against personalize.event_types)';
-COMMENT ON COLUMN personalize.events.client_event_id IS 'The sender''s id for this event; a retry with the same id is not stored twice';
+COMMENT ON COLUMN personalize.events.client_event_id IS 'The sender''s id for this event, unique per user and event type: a retry (same id, item and properties) is not stored twice; other content under a used id is quarantined as client_event_id_conflict';
 COMMENT ON TABLE personalize.rejected_events IS 'Events that failed the tracking plan, with every violation and the original payload: nothing is silently dropped';
 COMMENT ON COLUMN personalize.rejected_events.reasons IS 'Violation codes (missing_field, wrong_type, unknown_event_type, ...), one per violation';
 COMMENT ON COLUMN personalize.rejected_events.violations IS 'Array of {code, path, message}, one per violation';
@@ -809,7 +849,7 @@ COMMENT ON FUNCTION personalize.activate_model(bigint) IS 'Makes a model version
 COMMENT ON FUNCTION personalize.drop_model(bigint) IS 'Deletes an inactive model version and its factors';
 COMMENT ON FUNCTION personalize.prune_models(text, integer) IS 'Deletes all but the newest keep inactive versions of a model name; returns how many were deleted';
 
-COMMENT ON FUNCTION personalize.track(jsonb, boolean) IS 'Tracks one event: stores it in personalize.events and returns its event_id (the earlier id for a repeated client_event_id), or quarantines it in personalize.rejected_events and returns NULL. strict => true raises instead (SQLSTATE 23514).';
+COMMENT ON FUNCTION personalize.track(jsonb, boolean) IS 'Tracks one event: stores it in personalize.events and returns its event_id (the stored event''s id for a retry: same user, type, client_event_id, item and properties), or quarantines it in personalize.rejected_events and returns NULL. strict => true raises instead (SQLSTATE 23514).';
 COMMENT ON FUNCTION personalize.track_batch(jsonb[], boolean) IS 'Tracks many events in one call: returns how many were accepted, duplicates of stored client_event_ids, rejected (quarantined), and the 1-based positions of the rejected ones. strict => true raises on the first invalid event and stores nothing.';
 COMMENT ON FUNCTION personalize.validate_event(jsonb) IS 'Checks one event against the tracking plan without storing it: every violation as "path: message (code)", empty when valid';
 COMMENT ON FUNCTION personalize.upsert_item(text, text, text, jsonb, boolean, numeric) IS 'Inserts or replaces one catalogue item (every field: omitted arguments take their defaults)';
@@ -884,6 +924,8 @@ COMMENT ON FUNCTION personalize.archive_messages(interval, boolean) IS 'Moves se
 COMMENT ON FUNCTION personalize._after_quiet_hours(timestamptz, time, time, text) IS 'Internal: t, or the end of the quiet hours t falls in';
 COMMENT ON FUNCTION personalize._unknown_event_types(text[]) IS 'Internal: the listed event types (NULL as "NULL") that are not in the tracking plan, in order; NULL when all are';
 COMMENT ON FUNCTION personalize._known_event_types_hint() IS 'Internal: the hint listing the tracking plan''s event types';
+COMMENT ON FUNCTION personalize._durations_before_write() IS 'Trigger: checks the interval columns named by its arguments (column, limit, ''zero'' when 0 is allowed) with _check_duration';
+COMMENT ON FUNCTION personalize._check_duration(text, interval, interval, boolean, text) IS 'Internal: raises 22023 unless the interval is a duration from 0 to max with no negative part, counting a month as up to 31 days and a year as up to 366 (what it does to a timestamp, not how intervals compare)';
 COMMENT ON FUNCTION personalize._campaigns_before_write() IS 'Trigger: checks a campaign''s event types, template, model name and time zone on write';
 COMMENT ON FUNCTION personalize._events_fire_campaigns() IS 'Trigger: writes campaign messages for new events and cancels pending ones (cancel_on), in the events'' transaction; NOTIFY personalize_outbox when a message is due now';
 COMMENT ON FUNCTION personalize._invalidate_campaign_cache() IS 'Internal: makes every backend re-read the campaigns and frequency caps at commit';
@@ -914,5 +956,5 @@ COMMENT ON FUNCTION personalize._experiments_changed() IS 'Trigger: tells every 
 ------------------------------------------------------------------------------------------
 -- Privileges (last: every object above exists). See src/api/privileges.rs.
 ------------------------------------------------------------------------------------------
-COMMENT ON FUNCTION personalize._apply_privileges() IS 'Internal: creates the roles personalize_reader, personalize_writer, personalize_worker and personalize_admin when missing, revokes EXECUTE from PUBLIC, makes the reader/writer/worker functions SECURITY DEFINER and grants them; run by the install and every upgrade script';
+COMMENT ON FUNCTION personalize._apply_privileges() IS 'Internal: creates the roles personalize_recommender, personalize_reader, personalize_writer, personalize_worker, personalize_admin and personalize_definer when missing, revokes EXECUTE from PUBLIC, makes the recommender, reader, writer and worker functions SECURITY DEFINER, owned by personalize_definer (DML on the extension''s tables, nothing else), and grants them; run by the install and every upgrade script';
 SELECT personalize._apply_privileges();

@@ -23,6 +23,9 @@ pub enum PersonalizeError {
     /// An allocation the system refused (SQLSTATE 53200): an error, never an aborted backend.
     #[error("{message}")]
     OutOfMemory { message: String, hint: String },
+    /// A key already used for something else (SQLSTATE 23505).
+    #[error("{message}")]
+    DuplicateKey { message: String, hint: String },
 }
 
 impl PersonalizeError {
@@ -59,17 +62,40 @@ impl PersonalizeError {
             Self::OutOfMemory { message, hint } => {
                 (PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY, message, hint)
             }
+            Self::DuplicateKey { message, hint } => {
+                (PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, message, hint)
+            }
         }
     }
 
     /// Raises the error in Postgres (never returns).
     pub fn raise(self) -> ! {
         let (code, message, hint) = self.parts();
+        // Messages quote the caller's input; a megabyte-long argument must not come back whole.
+        let message = cut(message, MAX_MESSAGE_CHARS);
         ErrorReport::new(code, format!("pg_personalize: {message}"), "pg_personalize")
             .set_hint(hint.to_owned())
             .report(PgLogLevel::ERROR);
         unreachable!("ERROR does not return")
     }
+}
+
+/// Longest error message, whatever it quotes.
+const MAX_MESSAGE_CHARS: usize = 2_000;
+/// Longest quoted value (a name, an id) inside a message.
+const MAX_SHOWN_CHARS: usize = 100;
+
+/// `s` cut to `max` characters, saying how long it was.
+fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => s.into(),
+        Some((at, _)) => format!("{}... ({} characters)", &s[..at], s.chars().count()).into(),
+    }
+}
+
+/// A value of the caller's, as an error message quotes it: at most 100 characters.
+pub fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    cut(s, MAX_SHOWN_CHARS)
 }
 
 /// An argument that must not be NULL (SQL wrappers pass NULL through for every argument, so
@@ -103,4 +129,24 @@ pub fn strict_flag(strict: Option<bool>) -> bool {
         )
         .raise()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_values_are_cut_to_a_readable_length() {
+        assert_eq!(shown("short"), "short");
+        let long = "é".repeat(1_000_000);
+        let s = shown(&long);
+        assert!(s.starts_with(&"é".repeat(100)));
+        assert!(
+            s.ends_with("... (1000000 characters)"),
+            "{}",
+            &s[s.len() - 40..]
+        );
+        assert_eq!(s.chars().count(), 100 + "... (1000000 characters)".len());
+        assert_eq!(cut(&"x".repeat(2_000), MAX_MESSAGE_CHARS).len(), 2_000);
+    }
 }

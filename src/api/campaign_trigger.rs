@@ -195,6 +195,11 @@ struct ReadEvent {
 fn _events_fire_campaigns<'a>(
     trigger: &'a PgTrigger<'a>,
 ) -> Result<Option<PgHeapTuple<'a, AllocatedByRust>>, PersonalizeError> {
+    // Only events tracked through the extension fire campaigns: a restore, a COPY of history
+    // or a replicated insert must not write messages (the restored outbox has them already).
+    if !crate::pg::ingest::storing_tracked_events() {
+        return Ok(None);
+    }
     let set = campaign_cache::current();
     if set.relevant_types.is_empty() {
         return Ok(None);

@@ -3,6 +3,7 @@
 
 mod campaign_trigger;
 mod experiments;
+mod intervals;
 mod loaders;
 mod outbox;
 mod plan;

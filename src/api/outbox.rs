@@ -27,7 +27,7 @@ const CHANNELS: [&str; 5] = ["email", "push", "sms", "whatsapp", "webhook"];
 /// Most messages one claim may take.
 const MAX_BATCH: i32 = 10_000;
 /// Longest lease.
-const MAX_VISIBILITY_SECONDS: f64 = 12.0 * 3600.0;
+const MAX_VISIBILITY: crate::core::intervals::Span = crate::core::intervals::Span::hours(12);
 
 /// Locks the due messages of a channel, oldest first, with what the checks need. The columns
 /// come from the locked row version itself (not a second read), so a row another worker just
@@ -91,18 +91,24 @@ SELECT o.message_id, o.user_id, c.campaign_id, o.attempts, COALESCE(c.max_attemp
 // pins search_path to pg_catalog, so it is the catalogue's.
 const APPLY: &str = "\
 UPDATE personalize.outbox o
-   SET state = v.state,
+   -- 'failed': the claim failed for this message alone (outbox::failed). It counts as an
+   -- attempt; it is retried at v.until, or dead without one.
+   SET state = CASE WHEN v.state OPERATOR(pg_catalog.<>) 'failed' THEN v.state
+                    WHEN v.until IS NULL THEN 'dead' ELSE 'pending' END,
        lease_token = CASE WHEN v.state OPERATOR(pg_catalog.=) 'claimed' THEN $2 END,
-       attempts = o.attempts OPERATOR(pg_catalog.+) CASE WHEN v.state OPERATOR(pg_catalog.=) 'claimed' THEN 1 ELSE 0 END,
+       attempts = o.attempts OPERATOR(pg_catalog.+) CASE WHEN v.state IN ('claimed', 'failed') THEN 1 ELSE 0 END,
        redeliveries = o.redeliveries OPERATOR(pg_catalog.+)
            CASE WHEN v.state OPERATOR(pg_catalog.=) 'claimed' AND o.state OPERATOR(pg_catalog.=) 'claimed' THEN 1 ELSE 0 END,
        visible_at = CASE v.state WHEN 'claimed' THEN pg_catalog.now() OPERATOR(pg_catalog.+) $3
                                  WHEN 'pending' THEN pg_catalog.to_timestamp(v.until)
+                                 WHEN 'failed' THEN COALESCE(pg_catalog.to_timestamp(v.until), o.visible_at)
                                  ELSE o.visible_at END,
        claimed_at = CASE WHEN v.state OPERATOR(pg_catalog.=) 'claimed' THEN pg_catalog.now() ELSE o.claimed_at END,
        payload = COALESCE(CAST(v.payload AS pg_catalog.jsonb), o.payload),
        last_error = COALESCE(v.reason, o.last_error),
-       finished_at = CASE WHEN v.state IN ('cancelled', 'dead') THEN pg_catalog.now() END
+       finished_at = CASE WHEN v.state IN ('cancelled', 'dead')
+                            OR (v.state OPERATOR(pg_catalog.=) 'failed' AND v.until IS NULL)
+                          THEN pg_catalog.now() END
   FROM unnest($1::pg_catalog.int8[], $4::pg_catalog.text[], $5::pg_catalog.float8[],
                          $6::pg_catalog.text[], $7::pg_catalog.text[]) AS v(message_id, state, until, payload, reason)
  WHERE o.message_id OPERATOR(pg_catalog.=) v.message_id
@@ -123,18 +129,15 @@ struct Locked {
     segment: Option<String>,
 }
 
-fn visibility_seconds(v: Interval) -> f64 {
-    let seconds =
-        v.months() as f64 * 30.0 * 86_400.0 + v.days() as f64 * 86_400.0 + v.micros() as f64 / 1e6;
-    if !(seconds > 0.0 && seconds <= MAX_VISIBILITY_SECONDS) {
-        PersonalizeError::invalid(
-            format!("visibility must be more than 0 and at most 12 hours, not {seconds} seconds"),
-            "visibility is how long a worker may hold the messages before they can be claimed again; \
-             make it longer than a batch takes to deliver, e.g. '30 seconds'.",
-        )
-        .raise();
-    }
-    seconds
+fn check_visibility(v: Interval) {
+    crate::pg::intervals::check_duration(
+        "visibility",
+        v,
+        MAX_VISIBILITY,
+        false,
+        "visibility is how long a worker may hold the messages before they can be claimed \
+         again; make it longer than a batch takes to deliver, e.g. '30 seconds'.",
+    );
 }
 
 pub(crate) fn new_lease() -> Uuid {
@@ -189,7 +192,7 @@ fn claim_messages(
     let channel = required(channel, "channel");
     if !CHANNELS.contains(&channel) {
         PersonalizeError::invalid(
-            format!("unknown channel \"{channel}\""),
+            format!("unknown channel \"{}\"", crate::error::shown(channel)),
             format!("Channels: {}.", CHANNELS.join(", ")),
         )
         .raise();
@@ -203,7 +206,7 @@ fn claim_messages(
         .raise();
     }
     let visibility = required(visibility, "visibility");
-    visibility_seconds(visibility);
+    check_visibility(visibility);
     let lease = new_lease();
 
     Spi::connect_mut(|client| {
@@ -240,6 +243,8 @@ fn claim_messages(
                     outside_segment: None,
                     quiet_until: row.get::<f64>(18).ok().flatten(),
                     last_error: get_text(6),
+                    // Filled in below when the segment's query fails.
+                    check_failed: None,
                 },
                 idempotency_key: row
                     .get::<Uuid>(7)
@@ -300,39 +305,84 @@ fn claim_messages(
                     .insert(l.candidate.user_id.as_str());
             }
         }
-        let members: BTreeMap<String, HashSet<String>> = by_segment
+        // A segment whose query fails (a definition stored before its check existed, a
+        // dropped function) fails its own messages only: each query runs in a subtransaction.
+        let members: BTreeMap<String, Result<HashSet<String>, String>> = by_segment
             .into_iter()
             .map(|(segment, users)| {
                 let users: Vec<String> = users.into_iter().map(str::to_owned).collect();
-                let found = segment_members_among(client, segment, users);
-                (segment.to_owned(), found.into_iter().collect())
+                let found = crate::pg::subtransaction::attempt(|| {
+                    segment_members_among(client, segment, users)
+                });
+                let found = found.map(|f| f.into_iter().collect());
+                (segment.to_owned(), found)
             })
             .collect();
         for l in &mut locked {
             if let Some(s) = &l.segment {
-                if !members[s].contains(&l.candidate.user_id) {
-                    l.candidate.outside_segment = Some(s.clone());
+                match &members[s] {
+                    Ok(m) if !m.contains(&l.candidate.user_id) => {
+                        l.candidate.outside_segment = Some(s.clone());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        l.candidate.check_failed =
+                            Some(format!("checking segment \"{s}\" failed: {e}"));
+                    }
                 }
             }
         }
 
         let candidates: Vec<Candidate> = locked.iter().map(|l| l.candidate.clone()).collect();
-        let verdicts = outbox::decide(now, &candidates, &mut recent, global_caps);
+        let mut verdicts = outbox::decide(now, &candidates, &mut recent, global_caps);
 
-        // Payloads of the claimed ones, with recommendations computed now.
-        let mut recommended: Vec<Vec<(String, f32)>> = Vec::with_capacity(locked.len());
-        for (l, v) in locked.iter().zip(&verdicts) {
-            let wanted = *v == Verdict::Claim && l.recommendations > 0;
-            recommended.push(if wanted {
-                crate::api::serving::top_items_for_user(
-                    &l.candidate.user_id,
-                    l.recommendations as usize,
-                    l.model.as_deref().unwrap_or("default"),
-                )
-            } else {
-                Vec::new()
-            });
-        }
+        // Payloads of the claimed ones, with recommendations computed now: all in one
+        // subtransaction, and only if that fails, one per message, so that a message whose
+        // recommendations raise an error fails alone (`outbox::failed`).
+        let wanted: Vec<bool> = locked
+            .iter()
+            .zip(&verdicts)
+            .map(|(l, v)| *v == Verdict::Claim && l.recommendations > 0)
+            .collect();
+        let recommend = |l: &Locked| {
+            crate::api::serving::top_items_for_user(
+                &l.candidate.user_id,
+                l.recommendations as usize,
+                l.model.as_deref().unwrap_or("default"),
+            )
+        };
+        let recommend_all = || -> Vec<Vec<(String, f32)>> {
+            locked
+                .iter()
+                .zip(&wanted)
+                .map(|(l, &w)| if w { recommend(l) } else { Vec::new() })
+                .collect()
+        };
+        let recommended: Vec<Vec<(String, f32)>> = if !wanted.contains(&true) {
+            vec![Vec::new(); locked.len()]
+        } else {
+            match crate::pg::subtransaction::attempt(recommend_all) {
+                Ok(all) => all,
+                Err(_) => {
+                    let mut each = Vec::with_capacity(locked.len());
+                    for ((l, &w), v) in locked.iter().zip(&wanted).zip(verdicts.iter_mut()) {
+                        if !w {
+                            each.push(Vec::new());
+                            continue;
+                        }
+                        match crate::pg::subtransaction::attempt(|| recommend(l)) {
+                            Ok(r) => each.push(r),
+                            Err(e) => {
+                                let error = format!("recommending items failed: {e}");
+                                *v = outbox::failed(now, &l.candidate, &error);
+                                each.push(Vec::new());
+                            }
+                        }
+                    }
+                    each
+                }
+            }
+        };
         let item_info = item_details(client_ids(&recommended), |sql, args| {
             client
                 .select(sql, None, args)
@@ -362,6 +412,7 @@ fn claim_messages(
                 Verdict::Cancel(r) => ("cancelled", None, Some(r.clone())),
                 Verdict::Dead(r) => ("dead", None, Some(r.clone())),
                 Verdict::Defer(t) => ("pending", Some(*t), None),
+                Verdict::Failed { retry_at, reason } => ("failed", *retry_at, Some(reason.clone())),
             };
             states.push(state.to_owned());
             until.push(at);

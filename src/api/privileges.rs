@@ -4,11 +4,15 @@
 //! so a function added by a later version gets the same treatment without a hand-kept GRANT list
 //! in two places.
 //!
-//! - `personalize_reader` (serving), `personalize_writer` (tracking) and `personalize_worker`
+//! - `personalize_recommender` (serving without per-user history), `personalize_reader`
+//!   (serving and the per-user history functions: segment checks, predicates, explanations;
+//!   a member of the recommender), `personalize_writer` (tracking) and `personalize_worker`
 //!   (outbox workers) get EXECUTE on their functions and nothing else: no table privileges at
-//!   all. Those functions are SECURITY DEFINER (owned by the superuser who ran CREATE EXTENSION,
-//!   search_path pinned to `pg_catalog, pg_temp`), so an app role can track an event without
-//!   being able to read the event log, or claim messages without being able to rewrite them.
+//!   all. Those functions are SECURITY DEFINER, search_path pinned to `pg_catalog, pg_temp`,
+//!   and owned by `personalize_definer`: a NOLOGIN role with DML on the extension's tables and
+//!   EXECUTE on its functions, nothing else (not the superuser who ran CREATE EXTENSION). So an
+//!   app role can track an event without being able to read the event log, or claim messages
+//!   without being able to rewrite them, and no app call ever runs with superuser rights.
 //! - `personalize_admin` gets every function (they run with its own rights) and DML on every
 //!   table: plans, catalogue, training, segments, campaigns, experiments, imports. Loaders stay
 //!   SECURITY INVOKER on purpose: `import_events(source regclass)` reads a table the caller
@@ -20,19 +24,25 @@ use pgrx::prelude::*;
 use crate::error::{spi_failed, PersonalizeError};
 
 /// Each role, what it is for, and the functions it may execute (all their overloads).
-pub const ROLES: [(&str, &str, &[&str]); 3] = [
+pub const ROLES: [(&str, &str, &[&str]); 4] = [
     (
-        "personalize_reader",
-        "serving: recommendations, variants and exposures, per-user segment checks",
+        "personalize_recommender",
+        "serving without per-user history: recommendations, variants and exposures",
         &[
             "recommend",
             "recommend_for_session",
             "similar_items",
             "rank_items",
-            "explain_recommendation",
             "assign_variant",
             "variant_model",
             "log_exposure",
+        ],
+    ),
+    (
+        "personalize_reader",
+        "serving and what it can tell of one user: explanations, segment checks, predicates",
+        &[
+            "explain_recommendation",
             "in_segment",
             "user_segments",
             "bought",
@@ -57,13 +67,19 @@ pub const ROLES: [(&str, &str, &[&str]); 3] = [
     ),
 ];
 
+/// (member, role): the reader may do all the recommender does.
+const MEMBERSHIPS: [(&str, &str); 1] = [("personalize_reader", "personalize_recommender")];
+
+/// Owns the SECURITY DEFINER functions: what they run as.
+pub const DEFINER_ROLE: &str = "personalize_definer";
+
 pub const ADMIN_ROLE: &str = "personalize_admin";
 
 /// The statements, in order. Role names and function names are constants of this file; the
 /// function signatures come from the catalogue as `regprocedure` text, already quoted.
 fn statements() -> Vec<String> {
     let mut sql = Vec::new();
-    for role in ROLES.iter().map(|r| r.0).chain([ADMIN_ROLE]) {
+    for role in ROLES.iter().map(|r| r.0).chain([ADMIN_ROLE, DEFINER_ROLE]) {
         // Roles are cluster-wide and outlive DROP EXTENSION; a second database (or a
         // re-install) reuses them with whatever members the DBA gave them.
         sql.push(format!(
@@ -86,6 +102,21 @@ fn statements() -> Vec<String> {
     for (role, _, _) in ROLES {
         sql.push(format!("GRANT {role} TO {ADMIN_ROLE}"));
     }
+    for (member, role) in MEMBERSHIPS {
+        sql.push(format!("GRANT {role} TO {member}"));
+    }
+    // What the SECURITY DEFINER functions may do: read and write the extension's rows and
+    // call its functions. No TRUNCATE, no DDL, no other schema's tables.
+    sql.push(format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA personalize \
+         TO {DEFINER_ROLE}"
+    ));
+    sql.push(format!(
+        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA personalize TO {DEFINER_ROLE}"
+    ));
+    sql.push(format!(
+        "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA personalize TO {DEFINER_ROLE}"
+    ));
     sql
 }
 
@@ -139,6 +170,13 @@ fn _apply_privileges() {
                         .unwrap_or_else(|e| spi_failed("marking a function SECURITY DEFINER", e));
                     client
                         .update(
+                            &format!("ALTER FUNCTION {signature} OWNER TO {DEFINER_ROLE}"),
+                            None,
+                            &[],
+                        )
+                        .unwrap_or_else(|e| spi_failed("giving a function to its owner role", e));
+                    client
+                        .update(
                             &format!("GRANT EXECUTE ON FUNCTION {signature} TO {role}"),
                             None,
                             &[],
@@ -175,6 +213,25 @@ mod tests {
                 .iter()
                 .position(|s| s == &format!("GRANT {role} TO {ADMIN_ROLE}"));
             assert!(created.unwrap() < granted.unwrap());
+        }
+        let definer = sql
+            .iter()
+            .position(|s| s.contains(&format!("CREATE ROLE {DEFINER_ROLE}")));
+        let granted = sql.iter().position(|s| s.ends_with(DEFINER_ROLE));
+        assert!(definer.unwrap() < granted.unwrap());
+    }
+
+    #[test]
+    fn the_recommender_serves_without_history() {
+        let recommender = ROLES.iter().find(|r| r.0 == "personalize_recommender");
+        let functions = recommender.unwrap().2;
+        for history in [
+            "explain_recommendation",
+            "bought",
+            "user_segments",
+            "last_seen",
+        ] {
+            assert!(!functions.contains(&history), "{history}");
         }
     }
 }

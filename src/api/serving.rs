@@ -366,6 +366,21 @@ fn recommend(
     let model = model_cache::active_model(required(model, "model"));
     let state = user_state(&model, user_id, fold_in, exclude, false);
     let (vector, source, mut excluded) = (state.vector, state.source, state.excluded);
+    if let Some(ids) = &exclude_items {
+        let max = gucs::MAX_CANDIDATES.get() as usize;
+        if ids.len() > max {
+            PersonalizeError::LimitExceeded {
+                message: format!(
+                    "exclude_items has {} elements, over personalize.max_candidates ({max})",
+                    ids.len()
+                ),
+                hint: "Pass fewer items per call; exclude='purchased' or 'seen' leaves out the \
+                       user's own history without listing it."
+                    .into(),
+            }
+            .raise();
+        }
+    }
     for id in exclude_items.into_iter().flatten().flatten() {
         if let Some(&i) = model.index.get(&id) {
             excluded.insert(i);

@@ -9,8 +9,9 @@ use crate::error::PersonalizeError;
 use crate::gucs;
 use crate::pg::ingest::Ingest;
 
-/// Tracks one event; returns its event_id, the stored id for a repeated client_event_id, or
-/// NULL when the event was quarantined.
+/// Tracks one event; returns its event_id, the stored event's id for a repeat (same user,
+/// event type and client_event_id, same item and properties), or NULL when the event was
+/// quarantined (also for a conflicting reuse of a client_event_id).
 #[pg_extern(volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
 fn _track_one(event: Option<&str>, strict: Option<bool>) -> Option<i64> {
@@ -19,26 +20,10 @@ fn _track_one(event: Option<&str>, strict: Option<bool>) -> Option<i64> {
     let mut ingest = Ingest::new("track", strict);
     Spi::connect_mut(|client| ingest.chunk(client, &[(1, event)], None));
     let tally = &ingest.tally;
-    if tally.accepted == 1 {
+    // A repeat of a stored event (same user, event type and client_event_id, same content):
+    // first_event_id is the stored event's (see Ingest::repeats).
+    if tally.accepted == 1 || tally.duplicates == 1 {
         return tally.first_event_id;
-    }
-    if tally.duplicates == 1 {
-        // Same client_event_id as a stored event: answer with that event's id. (Only this
-        // rare path parses the event a second time.)
-        let client_event_id = event
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
-            .and_then(|v| v.get("client_event_id").cloned());
-        let id = match client_event_id {
-            Some(serde_json::Value::String(s)) => Some(s),
-            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        }?;
-        return Spi::get_one_with_args::<i64>(
-            "SELECT event_id FROM personalize.events WHERE client_event_id = $1",
-            &[id.into()],
-        )
-        .ok()
-        .flatten();
     }
     None
 }
@@ -137,6 +122,74 @@ mod tests {
         assert_eq!(first, second);
         let n: Option<i64> = one("SELECT count(*) FROM personalize.events");
         assert_eq!(n, Some(1));
+    }
+
+    #[pg_test]
+    fn a_client_event_id_is_the_senders_own() {
+        // Another user's or another event type's use of the same id is a separate event.
+        let view = r#"'{"type":"view","user_id":"a","item_id":"i1","client_event_id":"o-77:1"}'"#;
+        let buy = r#"'{"type":"purchase","user_id":"b","item_id":"i2","client_event_id":"o-77:1","properties":{"order_id":"o-77"}}'"#;
+        let cart =
+            r#"'{"type":"add_to_cart","user_id":"a","item_id":"i1","client_event_id":"o-77:1"}'"#;
+        let v: Option<i64> = one(&format!("SELECT personalize.track({view})"));
+        let b: Option<i64> = one(&format!("SELECT personalize.track({buy}, strict => true)"));
+        let c: Option<i64> = one(&format!("SELECT personalize.track({cart})"));
+        assert!(v.is_some() && b.is_some() && c.is_some());
+        assert!(v != b && b != c && v != c);
+        // Integer 0 and string "0" are the same id of the same sender.
+        let zero = one::<i64>(
+            r#"SELECT personalize.track('{"type":"view","user_id":"a","item_id":"i1","client_event_id":0}')"#,
+        );
+        let again = one::<i64>(
+            r#"SELECT personalize.track('{"type":"view","user_id":"a","item_id":"i1","client_event_id":"0"}')"#,
+        );
+        assert_eq!(zero, again);
+        // The same key with other content is reported (quarantined), not dropped silently.
+        let other = one::<i64>(
+            r#"SELECT personalize.track('{"type":"view","user_id":"a","item_id":"i9","client_event_id":"o-77:1"}')"#,
+        );
+        assert_eq!(other, None);
+        let reason: Option<String> = one(
+            "SELECT reasons[1] FROM personalize.rejected_events WHERE client_event_id = 'o-77:1'",
+        );
+        assert_eq!(reason.as_deref(), Some("client_event_id_conflict"));
+        let counts: Option<String> = one(
+            r#"SELECT format('%s/%s/%s', accepted, duplicates, rejected) FROM personalize.track_batch(ARRAY[
+                 '{"type":"view","user_id":"c","item_id":"i1","client_event_id":"k"}',
+                 '{"type":"view","user_id":"c","item_id":"i1","client_event_id":"k"}',
+                 '{"type":"view","user_id":"c","item_id":"i2","client_event_id":"k"}',
+                 '{"type":"view","user_id":"d","item_id":"i2","client_event_id":"k"}',
+                 '{"type":"view","user_id":"a","item_id":"i1","client_event_id":"o-77:1"}']::jsonb[])"#,
+        );
+        assert_eq!(counts.as_deref(), Some("2/2/1"));
+        let stored: Option<i64> = one("SELECT count(*) FROM personalize.events");
+        assert_eq!(stored, Some(6));
+    }
+
+    #[pg_test]
+    fn strict_mode_raises_on_a_conflicting_client_event_id() {
+        Spi::run(
+            "CREATE FUNCTION pg_temp.outcome(q text) RETURNS text LANGUAGE plpgsql AS $$ \
+             BEGIN EXECUTE q; RETURN 'ok'; \
+             EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $$",
+        )
+        .unwrap();
+        let first: Option<String> = one(
+            r#"SELECT pg_temp.outcome($q$SELECT personalize.track('{"type":"view","user_id":"a","item_id":"i1","client_event_id":"x"}')$q$)"#,
+        );
+        assert_eq!(first.as_deref(), Some("ok"));
+        let second: Option<String> = one(
+            r#"SELECT pg_temp.outcome($q$SELECT personalize.track('{"type":"view","user_id":"a","item_id":"i2","client_event_id":"x"}', strict => true)$q$)"#,
+        );
+        let second = second.unwrap_or_default();
+        assert!(
+            second.starts_with(
+                "23505 pg_personalize: event 1: client_event_id \"x\" was already used by event "
+            ) && second.ends_with(" of this user and event type, with another item or properties"),
+            "{second}"
+        );
+        let stored: Option<i64> = one("SELECT count(*) FROM personalize.events");
+        assert_eq!(stored, Some(1));
     }
 
     #[pg_test]

@@ -39,6 +39,8 @@ struct Config {
     alpha: f32,
     window: Option<Interval>,
     as_of: TimestampWithTimeZone,
+    /// as_of was defaulted: events dated after it (accepted clock skew) are read too.
+    include_future: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -57,7 +59,7 @@ fn config(
         "cg" => Solver::ConjugateGradient,
         "cholesky" => Solver::Cholesky,
         other => PersonalizeError::invalid(
-            format!("unknown solver \"{other}\""),
+            format!("unknown solver \"{}\"", crate::error::shown(other)),
             "Use 'cg' (conjugate gradient, fast) or 'cholesky' (exact).",
         )
         .raise(),
@@ -96,6 +98,17 @@ fn config(
         )
         .raise();
     }
+    if let Some(w) = window {
+        crate::pg::intervals::check_duration(
+            "window",
+            w,
+            crate::core::intervals::Span::days(36_600),
+            false,
+            "window keeps only the events of that last stretch before as_of, e.g. '90 days'; \
+             omit it to train on every event.",
+        );
+    }
+    let as_of_given = as_of;
     let as_of = match as_of {
         Some(t) if !t.is_finite() => PersonalizeError::invalid(
             "as_of must be a finite timestamp",
@@ -105,11 +118,13 @@ fn config(
         Some(t) => t,
         None => interactions::newest_event().unwrap_or_else(|| no_interactions()),
     };
+    let include_future = as_of_given.is_none();
     Config {
         params,
         alpha,
         window,
         as_of,
+        include_future,
     }
 }
 
@@ -129,7 +144,7 @@ fn no_interactions() -> ! {
 fn load(cfg: &Config) -> Interactions {
     let limit = gucs::training_memory_limit_bytes();
     let k = cfg.params.factors;
-    let data = interactions::read(cfg.as_of, cfg.window, limit, k);
+    let data = interactions::read(cfg.as_of, cfg.include_future, cfg.window, limit, k);
     if data.pairs.is_empty() {
         no_interactions();
     }

@@ -9,6 +9,7 @@ pub mod csr;
 pub mod experiments;
 #[cfg(test)]
 mod fuzz;
+pub mod intervals;
 pub mod loaders;
 pub mod metrics;
 pub mod outbox;

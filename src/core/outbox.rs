@@ -219,6 +219,9 @@ pub struct Candidate {
     /// Unix seconds when the campaign's quiet hours end, if now is inside them.
     pub quiet_until: Option<f64>,
     pub last_error: Option<String>,
+    /// The error of a check the claim could not make for this message (its segment's query
+    /// failed): the message fails alone (`failed`), the rest of the batch goes out.
+    pub check_failed: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -231,6 +234,34 @@ pub enum Verdict {
     Dead(String),
     /// Not now: back to pending until this Unix time.
     Defer(f64),
+    /// The claim failed for this message alone (a check or its rendering raised an error):
+    /// it counts as an attempt and keeps the error; back to pending until `retry_at`, or dead
+    /// (None) when that was its last attempt.
+    Failed {
+        retry_at: Option<f64>,
+        reason: String,
+    },
+}
+
+/// Longest backoff after a failure, as fail() uses: 10 s doubling up to an hour.
+const MAX_BACKOFF_SECONDS: f64 = 3600.0;
+
+/// What becomes of a message the claim failed on (`error`): retried after fail()'s backoff,
+/// or dead once this was its last attempt. So one broken segment or model cannot stop a
+/// channel: its messages fail on their own and, after max_attempts, leave the queue.
+pub fn failed(now: f64, c: &Candidate, error: &str) -> Verdict {
+    let reason = format!("the claim failed: {error}");
+    if c.attempts + 1 >= c.max_attempts {
+        return Verdict::Failed {
+            retry_at: None,
+            reason: format!("gave up after {} attempts; {reason}", c.attempts + 1),
+        };
+    }
+    let backoff = (10.0 * 2f64.powi(c.attempts.clamp(0, 30))).min(MAX_BACKOFF_SECONDS);
+    Verdict::Failed {
+        retry_at: Some(now + backoff),
+        reason,
+    }
 }
 
 fn window_text(seconds: f64) -> String {
@@ -331,6 +362,9 @@ fn decide_one(now: f64, c: &Candidate, recent: &[Delivery], global_caps: &[Globa
     if let Some(event) = &c.cancelled_by {
         return Verdict::Cancel(format!("cancelled by event {event}"));
     }
+    if let Some(error) = &c.check_failed {
+        return failed(now, c, error);
+    }
     if let Some(segment) = &c.outside_segment {
         return Verdict::Cancel(format!(
             "the user is not in segment \"{segment}\" when the message is due"
@@ -426,7 +460,43 @@ mod tests {
             outside_segment: None,
             quiet_until: None,
             last_error: None,
+            check_failed: None,
         }
+    }
+
+    #[test]
+    fn a_failed_check_retries_with_backoff_then_gives_up() {
+        let now = 1_000_000.0;
+        let mut broken = candidate(1, "a");
+        broken.check_failed = Some("timestamp out of range".into());
+        let v = decide(now, std::slice::from_ref(&broken), &mut Vec::new(), &[]);
+        assert_eq!(
+            v,
+            vec![Verdict::Failed {
+                retry_at: Some(now + 10.0),
+                reason: "the claim failed: timestamp out of range".into()
+            }]
+        );
+        broken.attempts = 3;
+        assert!(matches!(
+            failed(now, &broken, "x"),
+            Verdict::Failed { retry_at: Some(at), .. } if at == now + 80.0
+        ));
+        broken.attempts = 4;
+        assert_eq!(
+            failed(now, &broken, "x"),
+            Verdict::Failed {
+                retry_at: None,
+                reason: "gave up after 5 attempts; the claim failed: x".into()
+            }
+        );
+        // A cancel still wins over a failed check: the message would not go out anyway.
+        broken.attempts = 0;
+        broken.cancelled_by = Some("9 (purchase)".into());
+        assert!(matches!(
+            decide(now, &[broken], &mut Vec::new(), &[])[0],
+            Verdict::Cancel(_)
+        ));
     }
 
     #[test]

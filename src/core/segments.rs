@@ -384,6 +384,10 @@ fn parse_predicate(name: &str, v: &Value, path: &str) -> Result<Predicate, Segme
     })
 }
 
+/// The longest interval a segment may use: 100 years (counted as 365-day years; a month is 30
+/// days here, so no calendar reading of an accepted interval reaches 102 years).
+const MAX_SEGMENT_INTERVAL_SECONDS: u128 = 100 * 31_536_000;
+
 /// Parses an interval such as "7 days", "2 hours 30 minutes" or "1 week" into its canonical
 /// text. Only whole numbers and these units, so Postgres reads it the same way.
 pub fn parse_interval(s: &str) -> Result<String, String> {
@@ -422,6 +426,15 @@ pub fn parse_interval(s: &str) -> Result<String, String> {
     if total == 0 {
         return Err(format!(
             "\"{s}\" is an empty interval; use a positive one like \"7 days\""
+        ));
+    }
+    // now() minus the interval must stay a valid timestamp for as long as the segment is
+    // used (a segment of "7000 years" passed this check once and then made every query of it,
+    // and every claim of its campaigns' channel, fail with 22008).
+    if total > MAX_SEGMENT_INTERVAL_SECONDS {
+        return Err(format!(
+            "\"{}\" is longer than 100 years, the longest interval a segment may look back",
+            s.chars().take(60).collect::<String>()
         ));
     }
     Ok(parts.join(" "))
@@ -783,6 +796,7 @@ mod tests {
             "2 hours 30 minutes"
         );
         assert_eq!(parse_interval(" 1   week ").unwrap(), "1 weeks");
+        assert_eq!(parse_interval("100 years").unwrap(), "100 years");
         for bad in [
             "",
             "7",
@@ -793,6 +807,10 @@ mod tests {
             "0 days",
             "1 day; drop",
             "1e3 days",
+            "7000 years",
+            "101 years",
+            "1300 months",
+            "99 years 100 weeks",
         ] {
             assert!(parse_interval(bad).is_err(), "{bad}");
         }

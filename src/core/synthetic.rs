@@ -207,12 +207,17 @@ impl SyntheticShop {
     /// (a set-returning function hands it to Postgres row by row).
     pub fn events(self: &Arc<Self>) -> EventStream {
         let sessions_expected = (self.spec.events as f64 / 5.0).max(1.0);
-        let span_us = self.spec.days as f64 * 86_400.0 * 1e6;
+        // The last session's events follow its start by up to a few minutes each: keep an
+        // hour (or a tenth of a short span) free so the stream ends within `days`.
+        let days_us = self.spec.days as f64 * 86_400.0 * 1e6;
+        let span_us = days_us - (3_600e6f64).min(days_us / 10.0);
         EventStream {
             shop: Arc::clone(self),
             rng: ChaCha8Rng::seed_from_u64(self.spec.seed),
             emitted: 0,
             session: 0,
+            start_us: self.spec.start_unix as f64 * 1e6,
+            span_us,
             clock_us: self.spec.start_unix as f64 * 1e6,
             gap_us: span_us / sessions_expected,
             pending: Vec::new(),
@@ -226,6 +231,9 @@ pub struct EventStream {
     rng: ChaCha8Rng,
     emitted: u64,
     session: u64,
+    start_us: f64,
+    span_us: f64,
+    /// When the current session ends (its last event).
     clock_us: f64,
     gap_us: f64,
     /// The rest of the current session, reversed (we pop from the end).
@@ -238,7 +246,12 @@ impl EventStream {
         let shop = &*shop;
         let rng = &mut self.rng;
         self.session += 1;
-        self.clock_us += self.gap_us * (0.5 + rng.random::<f64>());
+        // Sessions start where the share of events emitted so far puts them in the span (a
+        // session's length varies, so a fixed gap per session drifted: 90 days ran to 110),
+        // with a jitter of up to half a mean gap, and never before the last session ended.
+        let share = self.emitted as f64 / shop.spec.events.max(1) as f64;
+        let at = self.start_us + self.span_us * share + self.gap_us * 0.5 * rng.random::<f64>();
+        self.clock_us = at.max(self.clock_us);
         let users = shop.spec.users;
         // Power-law activity: low user numbers are the regulars.
         let user = ((users as f64) * rng.random::<f64>().powf(2.0)) as u32 % users;
@@ -322,6 +335,7 @@ impl EventStream {
                 );
             }
         }
+        self.clock_us = t;
         out.reverse();
         self.pending = out;
     }
@@ -382,6 +396,30 @@ mod tests {
         .events()
         .collect();
         assert_ne!(a, other);
+    }
+
+    #[test]
+    fn the_events_fill_the_days_and_end_within_them() {
+        for (events, days) in [(5_000u64, 60u32), (20_000, 30), (300, 1), (50_000, 90)] {
+            let s = ShopSpec {
+                days,
+                ..spec(events)
+            };
+            let start = s.start_unix * 1_000_000;
+            let end = start + i64::from(days) * 86_400_000_000;
+            let a: Vec<_> = Arc::new(SyntheticShop::new(s)).events().collect();
+            let last = a.last().unwrap().occurred_at_us;
+            assert!(a[0].occurred_at_us >= start);
+            assert!(
+                last <= end,
+                "{events} events over {days} days end after them"
+            );
+            // The last event falls in the span's last tenth.
+            assert!(
+                last >= end - (end - start) / 10,
+                "{events}/{days}: ends early"
+            );
+        }
     }
 
     #[test]

@@ -221,7 +221,14 @@ pub fn check_event_text(
     match parse_json(text) {
         // JSON text can only carry a NUL inside a string as the escape \u0000: without it in
         // the text, the walk that looks for NULs (and builds paths) is skipped.
-        Ok(value) => check_event_inner(&value, plan, limits, now, text.contains("\\u0000")),
+        Ok(value) => check_event_inner(
+            &value,
+            Some(text),
+            plan,
+            limits,
+            now,
+            text.contains("\\u0000"),
+        ),
         Err(v) => rejected(v),
     }
 }
@@ -386,10 +393,21 @@ fn find_nul_strings(v: &Value, path: &mut String, out: &mut Vec<Violation>) {
     }
 }
 
+/// The top-level `field` of the event's JSON text as written, when it is an integer literal
+/// (digits, an optional minus, no fraction or exponent) of at most 200 digits.
+fn raw_integer(text: &str, field: &str) -> Option<String> {
+    let map: HashMap<&str, &serde_json::value::RawValue> = serde_json::from_str(text).ok()?;
+    let raw = map.get(field)?.get();
+    let digits = raw.strip_prefix('-').unwrap_or(raw);
+    (!digits.is_empty() && digits.len() <= 200 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| raw.to_owned())
+}
+
 /// Reads an id field: a non-empty string without control characters, or an integer (apps often
 /// send numeric customer ids), normalised to text.
 fn read_id(
     obj: &Map<String, Value>,
+    text: Option<&str>,
     field: &str,
     limits: &Limits,
     out: &mut Vec<Violation>,
@@ -427,6 +445,10 @@ fn read_id(
             }
         }
         Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        // An integer beyond 64 bits (serde_json read it as a float): the digits as written.
+        Value::Number(_) if text.and_then(|t| raw_integer(t, field)).is_some() => {
+            text.and_then(|t| raw_integer(t, field))
+        }
         Value::Null => None,
         other => {
             out.push(Violation::new(
@@ -508,11 +530,12 @@ pub fn check_event(
     limits: &Limits,
     now: DateTime<Utc>,
 ) -> Verdict {
-    check_event_inner(value, plan, limits, now, true)
+    check_event_inner(value, None, plan, limits, now, true)
 }
 
 fn check_event_inner(
     value: &Value,
+    text: Option<&str>,
     plan: &TrackingPlan,
     limits: &Limits,
     now: DateTime<Utc>,
@@ -592,7 +615,7 @@ fn check_event_inner(
         None => None,
     };
 
-    let user_id = read_id(obj, "user_id", limits, &mut out);
+    let user_id = read_id(obj, text, "user_id", limits, &mut out);
     if user_id.is_none() && !out.iter().any(|v| v.path == "$.user_id") {
         out.push(Violation::new(
             "missing_field",
@@ -600,7 +623,7 @@ fn check_event_inner(
             "is required: the id of the user (or anonymous visitor) who did this",
         ));
     }
-    let item_id = read_id(obj, "item_id", limits, &mut out);
+    let item_id = read_id(obj, text, "item_id", limits, &mut out);
     if let Some(rule) = rule {
         if rule.requires_item && item_id.is_none() && !out.iter().any(|v| v.path == "$.item_id") {
             out.push(Violation::new(
@@ -613,8 +636,8 @@ fn check_event_inner(
             ));
         }
     }
-    let session_id = read_id(obj, "session_id", limits, &mut out);
-    let client_event_id = read_id(obj, "client_event_id", limits, &mut out);
+    let session_id = read_id(obj, text, "session_id", limits, &mut out);
+    let client_event_id = read_id(obj, text, "client_event_id", limits, &mut out);
     let occurred_at = match obj.get("occurred_at") {
         None | Some(Value::Null) => None,
         Some(v) => parse_timestamp(v, limits, now, &mut out),
@@ -744,6 +767,24 @@ mod tests {
                 has_properties: true,
             })
         );
+    }
+
+    #[test]
+    fn an_integer_id_beyond_64_bits_keeps_its_digits() {
+        let big = "123456789012345678901234567890";
+        let v = check(&format!(
+            r#"{{"type":"view","user_id":{big},"item_id":-98765432109876543210987}}"#
+        ));
+        let Verdict::Valid(e) = v else {
+            panic!("rejected: {v:?}")
+        };
+        assert_eq!(e.user_id, big);
+        assert_eq!(e.item_id.as_deref(), Some("-98765432109876543210987"));
+        // A float is still not an id, however large.
+        let v = check(r#"{"type":"view","user_id":1.5e30,"item_id":"i"}"#);
+        assert_eq!(codes(&v), vec![("wrong_type", "$.user_id".to_string())]);
+        let v = check(r#"{"type":"view","user_id":12.0,"item_id":"i"}"#);
+        assert_eq!(codes(&v), vec![("wrong_type", "$.user_id".to_string())]);
     }
 
     #[test]

@@ -121,7 +121,10 @@ pub fn experiment(name: &str) -> Rc<Experiment> {
     let mut known: Vec<&str> = map.keys().map(String::as_str).collect();
     known.sort_unstable();
     PersonalizeError::Undefined {
-        message: format!("there is no experiment named \"{name}\""),
+        message: format!(
+            "there is no experiment named \"{}\"",
+            crate::error::shown(name)
+        ),
         hint: if known.is_empty() {
             "Create one: INSERT INTO personalize.experiments (name, variants) VALUES (...).".into()
         } else {

@@ -13,6 +13,10 @@ use serde_json::{json, Value};
 use crate::core::tracking::{check_event_text, Limits, TrackingPlan, Verdict, Violation};
 use crate::error::{spi_failed, PersonalizeError};
 
+/// `ON CONFLICT DO NOTHING` without a target: the arbiter is the client_event_id index,
+/// whatever its columns (per user and event type since 0.7.0; a library installed before
+/// `ALTER EXTENSION … UPDATE` still tracks into a 0.6.0 schema, de-duplicating as that did).
+///
 /// The functions calling into this module pin `search_path = pg_catalog, pg_temp`, so the
 /// unqualified built-ins below cannot be shadowed; our own tables are qualified.
 const INSERT_EVENTS: &str = "\
@@ -23,7 +27,7 @@ SELECT x.t, x.u, x.i, x.s, COALESCE(x.o, now()), x.c,
             ELSE CAST('{}' AS jsonb) END
   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
               $7::text[], $8::boolean[]) AS x(t, u, i, s, o, c, r, hp)
-ON CONFLICT (client_event_id) WHERE client_event_id IS NOT NULL DO NOTHING
+ON CONFLICT DO NOTHING
 RETURNING event_id";
 
 /// The same, when the caller's own jsonb[] is at hand (track_batch): properties come straight
@@ -37,7 +41,50 @@ SELECT x.t, x.u, x.i, x.s, COALESCE(x.o, now()), x.c,
   FROM unnest($1::jsonb[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
               $7::text[], $8::boolean[], $9::boolean[]) AS x(e, t, u, i, s, o, c, hp, ok)
  WHERE x.ok
-ON CONFLICT (client_event_id) WHERE client_event_id IS NOT NULL DO NOTHING";
+ON CONFLICT DO NOTHING";
+
+thread_local! {
+    /// How many of the extension's event inserts are running in this backend (nested: a
+    /// trigger may track). The campaign trigger fires only inside one: events that reach the
+    /// table any other way (pg_restore, COPY of history, a superuser's INSERT, replication)
+    /// are history and write no messages.
+    static STORING_TRACKED_EVENTS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether the statement now inserting into personalize.events is one of ours.
+pub fn storing_tracked_events() -> bool {
+    STORING_TRACKED_EVENTS.with(|c| c.get() > 0)
+}
+
+/// Marks our event insert for its lifetime (also when an error unwinds through it).
+struct StoringTrackedEvents;
+
+impl StoringTrackedEvents {
+    fn begin() -> Self {
+        STORING_TRACKED_EVENTS.with(|c| c.set(c.get() + 1));
+        StoringTrackedEvents
+    }
+}
+
+impl Drop for StoringTrackedEvents {
+    fn drop(&mut self) {
+        STORING_TRACKED_EVENTS.with(|c| c.set(c.get().saturating_sub(1)));
+    }
+}
+
+/// For the chunk's valid events with a client_event_id, the stored event of the same key (user,
+/// event type, client_event_id) and whether it has the same content (item and properties;
+/// not the time, which a retry may stamp anew). Run only when the insert stored fewer events
+/// than were valid: the ones it skipped are repeats of an earlier event, or conflicts with it.
+const SAME_KEY_EVENTS: &str = "\
+SELECT k.p, e.event_id,
+       e.item_id IS NOT DISTINCT FROM k.i
+       AND e.properties = CASE WHEN k.hp THEN jsonb_extract_path(CAST(k.r AS jsonb), 'properties')
+                               ELSE CAST('{}' AS jsonb) END
+  FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+              $7::boolean[]) AS k(p, t, u, c, i, r, hp)
+  JOIN personalize.events e
+    ON e.client_event_id = k.c AND e.user_id = k.u AND e.event_type = k.t";
 
 /// Unix microseconds → timestamptz (PostgreSQL counts from 2000-01-01).
 fn timestamptz(unix_us: i64) -> Option<TimestampWithTimeZone> {
@@ -77,6 +124,26 @@ pub struct Ingest {
 fn salvage(s: &Option<String>) -> Option<String> {
     s.as_ref()
         .map(|s| s.replace('\0', "").chars().take(256).collect())
+}
+
+/// What the quarantine keeps of an event over `max_event_bytes`: its size, its SHA-256 and its
+/// first kilobyte (cut at a character boundary), so a client's oversize events are still
+/// evidence without letting them fill the disk (a 10 MB event was once kept whole).
+fn oversize_evidence(text: &str) -> Value {
+    use sha2::{Digest, Sha256};
+    const PREFIX_BYTES: usize = 1024;
+    let mut end = PREFIX_BYTES.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let digest = Sha256::digest(text.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    json!({
+        "oversize": true,
+        "bytes": text.len(),
+        "sha256": hex,
+        "prefix": text[..end].replace('\0', ""),
+    })
 }
 
 fn violations_json(v: &[Violation]) -> String {
@@ -194,9 +261,13 @@ impl Ingest {
                         .violations
                         .iter()
                         .any(|v| matches!(v.code, "malformed_json" | "invalid_string"));
-                    // A payload that is not storable JSON is kept as a JSON string of its text.
+                    // A payload that is not storable JSON is kept as a JSON string of its text;
+                    // an oversize one as evidence, not whole (see `oversize_evidence`).
                     let payload = match text.as_ref().map(|t| t.as_ref()) {
                         None => None,
+                        Some(t) if t.len() > self.limits.max_event_bytes => {
+                            Some(oversize_evidence(t).to_string())
+                        }
                         Some(t) if unparsable => {
                             Some(Value::String(t.replace('\0', "")).to_string())
                         }
@@ -215,6 +286,7 @@ impl Ingest {
         }
 
         if valid > 0 {
+            let storing = StoringTrackedEvents::begin();
             let stored = match original {
                 Some(jsonb_array) => {
                     // SAFETY: the datum is the caller's jsonb[] argument, alive for this call.
@@ -248,6 +320,7 @@ impl Ingest {
                 }
             }
             .unwrap_or_else(|e| spi_failed("storing events failed", e));
+            drop(storing);
             // Rows inserted (SPI_processed; the batch form returns no ids).
             let inserted = stored.len() as i64;
             self.tally.first_event_id = if inserted > 0 && original.is_none() {
@@ -256,7 +329,20 @@ impl Ingest {
                 None
             };
             self.tally.accepted += inserted;
-            self.tally.duplicates += valid - inserted;
+            let mut conflicts = 0;
+            if inserted < valid {
+                let quarantine = Quarantine {
+                    positions: &mut rp,
+                    types: &mut rt,
+                    users: &mut ru,
+                    client_ids: &mut rc,
+                    reasons: &mut rs,
+                    violations: &mut rv,
+                    payloads: &mut rr,
+                };
+                conflicts = self.repeats(client, events, quarantine);
+            }
+            self.tally.duplicates += valid - inserted - conflicts;
         } else {
             self.tally.first_event_id = None;
         }
@@ -278,6 +364,120 @@ impl Ingest {
                 .update(INSERT_REJECTED, None, &args)
                 .unwrap_or_else(|e| spi_failed("quarantining rejected events failed", e));
         }
+    }
+}
+
+/// The quarantine's column arrays of a chunk.
+struct Quarantine<'a> {
+    positions: &'a mut Vec<i32>,
+    types: &'a mut Vec<Option<String>>,
+    users: &'a mut Vec<Option<String>>,
+    client_ids: &'a mut Vec<Option<String>>,
+    reasons: &'a mut Vec<Option<String>>,
+    violations: &'a mut Vec<Option<String>>,
+    payloads: &'a mut Vec<Option<String>>,
+}
+
+impl Ingest {
+    /// The chunk's events that the insert skipped for their key (user, event type,
+    /// client_event_id): a repeat of the stored event is a duplicate (single-event `track`
+    /// answers with the stored id); a different item or properties under the same key is a
+    /// conflict, quarantined as `client_event_id_conflict` (strict: raised, SQLSTATE 23505),
+    /// never silently dropped. Returns the number of conflicts. Only runs when the insert
+    /// stored fewer events than were valid, so it may validate the events again.
+    fn repeats<S: AsRef<str>>(
+        &mut self,
+        client: &mut SpiClient<'_>,
+        events: &[(i64, Option<S>)],
+        q: Quarantine<'_>,
+    ) -> i64 {
+        let (mut p, mut t, mut u, mut c, mut i, mut r, mut hp) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for (k, (_, text)) in events.iter().enumerate() {
+            let text = text.as_ref().map(|t| t.as_ref());
+            if let Verdict::Valid(e) = check_event_text(text, &self.plan, &self.limits, self.now) {
+                if let Some(cid) = e.client_event_id {
+                    p.push(k as i64);
+                    t.push(e.event_type);
+                    u.push(e.user_id);
+                    c.push(cid);
+                    i.push(e.item_id);
+                    r.push(text.map(str::to_owned));
+                    hp.push(e.has_properties);
+                }
+            }
+        }
+        if p.is_empty() {
+            return 0;
+        }
+        let args: [DatumWithOid; 7] = [
+            p.into(),
+            t.into(),
+            u.into(),
+            c.into(),
+            i.into(),
+            r.into(),
+            hp.into(),
+        ];
+        let rows: Vec<(usize, i64, bool)> = client
+            .select(SAME_KEY_EVENTS, None, &args)
+            .unwrap_or_else(|e| spi_failed("reading events of the same client_event_id failed", e))
+            .filter_map(|row| {
+                Some((
+                    row.get::<i64>(1).ok()?? as usize,
+                    row.get::<i64>(2).ok()??,
+                    row.get::<bool>(3).ok()??,
+                ))
+            })
+            .collect();
+        let mut conflicts = 0;
+        for (k, stored_id, same) in rows {
+            let (pos, text) = &events[k];
+            let text = text.as_ref().map(|t| t.as_ref());
+            if same {
+                if events.len() == 1 {
+                    self.tally.first_event_id = Some(stored_id);
+                }
+                continue;
+            }
+            let Verdict::Valid(e) = check_event_text(text, &self.plan, &self.limits, self.now)
+            else {
+                continue;
+            };
+            let cid = e.client_event_id.clone().unwrap_or_default();
+            let message = format!(
+                "client_event_id \"{}\" was already used by event {stored_id} of this user and \
+                 event type, with another item or properties",
+                crate::error::shown(&cid)
+            );
+            if self.strict {
+                PersonalizeError::DuplicateKey {
+                    message: format!("event {pos}: {message}"),
+                    hint: "A retry must send the same event; give a different event its own \
+                           client_event_id. Nothing from this call was stored."
+                        .into(),
+                }
+                .raise();
+            }
+            conflicts += 1;
+            let v = Violation::new("client_event_id_conflict", "$.client_event_id", message);
+            q.positions.push(i32::try_from(*pos).unwrap_or(i32::MAX));
+            q.types.push(Some(e.event_type));
+            q.users.push(salvage(&Some(e.user_id)));
+            q.client_ids.push(salvage(&e.client_event_id));
+            q.reasons.push(Some(v.code.to_owned()));
+            q.violations
+                .push(Some(violations_json(std::slice::from_ref(&v))));
+            q.payloads.push(text.map(str::to_owned));
+        }
+        conflicts
     }
 }
 

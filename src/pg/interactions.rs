@@ -22,24 +22,30 @@ pub struct Interactions {
 }
 
 /// exp(-ln2 · age / half_life), clamped so a very old event gives ~0 instead of an underflow
-/// error (PostgreSQL raises on float underflow).
+/// error (PostgreSQL raises on float underflow). An event after `as_of` (only read with $3:
+/// the default as_of, see `newest_event`) has age 0.
 const READ_QUERY: &str = "\
 SELECT e.user_id, e.item_id,
        CAST(sum(t.weight * exp(greatest(-50.0, -0.6931471805599453
-            * date_part('epoch', $1 - e.occurred_at) / date_part('epoch', t.half_life)))) AS float8),
+            * greatest(0.0, date_part('epoch', $1 - e.occurred_at)) / date_part('epoch', t.half_life)))) AS float8),
        date_part('epoch', max(e.occurred_at)),
        bool_or(t.is_purchase)
   FROM personalize.events e
   JOIN personalize.event_types t ON t.event_type = e.event_type
  WHERE e.item_id IS NOT NULL AND (t.weight <> 0 OR t.is_purchase)
-   AND e.occurred_at <= $1
+   AND ($3 OR e.occurred_at <= $1)
    AND ($2::interval IS NULL OR e.occurred_at > $1 - $2::interval)
  GROUP BY e.user_id, e.item_id";
 
-/// The newest event that could be trained on: the default `as_of`.
+/// The default `as_of`: the newest event that could be trained on, but never later than the
+/// transaction's start. Events are accepted up to `max_future_seconds` ahead (clock skew), and
+/// one of them must not move the model's clock: a model "as of" tomorrow would treat every
+/// event tracked until then as already known (no fold-in, no exclusion of new purchases).
+/// Future events still count, decayed as if they happened now.
 pub fn newest_event() -> Option<TimestampWithTimeZone> {
     Spi::get_one::<TimestampWithTimeZone>(
-        "SELECT max(occurred_at) FROM personalize.events WHERE item_id IS NOT NULL",
+        "SELECT least(max(occurred_at), pg_catalog.now()) FROM personalize.events \
+         WHERE item_id IS NOT NULL",
     )
     .unwrap_or(None)
 }
@@ -48,6 +54,7 @@ pub fn newest_event() -> Option<TimestampWithTimeZone> {
 /// `limit_bytes` for a model of `factors` factors.
 pub fn read(
     as_of: TimestampWithTimeZone,
+    include_future: bool,
     window: Option<Interval>,
     limit_bytes: usize,
     factors: usize,
@@ -64,12 +71,13 @@ pub fn read(
     // index from a later row (or never: a user with no positive pair is not in the model).
     let mut unscored_purchases: Vec<(String, String)> = Vec::new();
     Spi::connect(|client| {
-        let args: [DatumWithOid; 2] = [
+        let args: [DatumWithOid; 3] = [
             as_of.into(),
             match window {
                 Some(w) => w.into(),
                 None => DatumWithOid::null::<Interval>(),
             },
+            include_future.into(),
         ];
         // A cursor is planned for its first rows (cursor_tuple_fraction = 0.1), which picks a
         // sort-based aggregate; every row is read here, so plan for all of them (hash

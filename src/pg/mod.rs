@@ -4,6 +4,7 @@ pub mod campaign_cache;
 pub mod experiment_cache;
 pub mod ingest;
 pub mod interactions;
+pub mod intervals;
 pub mod model_cache;
 pub mod model_store;
 pub mod outbox_probe;
@@ -11,6 +12,7 @@ pub mod outbox_writer;
 pub mod plan_cache;
 pub mod quiet_hours;
 pub mod segment_cache;
+pub mod subtransaction;
 pub mod watched_table;
 
 /// Microseconds between the Unix epoch and Postgres's (2000-01-01).

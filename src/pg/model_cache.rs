@@ -276,7 +276,10 @@ fn prepare(client: &SpiClient<'_>) -> Statements {
 pub fn active_model(name: &str) -> Rc<ServingModel> {
     find_active_model(name).unwrap_or_else(|| {
         PersonalizeError::NotReady {
-            message: format!("there is no active model named \"{name}\""),
+            message: format!(
+                "there is no active model named \"{}\"",
+                crate::error::shown(name)
+            ),
             hint: format!(
                 "Train one with SELECT * FROM personalize.train(model_name => '{name}'), \
                  or list models in personalize.models."

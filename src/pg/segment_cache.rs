@@ -86,7 +86,7 @@ pub fn definition(client: &SpiClient<'_>, name: &str) -> Node {
         .unwrap_or(None);
     let Some(text) = text else {
         PersonalizeError::Undefined {
-            message: format!("segment \"{name}\" does not exist"),
+            message: format!("segment \"{}\" does not exist", crate::error::shown(name)),
             hint:
                 "Create it with INSERT INTO personalize.segments (name, definition) VALUES (...); \
                    list segments with SELECT name FROM personalize.segments;"

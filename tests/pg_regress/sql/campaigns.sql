@@ -312,7 +312,9 @@ SELECT o.state, e.event_type AS fired_by, e.item_id, o.last_error ~ '^cancelled 
 -- anything on the table that the extension did not create, the events trigger writes its
 -- messages with INSERT statements, which fire it, instead of inserting them itself. The rows
 -- are alike column by column either way: u18's batch repeats u17's (written directly, above).
+-- track() runs as personalize_definer, so the trigger does too: it is granted its table.
 CREATE TABLE public.outbox_audit (message_id bigint, state text);
+GRANT INSERT ON public.outbox_audit TO personalize_definer;
 CREATE FUNCTION public.outbox_audit_row() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN INSERT INTO public.outbox_audit VALUES (NEW.message_id, NEW.state); RETURN NULL; END $$;
 CREATE TRIGGER outbox_audit AFTER INSERT ON personalize.outbox

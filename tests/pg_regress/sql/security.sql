@@ -27,9 +27,24 @@ SELECT p.proname, string_agg(DISTINCT r.rolname, ',') AS granted_to
   FROM pg_proc p
   LEFT JOIN LATERAL aclexplode(p.proacl) a ON a.privilege_type = 'EXECUTE'
   LEFT JOIN pg_roles r ON r.oid = a.grantee AND r.rolname <> 'personalize_admin'
-                                                AND NOT r.rolsuper
+                                                AND NOT r.rolsuper AND r.oid <> p.proowner
  WHERE p.pronamespace = 'personalize'::regnamespace AND p.prosecdef
  GROUP BY p.proname ORDER BY 2, 1;
+
+-- They run as personalize_definer, never as the superuser who installed the extension: a
+-- role that cannot log in, create anything or bypass row security, with DML on the
+-- extension's tables only.
+SELECT r.rolname AS owner, count(*) AS functions, r.rolsuper, r.rolcanlogin, r.rolcreaterole,
+       r.rolcreatedb, r.rolbypassrls, r.rolinherit
+  FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+ WHERE p.pronamespace = 'personalize'::regnamespace AND p.prosecdef
+ GROUP BY 1, 3, 4, 5, 6, 7, 8;
+SELECT count(*) AS definer_tables_outside_the_extension
+  FROM pg_class c
+ WHERE c.relnamespace <> 'personalize'::regnamespace AND c.relkind IN ('r', 'v', 'p')
+   AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)
+   AND has_table_privilege('personalize_definer', c.oid, 'INSERT, UPDATE, DELETE');
+SELECT has_table_privilege('personalize_definer', 'personalize.events', 'TRUNCATE') AS definer_truncates;
 
 -- PUBLIC may execute nothing; the three app roles may touch no table; the admin may use every
 -- function and table.
@@ -59,8 +74,9 @@ VALUES ('grid', '[{"name": "control", "weight": 1}, {"name": "als", "weight": 1}
         now() - interval '1 day');
 
 -- One login role per kind of caller, and one with no grant at all.
-DROP ROLE IF EXISTS regress_pp_reader, regress_pp_writer, regress_pp_worker,
+DROP ROLE IF EXISTS regress_pp_recommender, regress_pp_reader, regress_pp_writer, regress_pp_worker,
                     regress_pp_admin, regress_pp_nobody;
+CREATE ROLE regress_pp_recommender IN ROLE personalize_recommender;
 CREATE ROLE regress_pp_reader IN ROLE personalize_reader;
 CREATE ROLE regress_pp_writer IN ROLE personalize_writer;
 CREATE ROLE regress_pp_worker IN ROLE personalize_worker;
@@ -84,6 +100,17 @@ SELECT pg_temp.err($$SELECT count(*) FROM personalize.model_users$$);
 SELECT pg_temp.err($$INSERT INTO personalize.exposures (experiment, user_id, variant) VALUES ('grid', 'x', 'als')$$);
 -- Limits are superuser settings: a caller cannot lift them for its session.
 SELECT pg_temp.err($$SET personalize.max_k = 100000000$$);
+RESET ROLE;
+
+-- The recommender serves recommendations and variants; it cannot read what one user did
+-- (explanations, purchases, segments, last seen).
+SET ROLE regress_pp_recommender;
+SELECT count(*) AS recommended FROM personalize.recommend('U0000001', 5);
+SELECT personalize.assign_variant('grid', 'U0000001') IN ('control', 'als') AS assigned;
+SELECT pg_temp.err($$SELECT * FROM personalize.explain_recommendation('U0000001', 'P0000001')$$);
+SELECT pg_temp.err($$SELECT personalize.bought('U0000001')$$);
+SELECT pg_temp.err($$SELECT personalize.user_segments('U0000001')$$);
+SELECT pg_temp.err($$SELECT personalize.last_seen('U0000001')$$);
 RESET ROLE;
 
 -- The writer tracks (the campaign trigger still writes its message); it cannot read or write a
@@ -171,5 +198,9 @@ SELECT pg_temp.err($$SELECT * FROM personalize.import_events('pg_temp.secret')$$
 SELECT count(*) AS reads_still_work FROM personalize.recommend('U0000001', 3);
 ROLLBACK;
 
-DROP ROLE regress_pp_reader, regress_pp_writer, regress_pp_worker, regress_pp_admin,
+DROP ROLE regress_pp_recommender, regress_pp_reader, regress_pp_writer, regress_pp_worker, regress_pp_admin,
           regress_pp_nobody;
+
+-- Error messages quote input cut to a readable length (a megabyte-long name is not echoed).
+SELECT length(pg_temp.err(format($$SELECT personalize.assign_variant(%L, 'u1')$$, repeat('x', 1000000)))) < 400 AS echo_cut;
+SELECT pg_temp.err(format($$SELECT personalize.assign_variant(%L, 'u1')$$, repeat('x', 1000000))) ~ '\.\.\. \(1000000 characters\)' AS says_how_long;
