@@ -38,17 +38,23 @@ SELECT personalize.validate_event('{"type":"add_to_cart","user_id":"U1","item_id
 \echo '5. personalize.status:'
 SELECT * FROM personalize.status ORDER BY section, name;
 
-\echo '6. Train the recommender: implicit-feedback ALS (conjugate gradient) on the events, in the database.'
-\echo '   confidence = 1 + alpha * (sum of event weights, each halved every half-life); one NOTICE per iteration:'
+\echo '6. Train the recommender with its defaults: it holds out each user''s latest fifth of their items,'
+\echo '   fits popularity, EASE (item-item) and a small ALS grid on the rest, keeps the best by NDCG@10'
+\echo '   and refits it on all the events (a NOTICE per candidate):'
 SET client_min_messages = notice;
-SELECT model_id, model_name, users, items, interactions, round(final_loss::numeric, 6) AS final_loss,
+SELECT model_id, model_name, users, items, interactions,
        round(read_seconds::numeric, 3) AS read_s, round(train_seconds::numeric, 3) AS train_s,
        round(write_seconds::numeric, 3) AS write_s
-  FROM personalize.train(factors => 16, iterations => 8, alpha => 5, regularization => 1);
+  FROM personalize.train();
 SET client_min_messages = warning;
-SELECT model_id, name, status, n_users, n_items, n_interactions, params FROM personalize.models;
+SELECT family, params, round(ndcg_at_10::numeric, 4) AS ndcg_at_10, round(recall_at_10::numeric, 4) AS recall_at_10,
+       round(fit_seconds::numeric, 2) AS fit_s, chosen
+  FROM personalize.model_selection WHERE status = 'active' ORDER BY rank_in_order;
+SELECT model_id, name, status, n_users, n_items, n_interactions, params ->> 'model_type' AS model_type
+  FROM personalize.models;
 
-\echo '7. Offline evaluation: each user''s latest 20% of items held out, ALS trained on the rest, vs popularity:'
+\echo '7. Offline evaluation: each user''s latest 20% of items held out; what train() with no arguments would'
+\echo '   serve (auto, chosen on the training part alone), ALS, EASE and popularity trained on the rest:'
 SELECT method, k, users, round(precision::numeric, 4) AS precision, round(recall::numeric, 4) AS recall,
        round(ndcg::numeric, 4) AS ndcg, round(map::numeric, 4) AS map, round(coverage::numeric, 4) AS coverage
   FROM personalize.evaluate(factors => 16, iterations => 8, alpha => 5, regularization => 1);
@@ -63,7 +69,7 @@ SELECT item_id, i.category, round(score::numeric, 4) AS score
   FROM personalize.recommend('U0000042', 3, category => 'lenses') r JOIN personalize.items i USING (item_id);
 
 \echo '9. A brand-new visitor: first popular items; after two clicks on tripods the next call is folded in'
-\echo '   (ALS closed form against the fixed item factors, no retraining):'
+\echo '   (no retraining: the clicks times the item-item weights, or the ALS closed form):'
 SELECT r.item_id, i.category, r.source FROM personalize.recommend('visitor-1', 4) r JOIN personalize.items i USING (item_id);
 SELECT personalize.track(jsonb_build_object('type', t, 'user_id', 'visitor-1', 'item_id', item_id)) IS NOT NULL AS tracked
   FROM (SELECT item_id, CASE WHEN n = 1 THEN 'view' ELSE 'add_to_cart' END AS t

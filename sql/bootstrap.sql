@@ -126,6 +126,10 @@ CREATE TABLE personalize.model_items (
     -- Users with a positive interaction with the item in the training data: the ranking for
     -- users without history.
     popularity real NOT NULL DEFAULT 0,
+    -- An item-item model's (EASE) neighbours of the item as item_index values; factors then
+    -- holds their weights. NULL for ALS and popularity models (added in 0.7.0, last so an
+    -- updated table has the same column order).
+    neighbors  integer[],
     PRIMARY KEY (model_id, item_index),
     UNIQUE (model_id, item_id)
 );

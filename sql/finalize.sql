@@ -745,6 +745,25 @@ CREATE TRIGGER experiments_changed
     FOR EACH STATEMENT EXECUTE FUNCTION personalize._experiments_changed();
 
 ------------------------------------------------------------------------------------------
+-- Model selection: what train() tried on its validation split, per model
+------------------------------------------------------------------------------------------
+
+CREATE VIEW personalize.model_selection AS
+SELECT m.model_id, m.name AS model_name, m.status, m.created_at,
+       c.ordinality AS rank_in_order,
+       c.value OPERATOR(pg_catalog.->>) 'family' AS family,
+       c.value OPERATOR(pg_catalog.->) 'params' AS params,
+       CAST(c.value OPERATOR(pg_catalog.->>) 'ndcg_at_10' AS pg_catalog.float8) AS ndcg_at_10,
+       CAST(c.value OPERATOR(pg_catalog.->>) 'recall_at_10' AS pg_catalog.float8) AS recall_at_10,
+       CAST(c.value OPERATOR(pg_catalog.->>) 'fit_seconds' AS pg_catalog.float8) AS fit_seconds,
+       CAST(c.value OPERATOR(pg_catalog.->>) 'chosen' AS boolean) AS chosen
+  FROM personalize.models m,
+       pg_catalog.jsonb_array_elements(
+           CASE WHEN pg_catalog.jsonb_typeof(m.params OPERATOR(pg_catalog.->) 'selection') OPERATOR(pg_catalog.=) 'array'
+                THEN m.params OPERATOR(pg_catalog.->) 'selection'
+                ELSE CAST('[]' AS jsonb) END) WITH ORDINALITY AS c(value, ordinality);
+
+------------------------------------------------------------------------------------------
 -- Status
 ------------------------------------------------------------------------------------------
 
@@ -842,9 +861,11 @@ COMMENT ON COLUMN personalize.models.as_of IS 'Time decay was measured back from
 COMMENT ON TABLE personalize.model_users IS 'User factors of each model';
 COMMENT ON COLUMN personalize.model_users.purchased IS 'model_items.item_index of the user''s purchases up to the model''s as_of, which recommend() leaves out; NULL when the model was trained with a window (serving then reads them from the events)';
 COMMENT ON TABLE personalize.model_items IS 'Item factors of each model';
+COMMENT ON COLUMN personalize.model_items.neighbors IS 'An item-item (EASE) model''s neighbours of the item, as item_index values, whose weights are in factors; NULL for ALS and popularity models';
+COMMENT ON VIEW personalize.model_selection IS 'What train() tried on its temporal validation split (each user''s latest fifth of their items held out): per model and candidate the family, parameters, NDCG@10, recall@10, fit seconds and whether it was chosen';
 COMMENT ON TABLE personalize.evaluations IS 'Offline evaluations: temporal hold-out metrics of ALS and a popularity baseline';
-COMMENT ON FUNCTION personalize.train(text, integer, integer, real, real, interval, timestamptz, bigint, text, integer) IS 'Trains implicit-feedback ALS (conjugate gradient or Cholesky) on the event log: confidence = 1 + alpha * (sum of event-type weights, each halved every half-life before as_of). Writes the model and makes it the active model of its name in this transaction. NOTICE per iteration; honours cancel and statement_timeout.';
-COMMENT ON FUNCTION personalize.evaluate(text, integer, double precision, integer, integer, real, real, interval, timestamptz, bigint, text, integer) IS 'Temporal hold-out (each user''s latest test_fraction of items): trains on the rest and returns precision, recall, NDCG, MAP @k and coverage for ALS and a popularity baseline; stores them in personalize.evaluations';
+COMMENT ON FUNCTION personalize.train(text, integer, integer, real, real, interval, timestamptz, bigint, text, integer, text, double precision, integer) IS 'Trains a recommender on the event log (per user and item: event-type weights, each halved every half-life before as_of) and makes it the active model of its name in this transaction. model_type auto (the default) fits popularity, EASE (item-item, when its dense solve fits personalize.training_memory_mb) and a small ALS grid on a temporal validation split, keeps the best by NDCG@10 (see personalize.model_selection) and refits it on all the data; als, ease or popularity train that family (ALS: factors, iterations, regularization, alpha, solver, cg_steps; EASE: l2, neighbors). Without arguments a name is trained as it was last time. NOTICE per step; honours cancel and statement_timeout.';
+COMMENT ON FUNCTION personalize.evaluate(text, integer, double precision, integer, integer, real, real, interval, timestamptz, bigint, text, integer) IS 'Temporal hold-out (each user''s latest test_fraction of items): trains on the rest and returns precision, recall, NDCG, MAP @k and coverage for ALS (the parameters given), EASE (l2 at half the mean users per item, when it fits the memory budget) and popularity; stores them in personalize.evaluations';
 COMMENT ON FUNCTION personalize.activate_model(bigint) IS 'Makes a model version the active model of its name (e.g. to roll back)';
 COMMENT ON FUNCTION personalize.drop_model(bigint) IS 'Deletes an inactive model version and its factors';
 COMMENT ON FUNCTION personalize.prune_models(text, integer) IS 'Deletes all but the newest keep inactive versions of a model name; returns how many were deleted';

@@ -6,6 +6,10 @@
 --   * the reader, writer and worker functions run as personalize_definer, a NOLOGIN role with
 --     DML on the extension's tables only, instead of the installing superuser; the serving
 --     functions move to personalize_recommender, of which personalize_reader is a member.
+--   * model families: train() chooses between popularity, EASE and ALS on a validation split
+--     by default (model_type, l2, neighbors are new arguments; NULL ALS arguments mean the
+--     defaults); EASE models store item neighbours (model_items.neighbors); a view
+--     personalize.model_selection shows what each training tried.
 --   The library's changes (campaigns fire only for tracked events, as_of never ahead of the
 --   transaction, claims isolate a failing message, bounded quarantine of oversize events)
 --   need nothing here.
@@ -261,5 +265,59 @@ COMMENT ON FUNCTION personalize._check_duration(text, interval, interval, boolea
 COMMENT ON COLUMN personalize.events.client_event_id IS 'The sender''s id for this event, unique per user and event type: a retry (same id, item and properties) is not stored twice; other content under a used id is quarantined as client_event_id_conflict';
 COMMENT ON FUNCTION personalize.track(jsonb, boolean) IS 'Tracks one event: stores it in personalize.events and returns its event_id (the stored event''s id for a retry: same user, type, client_event_id, item and properties), or quarantines it in personalize.rejected_events and returns NULL. strict => true raises instead (SQLSTATE 23514).';
 COMMENT ON FUNCTION personalize._apply_privileges() IS 'Internal: creates the roles personalize_recommender, personalize_reader, personalize_writer, personalize_worker, personalize_admin and personalize_definer when missing, revokes EXECUTE from PUBLIC, makes the recommender, reader, writer and worker functions SECURITY DEFINER, owned by personalize_definer (DML on the extension''s tables, nothing else), and grants them; run by the install and every upgrade script';
+
+-- Model families: EASE (item-item) models keep each item's neighbours beside their weights;
+-- train() chooses a family by default and takes model_type, l2 and neighbors.
+ALTER TABLE personalize.model_items ADD COLUMN neighbors integer[];
+DROP FUNCTION personalize.train(text, integer, integer, real, real, interval, timestamptz, bigint, text, integer);
+CREATE FUNCTION personalize.train(
+	"model_name" TEXT DEFAULT 'default',
+	"factors" INT DEFAULT NULL,
+	"iterations" INT DEFAULT NULL,
+	"regularization" real DEFAULT NULL,
+	"alpha" real DEFAULT NULL,
+	"window" interval DEFAULT NULL,
+	"as_of" timestamp with time zone DEFAULT NULL,
+	"seed" bigint DEFAULT 42,
+	"solver" TEXT DEFAULT NULL,
+	"cg_steps" INT DEFAULT NULL,
+	"model_type" TEXT DEFAULT NULL,
+	"l2" double precision DEFAULT NULL,
+	"neighbors" INT DEFAULT NULL
+) RETURNS TABLE (
+	"model_id" bigint,
+	"model_name" TEXT,
+	"users" INT,
+	"items" INT,
+	"interactions" bigint,
+	"final_loss" double precision,
+	"read_seconds" double precision,
+	"train_seconds" double precision,
+	"write_seconds" double precision
+)
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'train_with_families_wrapper';
+
+CREATE VIEW personalize.model_selection AS
+SELECT m.model_id, m.name AS model_name, m.status, m.created_at,
+       c.ordinality AS rank_in_order,
+       c.value OPERATOR(pg_catalog.->>) 'family' AS family,
+       c.value OPERATOR(pg_catalog.->) 'params' AS params,
+       CAST(c.value OPERATOR(pg_catalog.->>) 'ndcg_at_10' AS pg_catalog.float8) AS ndcg_at_10,
+       CAST(c.value OPERATOR(pg_catalog.->>) 'recall_at_10' AS pg_catalog.float8) AS recall_at_10,
+       CAST(c.value OPERATOR(pg_catalog.->>) 'fit_seconds' AS pg_catalog.float8) AS fit_seconds,
+       CAST(c.value OPERATOR(pg_catalog.->>) 'chosen' AS boolean) AS chosen
+  FROM personalize.models m,
+       pg_catalog.jsonb_array_elements(
+           CASE WHEN pg_catalog.jsonb_typeof(m.params OPERATOR(pg_catalog.->) 'selection') OPERATOR(pg_catalog.=) 'array'
+                THEN m.params OPERATOR(pg_catalog.->) 'selection'
+                ELSE CAST('[]' AS jsonb) END) WITH ORDINALITY AS c(value, ordinality);
+
+COMMENT ON COLUMN personalize.model_items.neighbors IS 'An item-item (EASE) model''s neighbours of the item, as item_index values, whose weights are in factors; NULL for ALS and popularity models';
+COMMENT ON VIEW personalize.model_selection IS 'What train() tried on its temporal validation split (each user''s latest fifth of their items held out): per model and candidate the family, parameters, NDCG@10, recall@10, fit seconds and whether it was chosen';
+COMMENT ON FUNCTION personalize.train(text, integer, integer, real, real, interval, timestamptz, bigint, text, integer, text, double precision, integer) IS 'Trains a recommender on the event log (per user and item: event-type weights, each halved every half-life before as_of) and makes it the active model of its name in this transaction. model_type auto (the default) fits popularity, EASE (item-item, when its dense solve fits personalize.training_memory_mb) and a small ALS grid on a temporal validation split, keeps the best by NDCG@10 (see personalize.model_selection) and refits it on all the data; als, ease or popularity train that family (ALS: factors, iterations, regularization, alpha, solver, cg_steps; EASE: l2, neighbors). Without arguments a name is trained as it was last time. NOTICE per step; honours cancel and statement_timeout.';
+COMMENT ON FUNCTION personalize.evaluate(text, integer, double precision, integer, integer, real, real, interval, timestamptz, bigint, text, integer) IS 'Temporal hold-out (each user''s latest test_fraction of items): trains on the rest and returns precision, recall, NDCG, MAP @k and coverage for ALS (the parameters given), EASE (l2 at half the mean users per item, when it fits the memory budget) and popularity; stores them in personalize.evaluations';
 
 SELECT personalize._apply_privileges();

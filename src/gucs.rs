@@ -10,7 +10,9 @@ pub static MAX_EVENT_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(16);
 pub static MAX_FUTURE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 pub static TRAINING_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
-pub static TRAINING_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// 4 GB: room for EASE's dense solve up to about 16,000 items (two n × n f64 matrices) on a
+/// stock postgresql.conf, whose maintenance_work_mem (64 MB) rules out any real catalogue.
+pub static TRAINING_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(4096);
 pub static MAX_K: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static SERVING_HISTORY_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100);
@@ -69,7 +71,8 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"personalize.training_memory_mb",
         c"Largest memory a training run may plan to use, in MB (0: maintenance_work_mem).",
-        c"A run whose estimate exceeds it is refused before allocating (SQLSTATE 54000).",
+        c"A run whose estimate exceeds it is refused before allocating (SQLSTATE 54000); \
+          EASE is skipped (auto) or refused when its item-item solve would exceed it.",
         &TRAINING_MEMORY_MB,
         0,
         1_048_576,
@@ -108,7 +111,8 @@ pub fn init() {
     );
 }
 
-/// The training memory budget in bytes: `personalize.training_memory_mb`, or when it is 0 the
+/// The training memory budget in bytes: `personalize.training_memory_mb` (4096 by default), or
+/// when it is 0 the
 /// session's `maintenance_work_mem` (the budget PostgreSQL itself gives maintenance work such as
 /// index builds, which training resembles).
 pub fn training_memory_limit_bytes() -> usize {

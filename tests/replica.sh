@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Scale-out on a stock engine: a real streaming replica on loopback. A model trained on the
-# primary serves recommend(), similar_items(), rank_items(), assign_variant() (and the other
+# primary serves recommend(), similar_items(), rank_items(), assign_variant() (an ALS and an EASE model; and the other
 # read-only functions) on a hot standby made with pg_basebackup, with the same results and
 # comparable latency. Checks, in order:
 #   1. the standby answers every serving function exactly as the primary (text diff; scores
@@ -74,6 +74,7 @@ CREATE EXTENSION pg_personalize;
 SELECT * FROM personalize.generate_shop(20000);
 SELECT * FROM personalize.train(factors => 16, iterations => 5);
 SELECT * FROM personalize.train('als_b', factors => 8, iterations => 5, seed => 7);
+SELECT * FROM personalize.train('ease', model_type => 'ease', l2 => 50);
 INSERT INTO personalize.experiments (name, variants, salt) VALUES
  ('homepage_layout', '[{"name": "grid", "weight": 50}, {"name": "carousel", "weight": 50}]', 'replica-2026'),
  ('homepage_model', '[{"name": "als16", "weight": 60}, {"name": "als8", "weight": 30, "model": "als_b"},
@@ -177,6 +178,14 @@ SELECT 'recommend_variant_model', u.ord, r.n, r.item_id, r.score, r.source, r.mo
            model => personalize.variant_model('homepage_model', u.user_id))
        WITH ORDINALITY AS r(item_id, score, source, model_id, n)
  ORDER BY u.ord, r.n;
+SELECT 'recommend_ease', u.ord, r.n, r.item_id, r.score, r.source, r.model_id
+  FROM probe_users u CROSS JOIN LATERAL personalize.recommend(u.user_id, 5, model => 'ease')
+       WITH ORDINALITY AS r(item_id, score, source, model_id, n)
+ ORDER BY u.ord, r.n;
+SELECT 'similar_items_ease', i.ord, r.n, r.item_id, r.score, r.source, r.model_id
+  FROM probe_items i CROSS JOIN LATERAL personalize.similar_items(i.item_id, 5, model => 'ease')
+       WITH ORDINALITY AS r(item_id, score, source, model_id, n)
+ ORDER BY i.ord, r.n;
 SELECT 'similar_items', i.ord, i.item_id, r.n, r.item_id, r.score, r.source, r.model_id
   FROM probe_items i CROSS JOIN LATERAL personalize.similar_items(i.item_id, 10)
        WITH ORDINALITY AS r(item_id, score, source, model_id, n)

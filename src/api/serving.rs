@@ -15,6 +15,7 @@ use std::collections::HashSet;
 use pgrx::prelude::*;
 
 use crate::core::als;
+use crate::core::ease;
 use crate::core::serving::{self, HistoryEvent};
 use crate::error::{required, PersonalizeError};
 use crate::gucs;
@@ -144,16 +145,22 @@ fn user_state(
     strengths: bool,
 ) -> UserState {
     let row = model_cache::user_row(model, user_id);
+    // Item-item and popularity models store no user vectors: they score from the history.
+    let row_factors = if model.has_factors() {
+        row.factors
+    } else {
+        None
+    };
     let nothing_new = row.newest_event.is_some_and(|t| t <= model.as_of);
     let stored = match exclude {
         Exclude::Nothing => Some(HashSet::new()),
         Exclude::Purchased => row.purchased.as_deref().map(|p| stored_purchases(model, p)),
         Exclude::Interacted => None,
     };
-    if nothing_new && !strengths && row.factors.is_some() {
+    if nothing_new && !strengths && row_factors.is_some() {
         if let Some(excluded) = stored {
             return UserState {
-                vector: row.factors,
+                vector: row_factors,
                 source: "model",
                 excluded,
                 strengths: Vec::new(),
@@ -196,15 +203,37 @@ fn user_state(
     let reference = model.as_of.max(newest);
     let decayed = serving::decayed_strengths(&history, reference, model.window_seconds);
     let folded = || model.fold_in(&decayed);
-    let (vector, source) = if fold_in && has_new {
+    let (vector, source) = if !model.has_factors() {
+        // The history times the item-item weights: the model's own answer for what it saw,
+        // fold-in for what came after (left out with fold_in => false).
+        let scores = if fold_in || !has_new {
+            folded()
+        } else {
+            let known: Vec<HistoryEvent> = history
+                .iter()
+                .filter(|e| e.at <= model.as_of)
+                .copied()
+                .collect();
+            model.fold_in(&serving::decayed_strengths(
+                &known,
+                model.as_of,
+                model.window_seconds,
+            ))
+        };
+        match scores {
+            Some(v) if fold_in && has_new => (Some(v), "fold_in"),
+            Some(v) => (Some(v), "model"),
+            None => (None, "popularity"),
+        }
+    } else if fold_in && has_new {
         match folded() {
             Some(v) => (Some(v), "fold_in"),
-            None => match row.factors {
+            None => match row_factors {
                 Some(v) => (Some(v), "model"),
                 None => (None, "popularity"),
             },
         }
-    } else if let Some(v) = row.factors {
+    } else if let Some(v) = row_factors {
         (Some(v), "model")
     } else if let Some(v) = fold_in.then(folded).flatten() {
         (Some(v), "fold_in")
@@ -264,6 +293,10 @@ fn top_k(
     keep: impl Fn(u32) -> bool,
 ) -> Vec<(u32, f32)> {
     match vector {
+        // An item-item model's "vector" is every item's score (see ServingModel::fold_in).
+        Some(scores) if !model.has_factors() => {
+            ease::top_scored_with_popularity(scores, &model.popularity_order, k, keep)
+        }
         Some(v) => {
             SCRATCH.with(|s| serving::top_k_by_dot(&model.factors, v, k, &mut s.borrow_mut(), keep))
         }
@@ -478,7 +511,18 @@ fn similar_items(
     };
     let keep = |i: u32| Some(i) != target && allowed(i);
     match target {
-        Some(t) => {
+        // Item-item: the item's own weights to its neighbours, the rest by popularity.
+        Some(t) if model.item_item.is_some() => {
+            let b = model.item_item.as_ref().expect("checked");
+            let mut scores = vec![0f32; model.item_ids.len()];
+            let (to, weights) = b.row(t);
+            for (&j, &w) in to.iter().zip(weights) {
+                scores[j as usize] = w;
+            }
+            let top = ease::top_scored_with_popularity(&scores, &model.popularity_order, k, keep);
+            rows(&model, top, "similar")
+        }
+        Some(t) if model.has_factors() => {
             let normalized = model.normalized();
             let k_f = model.k;
             let row = normalized[t as usize * k_f..(t as usize + 1) * k_f].to_vec();
@@ -486,7 +530,7 @@ fn similar_items(
                 .with(|s| serving::top_k_by_dot(normalized, &row, k, &mut s.borrow_mut(), keep));
             rows(&model, top, "similar")
         }
-        None => rows(&model, top_k(&model, None, k, keep), "popularity"),
+        _ => rows(&model, top_k(&model, None, k, keep), "popularity"),
     }
 }
 
@@ -519,7 +563,8 @@ fn rank_items(
         .map(|id| {
             let i = *model.index.get(id)?;
             Some(match &state.vector {
-                Some(v) => als::dot(model.row(i), v),
+                Some(v) if model.has_factors() => als::dot(model.row(i), v),
+                Some(scores) => scores[i as usize],
                 None => model.popularity[i as usize],
             })
         })
@@ -560,10 +605,26 @@ fn explain_recommendation(
         return TableIterator::new(Vec::new());
     };
     let state = user_state(&model, user_id, true, Exclude::Nothing, true);
-    let (cols, conf) = serving::confidences(&state.strengths, model.alpha);
-    let Some((score, terms)) =
-        serving::explain(&cols, &conf, &model.factors, &model.yty, model.k, target)
-    else {
+    let explained = match &model.item_item {
+        // Item-item: the score is Σ strength(h) · weight(h → item), one term per history item.
+        Some(b) => {
+            let mut terms: Vec<(u32, f32)> = state
+                .strengths
+                .iter()
+                .map(|&(h, s)| (h, s * b.weight(h, target)))
+                .filter(|&(_, c)| c != 0.0)
+                .collect();
+            terms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let score: f32 = terms.iter().map(|t| t.1).sum();
+            (!terms.is_empty()).then_some((score, terms))
+        }
+        None if model.has_factors() => {
+            let (cols, conf) = serving::confidences(&state.strengths, model.alpha);
+            serving::explain(&cols, &conf, &model.factors, &model.yty, model.k, target)
+        }
+        None => None,
+    };
+    let Some((score, terms)) = explained else {
         return TableIterator::new(Vec::new());
     };
     let out: Vec<(String, f32, f32, f32)> = terms

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::core::als::{self, AlsParams, IterationReport, Solver, Stopped};
 use crate::core::csr::Csr;
+use crate::core::ease::{self, ItemItem};
 use crate::core::metrics;
 use crate::error::{required, PersonalizeError};
 use crate::gucs;
@@ -33,28 +34,17 @@ fn model_name(v: Option<&str>) -> String {
     name.to_owned()
 }
 
-/// The training configuration shared by train() and evaluate().
-struct Config {
-    params: AlsParams,
-    alpha: f32,
-    window: Option<Interval>,
-    as_of: TimestampWithTimeZone,
-    /// as_of was defaulted: events dated after it (accepted clock skew) are read too.
-    include_future: bool,
-}
-
+/// ALS parameters from train()/evaluate() arguments, checked.
 #[allow(clippy::too_many_arguments)]
-fn config(
+fn als_params(
     factors: Option<i32>,
     iterations: Option<i32>,
     regularization: Option<f32>,
     alpha: Option<f32>,
-    window: Option<Interval>,
-    as_of: Option<TimestampWithTimeZone>,
     seed: Option<i64>,
     solver: Option<&str>,
     cg_steps: Option<i32>,
-) -> Config {
+) -> (AlsParams, f32) {
     let solver = match required(solver, "solver") {
         "cg" => Solver::ConjugateGradient,
         "cholesky" => Solver::Cholesky,
@@ -98,6 +88,40 @@ fn config(
         )
         .raise();
     }
+    (params, alpha)
+}
+
+/// The training configuration shared by train() and evaluate().
+struct Config {
+    params: AlsParams,
+    alpha: f32,
+    window: Option<Interval>,
+    as_of: TimestampWithTimeZone,
+    /// as_of was defaulted: events dated after it (accepted clock skew) are read too.
+    include_future: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn config(
+    factors: Option<i32>,
+    iterations: Option<i32>,
+    regularization: Option<f32>,
+    alpha: Option<f32>,
+    window: Option<Interval>,
+    as_of: Option<TimestampWithTimeZone>,
+    seed: Option<i64>,
+    solver: Option<&str>,
+    cg_steps: Option<i32>,
+) -> Config {
+    let (params, alpha) = als_params(
+        factors,
+        iterations,
+        regularization,
+        alpha,
+        seed,
+        solver,
+        cg_steps,
+    );
     if let Some(w) = window {
         crate::pg::intervals::check_duration(
             "window",
@@ -168,13 +192,6 @@ fn load(cfg: &Config) -> Interactions {
     data
 }
 
-fn confidences(n_users: usize, n_items: usize, pairs: &[(u32, u32, f32, i64)], alpha: f32) -> Csr {
-    let rows: Vec<u32> = pairs.iter().map(|p| p.0).collect();
-    let cols: Vec<u32> = pairs.iter().map(|p| p.1).collect();
-    let vals: Vec<f32> = pairs.iter().map(|p| 1.0 + alpha * p.2).collect();
-    Csr::from_triplets(n_users, n_items, &rows, &cols, &vals)
-}
-
 fn pool() -> rayon::ThreadPool {
     let threads = match gucs::TRAINING_THREADS.get() {
         n if n > 0 => n as usize,
@@ -197,6 +214,10 @@ fn run_als(m: &Csr, params: &AlsParams) -> als::AlsModel {
     let pool = pool();
     let total = params.iterations;
     let mut on_iteration = |r: &IterationReport| {
+        // The selection's fits skip the loss: their iterations are not worth a NOTICE each.
+        if !params.compute_loss {
+            return;
+        }
         pgrx::notice!(
             "pg_personalize: iteration {}/{}: loss {:.6}, {:.3} s",
             r.iteration,
@@ -213,6 +234,32 @@ fn run_als(m: &Csr, params: &AlsParams) -> als::AlsModel {
     };
     als::train(m, params, &pool, &mut on_iteration, &mut between_steps)
         .unwrap_or_else(|Stopped| unreachable!("only interrupts stop training, and they raise"))
+}
+
+/// What a trained model stores in models.params: its family and parameters (what serving
+/// reads: model_type, alpha and regularization for ALS, window_seconds), the spec it was
+/// asked with and, when it was chosen, the validation leaderboard.
+fn model_params(
+    cfg: &Config,
+    chosen: &Candidate,
+    spec: &Spec,
+    leaderboard: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    let mut p = serde_json::Map::new();
+    p.insert("model_type".into(), json!(chosen.family()));
+    if let serde_json::Value::Object(c) = chosen.params() {
+        p.extend(c);
+    }
+    p.insert("seed".into(), json!(cfg.params.seed));
+    let common = params_json(cfg);
+    for key in ["window", "window_seconds"] {
+        p.insert(key.into(), common[key].clone());
+    }
+    p.insert("spec".into(), json!(spec));
+    if !leaderboard.is_empty() {
+        p.insert("selection".into(), json!(leaderboard));
+    }
+    serde_json::Value::Object(p)
 }
 
 fn params_json(cfg: &Config) -> serde_json::Value {
@@ -233,23 +280,521 @@ fn params_json(cfg: &Config) -> serde_json::Value {
     })
 }
 
-/// Trains implicit-feedback ALS on the event log and makes the result the active model of
-/// `model_name`, in the caller's transaction.
+/// What a train() call asked for. Stored with the model ("spec"), so a later train() of the
+/// same name without arguments trains the same way (a nightly `train('homepage')` keeps the
+/// family and parameters it was first given, or keeps choosing when it was `auto`).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Spec {
+    model_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    factors: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iterations: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    regularization: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    alpha: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    solver: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cg_steps: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    l2: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    neighbors: Option<i32>,
+}
+
+impl Spec {
+    fn has_als_params(&self) -> bool {
+        self.factors.is_some()
+            || self.iterations.is_some()
+            || self.regularization.is_some()
+            || self.alpha.is_some()
+            || self.solver.is_some()
+            || self.cg_steps.is_some()
+    }
+
+    fn has_ease_params(&self) -> bool {
+        self.l2.is_some() || self.neighbors.is_some()
+    }
+}
+
+/// The spec a train() call means: its arguments; with none at all, the spec the active model of
+/// the name was trained with; else `auto`. A model type left out is implied by the
+/// parameters given (ALS's or EASE's).
+fn resolve_spec(name: &str, mut given: Spec) -> Spec {
+    let nothing_given =
+        given.model_type.is_empty() && !given.has_als_params() && !given.has_ease_params();
+    if nothing_given {
+        if let Some(remembered) = remembered_spec(name) {
+            return remembered;
+        }
+        given.model_type = "auto".into();
+        return given;
+    }
+    if given.model_type.is_empty() {
+        given.model_type = match (given.has_als_params(), given.has_ease_params()) {
+            (true, false) => "als",
+            (false, true) => "ease",
+            _ => PersonalizeError::invalid(
+                "ALS parameters (factors, iterations, regularization, alpha, solver, \
+                 cg_steps) and EASE parameters (l2, neighbors) cannot go together",
+                "Pass model_type => 'als' or 'ease' with that family's parameters.",
+            )
+            .raise(),
+        }
+        .into();
+    }
+    let fits = match given.model_type.as_str() {
+        "auto" | "popularity" => !given.has_als_params() && !given.has_ease_params(),
+        "als" => !given.has_ease_params(),
+        "ease" => !given.has_als_params(),
+        other => PersonalizeError::invalid(
+            format!("unknown model_type \"{}\"", crate::error::shown(other)),
+            "Use 'auto' (the default: the best family on a validation split), 'als', 'ease' \
+             or 'popularity'.",
+        )
+        .raise(),
+    };
+    if !fits {
+        PersonalizeError::invalid(
+            format!(
+                "model_type '{}' takes none of the parameters given",
+                given.model_type
+            ),
+            "ALS takes factors, iterations, regularization, alpha, solver and cg_steps; EASE \
+             takes l2 and neighbors; auto and popularity take none of them.",
+        )
+        .raise();
+    }
+    given
+}
+
+/// The spec the active model of `name` was trained with (None: no such model, or one trained
+/// before 0.7.0, whose parameters were the defaults of their day).
+fn remembered_spec(name: &str) -> Option<Spec> {
+    let text = Spi::get_one_with_args::<String>(
+        "SELECT CAST(params -> 'spec' AS text) FROM personalize.models \
+          WHERE name = $1 AND status = 'active'",
+        &[name.into()],
+    )
+    .ok()
+    .flatten()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// One model that train() may fit.
+#[derive(Debug, Clone)]
+enum Candidate {
+    Popularity,
+    Ease { l2: f64, neighbors: usize },
+    Als { params: AlsParams, alpha: f32 },
+}
+
+impl Candidate {
+    fn family(&self) -> &'static str {
+        match self {
+            Candidate::Popularity => "popularity",
+            Candidate::Ease { .. } => "ease",
+            Candidate::Als { .. } => "als",
+        }
+    }
+
+    fn params(&self) -> serde_json::Value {
+        match self {
+            Candidate::Popularity => json!({}),
+            Candidate::Ease { l2, neighbors } => json!({"l2": l2, "neighbors": neighbors}),
+            Candidate::Als { params, alpha } => json!({
+                "factors": params.factors,
+                "iterations": params.iterations,
+                "regularization": params.regularization,
+                "alpha": alpha,
+                "cg_steps": params.cg_steps,
+                "solver": match params.solver {
+                    Solver::ConjugateGradient => "cg",
+                    Solver::Cholesky => "cholesky",
+                },
+            }),
+        }
+    }
+}
+
+/// A fitted candidate.
+enum Fitted {
+    Popularity,
+    Ease(ItemItem),
+    Als(als::AlsModel),
+}
+
+/// The most factors of the ALS grid `auto` tries.
+const ALS_GRID_MAX_FACTORS: usize = 128;
+/// How many weights an EASE model keeps per item by default: 500 (on Online Retail, 200 cost
+/// 1.2% NDCG@10 against the dense weights and 500 0.3%), fewer for catalogues so large that
+/// n × 500 weights would pass 4 million (32 MB a model in every backend that serves it).
+fn default_neighbors(n_items: usize) -> usize {
+    (4_000_000 / n_items.max(1)).clamp(100, 500)
+}
+/// The validation split train() chooses on: each user's latest fifth of their items.
+const VALIDATION_FRACTION: f64 = 0.2;
+/// Rank cut-off of the validation metric.
+const VALIDATION_K: usize = 10;
+
+/// The ALS configurations `auto` tries, from small and strongly regularized to large: small
+/// shops overfit 64 factors at regularization 0.01 (Rendle et al. 2022), while large dense ones
+/// want light regularization and confidence; the validation split keeps whichever fits.
+fn als_grid(seed: u64) -> Vec<Candidate> {
+    [
+        (16, 1.0, 5.0),
+        (32, 0.01, 1.0),
+        (64, 1.0, 5.0),
+        (64, 20.0, 5.0),
+        (ALS_GRID_MAX_FACTORS, 10.0, 10.0),
+    ]
+    .into_iter()
+    .map(|(factors, regularization, alpha)| Candidate::Als {
+        params: AlsParams {
+            factors,
+            iterations: 15,
+            regularization,
+            cg_steps: 3,
+            solver: Solver::ConjugateGradient,
+            seed,
+            compute_loss: false,
+        },
+        alpha,
+    })
+    .collect()
+}
+
+/// λ for EASE: multiples of the mean number of users per item (the Gram matrix's diagonal),
+/// the scale at which λ starts to matter.
+fn ease_grid(mean_item_count: f64, neighbors: usize) -> Vec<Candidate> {
+    [0.125, 0.5, 2.0]
+        .into_iter()
+        .map(|f| Candidate::Ease {
+            l2: (f * mean_item_count).max(1.0),
+            neighbors,
+        })
+        .collect()
+}
+
+/// The explicit ALS configuration of a spec, with the defaults of `train()` before 0.7.0 for
+/// what it leaves out.
+fn als_candidate(spec: &Spec, seed: Option<i64>) -> Candidate {
+    let (params, alpha) = als_params(
+        spec.factors.or(Some(64)),
+        spec.iterations.or(Some(15)),
+        spec.regularization.or(Some(0.01)),
+        spec.alpha.or(Some(1.0)),
+        seed,
+        spec.solver.as_deref().or(Some("cg")),
+        spec.cg_steps.or(Some(3)),
+    );
+    Candidate::Als { params, alpha }
+}
+
+/// The `neighbors` argument, checked (None: the default for the catalogue's size).
+fn ease_neighbors(spec: &Spec) -> Option<usize> {
+    match spec.neighbors {
+        None => None,
+        Some(n) if (1..=10_000).contains(&n) => Some(n as usize),
+        Some(n) => PersonalizeError::invalid(
+            format!("neighbors must be between 1 and 10000, not {n}"),
+            "neighbors is how many weights an EASE model keeps per item, e.g. 200.",
+        )
+        .raise(),
+    }
+}
+
+fn ease_l2(spec: &Spec) -> Option<f64> {
+    spec.l2.inspect(|&l2| {
+        if !(l2.is_finite() && l2 > 0.0) {
+            PersonalizeError::invalid(
+                format!("l2 must be a finite number > 0, not {l2}"),
+                "l2 is EASE's regularization, typically about the number of users per item; \
+                 omit it to choose it on a validation split.",
+            )
+            .raise();
+        }
+    })
+}
+
+/// Whether EASE's dense solve for `n_items` fits the training memory budget; says why not.
+fn ease_fits(n_items: usize) -> bool {
+    let need = ease::solve_bytes(n_items);
+    let limit = gucs::training_memory_limit_bytes();
+    if need > limit {
+        pgrx::notice!(
+            "pg_personalize: EASE skipped: {n_items} items need {} MB for the item-item solve, \
+             over the training memory budget ({} MB, personalize.training_memory_mb)",
+            need / (1024 * 1024),
+            limit / (1024 * 1024)
+        );
+        return false;
+    }
+    n_items >= 2
+}
+
+/// Fits one candidate on `strengths` (users × items, decayed interaction strengths).
+fn fit(c: &Candidate, strengths: &Csr, pool: &rayon::ThreadPool) -> Fitted {
+    pgrx::check_for_interrupts!();
+    match c {
+        Candidate::Popularity => Fitted::Popularity,
+        Candidate::Ease { l2, neighbors } => {
+            let by_item = strengths.transpose();
+            let gram = pool.install(|| ease::gram(strengths, &by_item));
+            pgrx::check_for_interrupts!();
+            let n = strengths.n_cols;
+            match solve_interruptibly(gram, n, *l2, *neighbors, pool) {
+                Some(b) => Fitted::Ease(b),
+                None => PersonalizeError::invalid(
+                    format!("EASE with l2 = {l2} has no solution on this data"),
+                    "Raise l2.",
+                )
+                .raise(),
+            }
+        }
+        Candidate::Als { params, alpha } => {
+            let m = with_confidence(strengths, *alpha);
+            Fitted::Als(run_als(&m, params))
+        }
+    }
+}
+
+/// EASE's dense solve on the pool while this (the backend's main) thread checks for query
+/// cancel and statement_timeout every 50 ms: one solve is seconds to a minute of work with no
+/// point to stop at inside faer, so a cancel raises here at once and the pool's threads finish
+/// the abandoned solve in the background, then free its memory (the pool ends with them).
+fn solve_interruptibly(
+    gram: Vec<f64>,
+    n: usize,
+    l2: f64,
+    neighbors: usize,
+    pool: &rayon::ThreadPool,
+) -> Option<ItemItem> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    pool.spawn(move || {
+        // A panic must not escape a spawned job (rayon would abort the process): it comes
+        // back as a value instead.
+        let result = std::panic::catch_unwind(move || ease::fit_from_gram(gram, n, l2, neighbors));
+        let _ = tx.send(result);
+    });
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
+            Ok(Ok(result)) => return result,
+            Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                PersonalizeError::NotReady {
+                    message: format!("the EASE solve for {n} items failed"),
+                    hint: "Train another family (model_type => 'als') and report this.".into(),
+                }
+                .raise()
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                pgrx::check_for_interrupts!();
+            }
+        }
+    }
+}
+
+/// The ALS input: confidence 1 + alpha · strength.
+fn with_confidence(strengths: &Csr, alpha: f32) -> Csr {
+    let mut m = strengths.clone();
+    for v in &mut m.data {
+        *v = 1.0 + alpha * *v;
+    }
+    m
+}
+
+/// Items by their number of users in `m`, most first (ties by index).
+fn popularity_order(m: &Csr) -> (Vec<f32>, Vec<u32>) {
+    let mut pop = vec![0f32; m.n_cols];
+    for &i in &m.indices {
+        pop[i as usize] += 1.0;
+    }
+    let mut order: Vec<u32> = (0..m.n_cols as u32).collect();
+    order.sort_by(|&a, &b| pop[b as usize].total_cmp(&pop[a as usize]).then(a.cmp(&b)));
+    (pop, order)
+}
+
+/// How far the λ search may leave the grid: 4⁵ = 1024 times past its edge.
+const MAX_L2_STEPS: usize = 5;
+
+/// `select`, then a search along EASE's λ while its best is at an edge of what was tried:
+/// λ × 4 past the top, λ / 4 below the bottom (down to 1), up to `MAX_L2_STEPS` fits, stopping as soon
+/// as a step does not improve; then λ × 2 and λ / 2 around the best. The grid is relative to the data (users per item), and the best
+/// λ of a shop can still sit outside it.
+fn select_searching_l2(
+    candidates: Vec<Candidate>,
+    split: &metrics::Split,
+    pool: &rayon::ThreadPool,
+) -> Vec<Trial> {
+    let mut trials = select(candidates, split, pool);
+    for _ in 0..MAX_L2_STEPS {
+        let tried: Vec<(f64, f64, usize)> = trials
+            .iter()
+            .filter_map(|t| match t.candidate {
+                Candidate::Ease { l2, neighbors } => Some((l2, t.ndcg, neighbors)),
+                _ => None,
+            })
+            .collect();
+        let Some(&(best_l2, best_ndcg, neighbors)) =
+            tried.iter().max_by(|a, b| a.1.total_cmp(&b.1))
+        else {
+            break;
+        };
+        let highest = tried.iter().map(|t| t.0).fold(f64::MIN, f64::max);
+        let lowest = tried.iter().map(|t| t.0).fold(f64::MAX, f64::min);
+        let next = if best_l2 >= highest {
+            best_l2 * 4.0
+        } else if best_l2 <= lowest && best_l2 / 4.0 >= 1.0 {
+            best_l2 / 4.0
+        } else {
+            break;
+        };
+        let more = select(
+            vec![Candidate::Ease {
+                l2: next,
+                neighbors,
+            }],
+            split,
+            pool,
+        );
+        let improved = more.iter().any(|t| t.ndcg > best_ndcg);
+        trials.extend(more);
+        if !improved {
+            break;
+        }
+    }
+    // Then half a step either side of the best (×2, ÷2), where nothing that close was tried.
+    let tried: Vec<(f64, f64, usize)> = trials
+        .iter()
+        .filter_map(|t| match t.candidate {
+            Candidate::Ease { l2, neighbors } => Some((l2, t.ndcg, neighbors)),
+            _ => None,
+        })
+        .collect();
+    if let Some(&(best_l2, _, neighbors)) = tried.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
+        let near = |x: f64| tried.iter().any(|t| (t.0 / x).max(x / t.0) < 1.5);
+        let refine: Vec<Candidate> = [best_l2 * 2.0, best_l2 / 2.0]
+            .into_iter()
+            .filter(|&x| x >= 1.0 && !near(x))
+            .map(|l2| Candidate::Ease { l2, neighbors })
+            .collect();
+        if !refine.is_empty() {
+            trials.extend(select(refine, split, pool));
+        }
+    }
+    trials
+}
+
+/// Top-k lists of a fitted candidate for the split's test users, their training items left out.
+fn rank(
+    fitted: &Fitted,
+    split: &metrics::Split,
+    popularity_order: &[u32],
+    k: usize,
+    pool: &rayon::ThreadPool,
+) -> Vec<Vec<u32>> {
+    match fitted {
+        Fitted::Popularity => metrics::popularity_rankings(&split.train, &split.test, k),
+        Fitted::Ease(b) => ease::rankings(b, &split.train, &split.test, popularity_order, k, pool),
+        Fitted::Als(m) => metrics::factor_rankings(
+            &split.train,
+            &split.test,
+            m.user_factors.as_slice().expect("contiguous"),
+            m.item_factors.as_slice().expect("contiguous"),
+            m.item_factors.ncols(),
+            k,
+            pool,
+        ),
+    }
+}
+
+/// What `auto` tries: popularity, EASE's λ grid when its solve fits the memory budget, and
+/// the ALS grid.
+fn auto_candidates(strengths: &Csr, neighbors: usize, seed: u64) -> Vec<Candidate> {
+    let mut c = vec![Candidate::Popularity];
+    if ease_fits(strengths.n_cols) {
+        c.extend(ease_grid(mean_users_per_item(strengths), neighbors));
+    }
+    c.extend(als_grid(seed));
+    c
+}
+
+/// The index of the best trial: highest validation NDCG@10, the earlier on ties.
+fn best_trial(trials: &[Trial]) -> usize {
+    trials
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.ndcg.total_cmp(&b.1.ndcg).then(b.0.cmp(&a.0)))
+        .map(|(i, _)| i)
+        .expect("at least one candidate")
+}
+
+/// One candidate's result on the validation split.
+struct Trial {
+    candidate: Candidate,
+    ndcg: f64,
+    recall: f64,
+    seconds: f64,
+}
+
+/// Fits each candidate on the split's training part and scores it on the held-out items;
+/// NOTICE per candidate. The best NDCG@10 wins (ties: the earlier, simpler candidate).
+fn select(
+    candidates: Vec<Candidate>,
+    split: &metrics::Split,
+    pool: &rayon::ThreadPool,
+) -> Vec<Trial> {
+    let (_, order) = popularity_order(&split.train);
+    let n_items = split.train.n_cols;
+    let mut trials = Vec::with_capacity(candidates.len());
+    for c in candidates {
+        let t = Instant::now();
+        let fitted = fit(&c, &split.train, pool);
+        pgrx::check_for_interrupts!();
+        let ranked = rank(&fitted, split, &order, VALIDATION_K, pool);
+        let r = metrics::summarise(&ranked, &split.test, VALIDATION_K, n_items);
+        let seconds = t.elapsed().as_secs_f64();
+        pgrx::notice!(
+            "pg_personalize: candidate {} {}: validation NDCG@10 {:.4}, recall@10 {:.4}, {:.2} s",
+            c.family(),
+            c.params(),
+            r.ndcg,
+            r.recall,
+            seconds
+        );
+        trials.push(Trial {
+            candidate: c,
+            ndcg: r.ndcg,
+            recall: r.recall,
+            seconds,
+        });
+    }
+    trials
+}
+
+/// Trains the model family a spec asks for — by default the best of popularity, EASE and a
+/// small ALS grid on a temporal validation split, refitted on all the data — and makes the
+/// result the active model of `model_name`, in the caller's transaction.
 // pgrx reads the column names from the spelled-out TableIterator type (an alias hides them).
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-#[pg_extern(volatile, parallel_unsafe)]
+#[pg_extern(name = "train", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn train(
+fn train_with_families(
     model_name: default!(Option<&str>, "'default'"),
-    factors: default!(Option<i32>, 64),
-    iterations: default!(Option<i32>, 15),
-    regularization: default!(Option<f32>, 0.01),
-    alpha: default!(Option<f32>, 1.0),
+    factors: default!(Option<i32>, "NULL"),
+    iterations: default!(Option<i32>, "NULL"),
+    regularization: default!(Option<f32>, "NULL"),
+    alpha: default!(Option<f32>, "NULL"),
     window: default!(Option<Interval>, "NULL"),
     as_of: default!(Option<TimestampWithTimeZone>, "NULL"),
     seed: default!(Option<i64>, 42),
-    solver: default!(Option<&str>, "'cg'"),
-    cg_steps: default!(Option<i32>, 3),
+    solver: default!(Option<&str>, "NULL"),
+    cg_steps: default!(Option<i32>, "NULL"),
+    model_type: default!(Option<&str>, "NULL"),
+    l2: default!(Option<f64>, "NULL"),
+    neighbors: default!(Option<i32>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -258,7 +803,7 @@ fn train(
         name!(users, i32),
         name!(items, i32),
         name!(interactions, i64),
-        name!(final_loss, f64),
+        name!(final_loss, Option<f64>),
         name!(read_seconds, f64),
         name!(train_seconds, f64),
         name!(write_seconds, f64),
@@ -266,7 +811,271 @@ fn train(
 > {
     crate::pg::require_writable(c"train()");
     let name = self::model_name(model_name);
+    let spec = resolve_spec(
+        &name,
+        Spec {
+            model_type: model_type.unwrap_or_default().to_owned(),
+            factors,
+            iterations,
+            regularization,
+            alpha,
+            solver: solver.map(str::to_owned),
+            cg_steps,
+            l2,
+            neighbors,
+        },
+    );
+    let seed_value = required(seed, "seed");
+    // Validates the parameters given (and window, as_of) before anything is read.
+    let explicit_als = (spec.model_type == "als").then(|| als_candidate(&spec, seed));
+    let neighbors = ease_neighbors(&spec);
+    let l2 = ease_l2(&spec);
+    // The read's memory check counts the factors of the largest ALS that may be fitted.
+    let memory_factors = match (&explicit_als, spec.model_type.as_str()) {
+        (Some(Candidate::Als { params, .. }), _) => params.factors as i32,
+        (_, "auto") => ALS_GRID_MAX_FACTORS as i32,
+        _ => 1,
+    };
     let cfg = config(
+        Some(memory_factors),
+        Some(15),
+        Some(0.01),
+        Some(1.0),
+        window,
+        as_of,
+        seed,
+        Some("cg"),
+        Some(3),
+    );
+    let t_read = Instant::now();
+    let mut data = load(&cfg);
+    let (n_users, n_items) = (data.user_ids.len(), data.item_ids.len());
+    let neighbors = neighbors.unwrap_or_else(|| default_neighbors(n_items));
+    let strengths = strength_matrix(n_users, n_items, &data.pairs);
+    let read_seconds = t_read.elapsed().as_secs_f64();
+    let t_train = Instant::now();
+    let pool = pool();
+
+    let candidates: Vec<Candidate> = match spec.model_type.as_str() {
+        "popularity" => vec![Candidate::Popularity],
+        "als" => vec![explicit_als.expect("made above for als")],
+        "ease" => {
+            if !ease_fits(n_items) {
+                PersonalizeError::LimitExceeded {
+                    message: format!(
+                        "EASE cannot train on {n_items} items within the training memory \
+                         budget"
+                    ),
+                    hint: "Raise personalize.training_memory_mb, or train another family \
+                           (model_type => 'auto' picks one that fits)."
+                        .into(),
+                }
+                .raise();
+            }
+            match l2 {
+                Some(l2) => vec![Candidate::Ease { l2, neighbors }],
+                None => ease_grid(mean_users_per_item(&strengths), neighbors),
+            }
+        }
+        _ => auto_candidates(&strengths, neighbors, seed_value as u64),
+    };
+
+    // More than one candidate: choose on a temporal validation split, then refit on all.
+    let mut leaderboard = Vec::new();
+    let chosen = if candidates.len() == 1 {
+        candidates.into_iter().next().expect("one candidate")
+    } else {
+        let pairs: Vec<(u32, u32, f32, i64)> = data.pairs.clone();
+        let split = metrics::temporal_split(n_users, n_items, &pairs, VALIDATION_FRACTION);
+        drop(pairs);
+        if split.test.iter().all(|t| t.is_empty()) {
+            pgrx::notice!(
+                "pg_personalize: no user has two or more items to hold out; training popularity"
+            );
+            Candidate::Popularity
+        } else {
+            let trials = select_searching_l2(candidates, &split, &pool);
+            let best = best_trial(&trials);
+            leaderboard = trials
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    json!({
+                        "family": t.candidate.family(),
+                        "params": t.candidate.params(),
+                        "ndcg_at_10": t.ndcg,
+                        "recall_at_10": t.recall,
+                        "fit_seconds": t.seconds,
+                        "chosen": i == best,
+                    })
+                })
+                .collect();
+            let winner = trials[best].candidate.clone();
+            pgrx::notice!(
+                "pg_personalize: chose {} {} (validation NDCG@10 {:.4}); refitting on all the data",
+                winner.family(),
+                winner.params(),
+                trials[best].ndcg
+            );
+            winner
+        }
+    };
+    // The model that is kept reports its loss per iteration (the grid's fits skip it).
+    let chosen = match chosen {
+        Candidate::Als { mut params, alpha } => {
+            params.compute_loss = true;
+            Candidate::Als { params, alpha }
+        }
+        other => other,
+    };
+    let fitted = fit(&chosen, &strengths, &pool);
+    let train_seconds = t_train.elapsed().as_secs_f64();
+
+    let t_write = Instant::now();
+    let (losses, seconds): (Vec<f64>, Vec<f64>) = match &fitted {
+        Fitted::Als(m) => m.reports.iter().map(|r| (r.loss, r.seconds)).unzip(),
+        _ => (Vec::new(), Vec::new()),
+    };
+    let final_loss = match &fitted {
+        Fitted::Als(_) => *losses.last().unwrap_or(&f64::NAN),
+        _ => f64::NAN,
+    };
+    if let Fitted::Als(model) = &fitted {
+        // A run that diverged (e.g. an alpha so large the confidences overflow f32) must not
+        // replace a working model: refuse it before anything is written.
+        if !final_loss.is_finite()
+            || !model
+                .user_factors
+                .iter()
+                .chain(model.item_factors.iter())
+                .all(|x| x.is_finite())
+        {
+            PersonalizeError::invalid(
+                format!(
+                    "training diverged (final loss {final_loss}); the active model is unchanged"
+                ),
+                "Lower alpha (confidence = 1 + alpha * strength must stay well inside float \
+                 range) or raise regularization.",
+            )
+            .raise();
+        }
+    }
+    let (popularity, _) = popularity_order(&strengths);
+    let params = model_params(&cfg, &chosen, &spec, leaderboard);
+    let model_id = Spi::connect_mut(|client| {
+        let id = model_store::insert_model(
+            client,
+            model_store::ModelRow {
+                name: &name,
+                params,
+                as_of: cfg.as_of,
+                n_users: n_users as i32,
+                n_items: n_items as i32,
+                n_interactions: strengths.nnz() as i64,
+                losses,
+                seconds,
+                read_seconds,
+                train_seconds,
+            },
+        );
+        // Purchases are stored with the user rows unless a window hides older ones (serving
+        // then reads them from the events).
+        let purchases = cfg
+            .window
+            .is_none()
+            .then(|| model_store::PurchaseLists::from_pairs(n_users, &data.purchases));
+        let no_factors = |rows: usize| ndarray::Array2::<f32>::zeros((rows, 0));
+        let user_factors = match &fitted {
+            Fitted::Als(m) => m.user_factors.clone(),
+            _ => no_factors(n_users),
+        };
+        model_store::insert_factors(
+            client,
+            id,
+            &data.user_ids,
+            &user_factors,
+            model_store::FactorRows::Users(purchases.as_ref()),
+        );
+        drop(user_factors);
+        match &fitted {
+            Fitted::Als(m) => model_store::insert_factors(
+                client,
+                id,
+                &data.item_ids,
+                &m.item_factors,
+                model_store::FactorRows::Items {
+                    popularity: &popularity,
+                },
+            ),
+            Fitted::Ease(b) => {
+                model_store::insert_neighbors(client, id, &data.item_ids, b, &popularity)
+            }
+            Fitted::Popularity => model_store::insert_factors(
+                client,
+                id,
+                &data.item_ids,
+                &no_factors(n_items),
+                model_store::FactorRows::Items {
+                    popularity: &popularity,
+                },
+            ),
+        }
+        let write_seconds = t_write.elapsed().as_secs_f64();
+        model_store::activate(client, id, &name, write_seconds);
+        id
+    });
+    data.pairs.clear();
+    TableIterator::once((
+        model_id,
+        name,
+        n_users as i32,
+        n_items as i32,
+        strengths.nnz() as i64,
+        // ALS's last loss; EASE and popularity have no iterations, so no loss (NULL).
+        matches!(fitted, Fitted::Als(_)).then_some(final_loss),
+        read_seconds,
+        train_seconds,
+        t_write.elapsed().as_secs_f64(),
+    ))
+}
+
+/// The mean number of users per item: the diagonal of EASE's Gram matrix.
+fn mean_users_per_item(m: &Csr) -> f64 {
+    m.nnz() as f64 / m.n_cols.max(1) as f64
+}
+
+/// train() as the 0.6.0 and older SQL defines it (ten arguments, with ALS defaults, and the
+/// symbol `train_wrapper`): the library of a newer package serves that definition until
+/// `ALTER EXTENSION pg_personalize UPDATE` replaces it. No SQL of its own.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+#[pg_extern(sql = false)]
+fn train(
+    model_name: Option<&str>,
+    factors: Option<i32>,
+    iterations: Option<i32>,
+    regularization: Option<f32>,
+    alpha: Option<f32>,
+    window: Option<Interval>,
+    as_of: Option<TimestampWithTimeZone>,
+    seed: Option<i64>,
+    solver: Option<&str>,
+    cg_steps: Option<i32>,
+) -> TableIterator<
+    'static,
+    (
+        name!(model_id, i64),
+        name!(model_name, String),
+        name!(users, i32),
+        name!(items, i32),
+        name!(interactions, i64),
+        name!(final_loss, Option<f64>),
+        name!(read_seconds, f64),
+        name!(train_seconds, f64),
+        name!(write_seconds, f64),
+    ),
+> {
+    train_with_families(
+        model_name,
         factors,
         iterations,
         regularization,
@@ -276,99 +1085,18 @@ fn train(
         seed,
         solver,
         cg_steps,
-    );
-    let t_read = Instant::now();
-    let mut data = load(&cfg);
-    let m = confidences(
-        data.user_ids.len(),
-        data.item_ids.len(),
-        &data.pairs,
-        cfg.alpha,
-    );
-    // What the model rows need from the pairs, before they go: the CSR holds the rest, and
-    // the pairs would otherwise stay allocated through the training (24 bytes each).
-    let mut popularity = vec![0f32; data.item_ids.len()];
-    for p in &data.pairs {
-        popularity[p.1 as usize] += 1.0;
-    }
-    drop(std::mem::take(&mut data.pairs));
-    let read_seconds = t_read.elapsed().as_secs_f64();
-    let t_train = Instant::now();
-    let model = run_als(&m, &cfg.params);
-    let train_seconds = t_train.elapsed().as_secs_f64();
-    let t_write = Instant::now();
-    let losses: Vec<f64> = model.reports.iter().map(|r| r.loss).collect();
-    let final_loss = *losses.last().unwrap_or(&f64::NAN);
-    // A run that diverged (e.g. an alpha so large the confidences overflow f32) must not
-    // replace a working model: refuse it before anything is written.
-    if !final_loss.is_finite()
-        || !model
-            .user_factors
-            .iter()
-            .chain(model.item_factors.iter())
-            .all(|x| x.is_finite())
-    {
-        PersonalizeError::invalid(
-            format!("training diverged (final loss {final_loss}); the active model is unchanged"),
-            "Lower alpha (confidence = 1 + alpha * strength must stay well inside float range) \
-             or raise regularization.",
-        )
-        .raise();
-    }
-    let model_id = Spi::connect_mut(|client| {
-        let id = model_store::insert_model(
-            client,
-            model_store::ModelRow {
-                name: &name,
-                params: params_json(&cfg),
-                as_of: cfg.as_of,
-                n_users: data.user_ids.len() as i32,
-                n_items: data.item_ids.len() as i32,
-                n_interactions: m.nnz() as i64,
-                losses,
-                seconds: model.reports.iter().map(|r| r.seconds).collect(),
-                read_seconds,
-                train_seconds,
-            },
-        );
-        // Serving leaves a user's purchases out of their recommendations: stored with the user,
-        // one lookup instead of a read of all their events. A window hides older purchases,
-        // so a windowed model stores none and serving reads them from the events.
-        let purchases = cfg
-            .window
-            .is_none()
-            .then(|| model_store::PurchaseLists::from_pairs(data.user_ids.len(), &data.purchases));
-        model_store::insert_factors(
-            client,
-            id,
-            &data.user_ids,
-            &model.user_factors,
-            model_store::FactorRows::Users(purchases.as_ref()),
-        );
-        model_store::insert_factors(
-            client,
-            id,
-            &data.item_ids,
-            &model.item_factors,
-            model_store::FactorRows::Items {
-                popularity: &popularity,
-            },
-        );
-        let write_seconds = t_write.elapsed().as_secs_f64();
-        model_store::activate(client, id, &name, write_seconds);
-        id
-    });
-    TableIterator::once((
-        model_id,
-        name,
-        data.user_ids.len() as i32,
-        data.item_ids.len() as i32,
-        m.nnz() as i64,
-        final_loss,
-        read_seconds,
-        train_seconds,
-        t_write.elapsed().as_secs_f64(),
-    ))
+        Some("als"),
+        None,
+        None,
+    )
+}
+
+/// Users × items of decayed interaction strengths.
+fn strength_matrix(n_users: usize, n_items: usize, pairs: &[(u32, u32, f32, i64)]) -> Csr {
+    let rows: Vec<u32> = pairs.iter().map(|p| p.0).collect();
+    let cols: Vec<u32> = pairs.iter().map(|p| p.1).collect();
+    let vals: Vec<f32> = pairs.iter().map(|p| p.2).collect();
+    Csr::from_triplets(n_users, n_items, &rows, &cols, &vals)
 }
 
 /// Temporal hold-out evaluation of a training configuration against a popularity baseline.
@@ -458,7 +1186,7 @@ fn evaluate(
         &pool,
     );
     let pop_rank = metrics::popularity_rankings(&split.train, &split.test, k);
-    let results = [
+    let mut results = vec![
         (
             "als",
             metrics::summarise(&als_rank, &split.test, k, n_items),
@@ -468,6 +1196,49 @@ fn evaluate(
             metrics::summarise(&pop_rank, &split.test, k, n_items),
         ),
     ];
+    // What train() with no arguments would serve: its own choice, made on a validation split
+    // of the training part alone (each user's latest fifth of what is left), refitted on the
+    // training part and scored on the held-out items like the others.
+    let strength_split = metrics::temporal_split(n_users, n_items, &data.pairs, fraction);
+    let inner_pairs: Vec<(u32, u32, f32, i64)> = data
+        .pairs
+        .iter()
+        .filter(|p| !strength_split.test[p.0 as usize].contains(&p.1))
+        .copied()
+        .collect();
+    let inner = metrics::temporal_split(n_users, n_items, &inner_pairs, VALIDATION_FRACTION);
+    drop(inner_pairs);
+    if inner.test.iter().any(|t| !t.is_empty()) {
+        let candidates = auto_candidates(
+            &strength_split.train,
+            default_neighbors(n_items),
+            cfg.params.seed,
+        );
+        let trials = select_searching_l2(candidates, &inner, &pool);
+        let chosen = trials[best_trial(&trials)].candidate.clone();
+        pgrx::notice!(
+            "pg_personalize: auto chose {} {} on the training part",
+            chosen.family(),
+            chosen.params()
+        );
+        let fitted = fit(&chosen, &strength_split.train, &pool);
+        let (_, order) = popularity_order(&strength_split.train);
+        let ranked = rank(&fitted, &strength_split, &order, k, &pool);
+        results.push((
+            "auto",
+            metrics::summarise(&ranked, &strength_split.test, k, n_items),
+        ));
+    }
+    // EASE at the middle of train()'s λ grid, on the binary pattern of the same split.
+    if ease_fits(n_items) {
+        let l2 = (0.5 * mean_users_per_item(&split.train)).max(1.0);
+        let gram = pool.install(|| ease::gram(&split.train, &split.train.transpose()));
+        if let Some(b) = solve_interruptibly(gram, n_items, l2, default_neighbors(n_items), &pool) {
+            let (_, order) = popularity_order(&split.train);
+            let ranked = ease::rankings(&b, &split.train, &split.test, &order, k, &pool);
+            results.push(("ease", metrics::summarise(&ranked, &split.test, k, n_items)));
+        }
+    }
     let stored = json!(results
         .iter()
         .map(|(m, r)| (

@@ -6,6 +6,7 @@ pub mod als;
 mod als_avx2;
 pub mod campaigns;
 pub mod csr;
+pub mod ease;
 pub mod experiments;
 #[cfg(test)]
 mod fuzz;

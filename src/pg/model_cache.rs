@@ -19,6 +19,7 @@ use pgrx::pg_sys::PgOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 
+use crate::core::ease::ItemItem;
 use crate::core::serving;
 use crate::error::{spi_failed, PersonalizeError};
 use crate::pg::model_store;
@@ -49,6 +50,8 @@ pub struct ServingModel {
     pub popularity: Vec<f32>,
     /// Item indexes by popularity, most popular first (ties by item id).
     pub popularity_order: Vec<u32>,
+    /// An item-item model's weights (EASE); `None` for factor (ALS) and popularity models.
+    pub item_item: Option<ItemItem>,
     normalized: OnceCell<Vec<f32>>,
     filters: RefCell<Option<Rc<ItemFilters>>>,
 }
@@ -69,10 +72,26 @@ impl ServingModel {
         &self.factors[i as usize * self.k..(i as usize + 1) * self.k]
     }
 
-    /// A user vector for these (item, strength) pairs against the fixed item factors: the ALS
-    /// closed form with the model's alpha and regularization. `None` without usable history.
+    /// Whether users are vectors of factors (ALS): item-item and popularity models score
+    /// from the user's history instead.
+    pub fn has_factors(&self) -> bool {
+        self.k > 0
+    }
+
+    /// What serving scores a user with, from these (item, strength) pairs: for ALS the user
+    /// vector of the closed form with the model's alpha and regularization; for an item-item
+    /// model the scores of every item (the history times the weights: exact, no
+    /// approximation); nothing for a popularity model. `None` without usable history.
     pub fn fold_in(&self, strengths: &[(u32, f32)]) -> Option<Vec<f32>> {
         if strengths.is_empty() {
+            return None;
+        }
+        if let Some(b) = &self.item_item {
+            let mut scores = vec![0f32; self.item_ids.len()];
+            b.accumulate(strengths, &mut scores);
+            return scores.iter().any(|&x| x != 0.0).then_some(scores);
+        }
+        if !self.has_factors() {
             return None;
         }
         let (cols, conf) = serving::confidences(strengths, self.alpha);
@@ -358,13 +377,31 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
             .and_then(|v| v.as_f64())
             .filter(|w| *w > 0.0);
 
+        // ALS (also every model before 0.7.0), EASE or popularity.
+        let model_type = params
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("als")
+            .to_owned();
+        let with_factors = model_type == "als";
         let mut item_ids: Vec<String> = Vec::new();
         let mut factors: Vec<f32> = Vec::new();
         let mut popularity: Vec<f32> = Vec::new();
+        let mut neighbors = (model_type == "ease").then(|| ItemItem {
+            n_items: 0,
+            offsets: vec![0],
+            items: Vec::new(),
+            weights: Vec::new(),
+        });
         let mut k = 0usize;
         let mut cursor = client.open_cursor(
-            "SELECT item_id, factors, popularity FROM personalize.model_items \
-              WHERE model_id = $1 ORDER BY item_index",
+            if neighbors.is_some() {
+                "SELECT item_id, factors, popularity, neighbors FROM personalize.model_items \
+                  WHERE model_id = $1 ORDER BY item_index"
+            } else {
+                "SELECT item_id, factors, popularity FROM personalize.model_items \
+                  WHERE model_id = $1 ORDER BY item_index"
+            },
             &args,
         );
         loop {
@@ -378,6 +415,22 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
             for row in table {
                 let id: String = row.get(1).ok().flatten().unwrap_or_default();
                 let f: Vec<f32> = row.get(2).ok().flatten().unwrap_or_default();
+                if let Some(b) = &mut neighbors {
+                    // Item-item: `factors` holds the weights of the item's neighbours.
+                    let to: Vec<i32> = row.get(4).ok().flatten().unwrap_or_default();
+                    b.items.extend(to.iter().map(|&j| j.max(0) as u32));
+                    b.weights.extend_from_slice(&f[..f.len().min(to.len())]);
+                    b.weights.resize(b.items.len(), 0.0);
+                    b.offsets.push(b.items.len());
+                    item_ids.push(id);
+                    popularity.push(row.get::<f32>(3).ok().flatten().unwrap_or(0.0));
+                    continue;
+                }
+                if !with_factors {
+                    item_ids.push(id);
+                    popularity.push(row.get::<f32>(3).ok().flatten().unwrap_or(0.0));
+                    continue;
+                }
                 if item_ids.is_empty() {
                     k = f.len();
                 }
@@ -401,6 +454,16 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
         }
         drop(cursor);
         let n = item_ids.len();
+        if let Some(b) = &mut neighbors {
+            b.n_items = n;
+            // A neighbour index out of range (a hand-edited row) is dropped, not followed.
+            for (j, w) in b.items.iter_mut().zip(b.weights.iter_mut()) {
+                if *j as usize >= n {
+                    *j = 0;
+                    *w = 0.0;
+                }
+            }
+        }
         let y = ndarray::ArrayView2::from_shape((n, k), &factors).expect("n × k factors");
         let mut yty = y.t().dot(&y);
         for j in 0..k {
@@ -431,6 +494,7 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
             yty,
             popularity,
             popularity_order,
+            item_item: neighbors,
             normalized: OnceCell::new(),
             filters: RefCell::new(None),
         }

@@ -195,6 +195,57 @@ pub fn insert_factors(
     }
 }
 
+/// Writes an item-item model's rows: per item its neighbours (`neighbors`, model item
+/// indexes) with their weights (`factors`), and its popularity. Checks for cancel between
+/// chunks, as `insert_factors` does.
+pub fn insert_neighbors(
+    client: &mut SpiClient<'_>,
+    model_id: i64,
+    ids: &[String],
+    b: &crate::core::ease::ItemItem,
+    popularity: &[f32],
+) {
+    const QUERY: &str = "\
+        INSERT INTO personalize.model_items \
+               (model_id, item_index, item_id, factors, popularity, neighbors) \
+        SELECT $1, $5 + x.g - 1, x.id, $3[$6[x.g] + 1 : $6[x.g + 1]], $7[x.g], \
+               $4[$6[x.g] + 1 : $6[x.g + 1]] \
+          FROM unnest($2::text[]) WITH ORDINALITY AS o(id, n), \
+               LATERAL (SELECT o.id, CAST(o.n AS int4) AS g) AS x";
+    let mut chunk_memory = PgMemoryContexts::new("pg_personalize neighbour chunk");
+    for (c, chunk) in ids.chunks(CHUNK_ROWS).enumerate() {
+        pgrx::check_for_interrupts!();
+        let start = c * CHUNK_ROWS;
+        let end = start + chunk.len();
+        let write = |client: &mut SpiClient<'_>| {
+            let base = b.offsets[start];
+            let offsets: Vec<i32> = b.offsets[start..=end]
+                .iter()
+                .map(|&o| (o - base) as i32)
+                .collect();
+            let span = base..b.offsets[end];
+            let items: Vec<i32> = b.items[span.clone()].iter().map(|&i| i as i32).collect();
+            let args: Vec<DatumWithOid> = vec![
+                model_id.into(),
+                chunk.to_vec().into(),
+                b.weights[span].to_vec().into(),
+                items.into(),
+                (start as i32).into(),
+                offsets.into(),
+                popularity[start..end].to_vec().into(),
+            ];
+            client
+                .update(QUERY, None, &args)
+                .unwrap_or_else(|e| failed("writing item neighbours", e));
+        };
+        // SAFETY: as in insert_factors: only this chunk's arguments live in the context.
+        unsafe {
+            chunk_memory.switch_to(|_| write(client));
+            chunk_memory.reset();
+        }
+    }
+}
+
 /// Makes `model_id` the active model of `name` (and the previous one inactive). Serialised per
 /// name with a transaction-scoped advisory lock, so two trainings of one name cannot both win.
 pub fn activate(client: &mut SpiClient<'_>, model_id: i64, name: &str, write_seconds: f64) {

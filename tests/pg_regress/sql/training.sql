@@ -77,11 +77,14 @@ SELECT pg_temp.err($q$SELECT * FROM personalize.train(as_of => 'infinity')$q$);
 SET personalize.training_memory_mb = 1;
 SELECT pg_temp.err('SELECT * FROM personalize.train(factors => 1024)');
 RESET personalize.training_memory_mb;
--- The default budget (0) is maintenance_work_mem.
+-- The default budget is 4096 MB (room for EASE's solve on a stock server); 0 means
+-- maintenance_work_mem.
 SHOW personalize.training_memory_mb;
+SET personalize.training_memory_mb = 0;
 SET maintenance_work_mem = '1MB';
 SELECT pg_temp.err('SELECT * FROM personalize.train(factors => 1024)');
 RESET maintenance_work_mem;
+RESET personalize.training_memory_mb;
 
 -- Evaluation: temporal hold-out against popularity, stored.
 SELECT method, k, users, ndcg > 0 AS ndcg_positive, coverage > 0 AS covers

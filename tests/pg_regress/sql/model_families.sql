@@ -1,0 +1,101 @@
+-- Model families and automatic selection: train() with no arguments picks the best of
+-- popularity, EASE and a small ALS grid on a temporal validation split; every serving path
+-- works for an item-item model; a model name remembers how it was trained.
+SET client_min_messages = warning;
+DROP EXTENSION IF EXISTS pg_personalize CASCADE;
+CREATE EXTENSION pg_personalize;
+CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN EXECUTE q; RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
+-- The small category shop: 300 users, 200 items in 10 categories of 20; each user bought 12
+-- items of their category, one a day. A sane model fills a user's top 10 with the 8 items of
+-- their category they have not bought.
+INSERT INTO personalize.items (item_id, category, title)
+SELECT 'i' || i, 'c' || (i / 20), 'item ' || i FROM generate_series(0, 199) i;
+SELECT accepted FROM personalize.track_batch(ARRAY(
+  SELECT jsonb_build_object('type', 'purchase', 'user_id', 'u' || u,
+                            'item_id', 'i' || ((u % 10) * 20 + ((u / 10) * 7 + j * 3) % 20),
+                            'occurred_at', timestamptz '2026-06-01' + (u * interval '1 minute') + j * interval '1 day')
+    FROM generate_series(0, 299) u, generate_series(0, 11) j));
+
+SELECT model_name, users, items, interactions FROM personalize.train();
+SELECT params ->> 'model_type' AS chosen, params -> 'spec' AS spec FROM personalize.models WHERE status = 'active';
+SELECT family, count(*) AS candidates, bool_or(chosen) AS chosen FROM personalize.model_selection
+ WHERE status = 'active' GROUP BY family ORDER BY family;
+-- The chosen one has the best validation NDCG@10 of the candidates.
+SELECT (SELECT ndcg_at_10 FROM personalize.model_selection WHERE chosen AND status = 'active')
+     = (SELECT max(ndcg_at_10) FROM personalize.model_selection WHERE status = 'active') AS best_chosen;
+
+-- Every user's top 10 holds at least 7 of the 8 items of their category they have not bought.
+WITH per_user AS (
+  SELECT u, (SELECT count(*) FROM personalize.recommend('u' || u, 10) r
+               JOIN personalize.items i ON i.item_id = r.item_id
+              WHERE i.category = 'c' || (u % 10)) AS in_category
+    FROM generate_series(0, 299) u)
+SELECT min(in_category) AS worst_user, round(avg(in_category), 2) AS mean FROM per_user;
+SELECT DISTINCT source FROM personalize.recommend('u1', 10);
+
+-- EASE on its own (l2 chosen on the validation split) also puts at least 7 of the 8 in every
+-- user's top 10, and every serving path works for an item-item model.
+SELECT users FROM personalize.train('ease', model_type => 'ease');
+SELECT params ->> 'model_type' AS type, params ->> 'neighbors' AS neighbors,
+       (SELECT count(*) FROM personalize.model_selection s WHERE s.model_id = m.model_id) AS tried
+  FROM personalize.models m WHERE name = 'ease' AND status = 'active';
+WITH per_user AS (
+  SELECT u, (SELECT count(*) FROM personalize.recommend('u' || u, 10, model => 'ease') r
+               JOIN personalize.items i ON i.item_id = r.item_id
+              WHERE i.category = 'c' || (u % 10)) AS in_category
+    FROM generate_series(0, 299) u)
+SELECT min(in_category) AS worst_user, round(avg(in_category), 2) AS mean FROM per_user;
+SELECT DISTINCT source FROM personalize.recommend('u1', 10, model => 'ease');
+
+-- Fold-in is exact and immediate for an item-item model: a newcomer who views two items of
+-- category c3 gets c3's other items; a user who buys an item no longer gets it.
+SELECT personalize.track('{"type": "view", "user_id": "newcomer", "item_id": "i60"}') IS NOT NULL AS tracked;
+SELECT personalize.track('{"type": "view", "user_id": "newcomer", "item_id": "i61"}') IS NOT NULL AS tracked;
+SELECT count(*) FILTER (WHERE i.category = 'c3') AS in_c3, min(r.source) AS source
+  FROM personalize.recommend('newcomer', 5, model => 'ease') r JOIN personalize.items i USING (item_id);
+SELECT item_id AS top_for_u0 FROM personalize.recommend('u0', 1, model => 'ease') \gset
+SELECT personalize.track(jsonb_build_object('type', 'purchase', 'user_id', 'u0', 'item_id', :'top_for_u0')) IS NOT NULL AS bought;
+SELECT count(*) AS bought_item_still_recommended FROM personalize.recommend('u0', 10, model => 'ease') WHERE item_id = :'top_for_u0';
+
+-- The other serving paths.
+SELECT count(*) FILTER (WHERE i.category = 'c0') AS similar_in_category
+  FROM personalize.similar_items('i0', 5, model => 'ease') s JOIN personalize.items i USING (item_id);
+SELECT count(*) FILTER (WHERE i.category = 'c5') AS session_in_category
+  FROM personalize.recommend_for_session(ARRAY['i100', 'i101'], 5, model => 'ease') r JOIN personalize.items i USING (item_id);
+SELECT item_id, rank FROM personalize.rank_items('u2', ARRAY['i199', 'i40', 'i41', 'nope'], model => 'ease') ORDER BY rank;
+SELECT count(*) > 0 AS explained, bool_or(contribution > 0) AS some_positive,
+       abs(sum(contribution) - min(score)) < 1e-3 AS terms_sum_to_score
+  FROM personalize.explain_recommendation('u2', (SELECT item_id FROM personalize.recommend('u2', 1, model => 'ease')), 100, model => 'ease');
+SELECT count(*) AS category_filtered FROM personalize.recommend('u2', 10, model => 'ease', category => 'c9');
+
+-- A family and its parameters can be named; a name remembers what it was trained with.
+SELECT users FROM personalize.train('als-small', model_type => 'als', factors => 16, regularization => 1, alpha => 5, iterations => 5);
+SELECT users FROM personalize.train('als-small');
+SELECT params ->> 'model_type' AS type, params ->> 'factors' AS factors, params -> 'spec' AS spec
+  FROM personalize.models WHERE name = 'als-small' AND status = 'active';
+SELECT count(*) AS als_small_models FROM personalize.models WHERE name = 'als-small';
+SELECT users FROM personalize.train('pop', model_type => 'popularity');
+SELECT min(source) AS source, count(*) AS n FROM personalize.recommend('u3', 5, model => 'pop');
+SELECT users FROM personalize.train('ease5', model_type => 'ease', l2 => 5, neighbors => 30);
+SELECT params ->> 'model_type' AS type, params ->> 'l2' AS l2, params ->> 'neighbors' AS neighbors
+  FROM personalize.models WHERE name = 'ease5' AND status = 'active';
+SELECT max(cardinality(neighbors)) AS most_neighbors, min(cardinality(factors)) = min(cardinality(neighbors)) AS aligned
+  FROM personalize.model_items mi
+  JOIN personalize.models m USING (model_id) WHERE m.name = 'ease5' AND m.status = 'active';
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', factors => 8)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', factors => 8, l2 => 3)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'knn')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', l2 => -1)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', neighbors => 0)$$);
+
+-- A budget too small for the item-item solve skips EASE with a NOTICE (auto) or refuses it.
+SET personalize.training_memory_mb = 1;
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease')$$);
+RESET personalize.training_memory_mb;
+
+-- evaluate() compares the families on a temporal hold-out.
+SELECT method, users > 0 AS scored FROM personalize.evaluate(factors => 16, regularization => 1, alpha => 5) ORDER BY method;
