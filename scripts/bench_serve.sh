@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Serving latency and throughput (a benchmark, not a test). pgbench runs recommend() for random
 # users with 1 and 2 clients, at shop scale (Online Retail from ../shared/data when present,
-# else a synthetic shop of 4,000 items; 64 factors) and at 100k items × 64 factors (a synthetic
+# else a synthetic shop of 4,000 items; 64 factors, then an EASE and a popularity model of the
+# same shop) and at 100k items × 64 factors (a synthetic
 # model), for users answered from their stored vector and for users with events newer than
 # the model (fold-in), and, in the same run, the same top-k written in plain SQL (item vectors
 # in a real[] column, dot product, ORDER BY ... LIMIT). Prints p50/p99 as pgbench sees them
@@ -178,6 +179,14 @@ run pp_bench_serve_shop "shop recommend (stored vector)" recommend 2 ""
 run pp_bench_serve_shop "shop recommend (fold-in)" fold_in 1 fold_in
 run pp_bench_serve_shop "shop recommend (fold-in)" fold_in 2 ""
 run pp_bench_serve_shop "shop plain-SQL top-k" plain_sql 1 sql
+# The other model families on the same shop: EASE (item-item: every call scores the user's
+# history times the weights) and popularity, each retrained as the active 'default' model.
+for family in ease popularity; do
+    psql -X -q -d pp_bench_serve_shop -v ON_ERROR_STOP=1 >/dev/null \
+        -c "SET client_min_messages = warning" -c "SELECT * FROM personalize.train(model_type => '$family')"
+    run pp_bench_serve_shop "shop recommend ($family)" recommend 1 model
+    run pp_bench_serve_shop "shop recommend ($family)" recommend 2 ""
+done
 run pp_bench_serve_100k "100k recommend (stored vector)" recommend 1 model
 run pp_bench_serve_100k "100k recommend (stored vector)" recommend 2 ""
 run pp_bench_serve_100k "100k recommend (fold-in)" fold_in 1 fold_in

@@ -300,6 +300,37 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'train_with_families_wrapper';
 
+DROP FUNCTION personalize.evaluate(text, integer, double precision, integer, integer, real, real, interval, timestamptz, bigint, text, integer);
+CREATE FUNCTION personalize.evaluate(
+	"model_name" TEXT DEFAULT 'default',
+	"k" INT DEFAULT 10,
+	"test_fraction" double precision DEFAULT 0.2,
+	"factors" INT DEFAULT 64,
+	"iterations" INT DEFAULT 15,
+	"regularization" real DEFAULT 0.01,
+	"alpha" real DEFAULT 1.0,
+	"window" interval DEFAULT NULL,
+	"as_of" timestamp with time zone DEFAULT NULL,
+	"seed" bigint DEFAULT 42,
+	"solver" TEXT DEFAULT 'cg',
+	"cg_steps" INT DEFAULT 3,
+	"purchases_only" bool DEFAULT false,
+	"min_sessions" INT DEFAULT 1
+) RETURNS TABLE (
+	"method" TEXT,
+	"k" INT,
+	"users" bigint,
+	"precision" double precision,
+	"recall" double precision,
+	"ndcg" double precision,
+	"map" double precision,
+	"coverage" double precision
+)
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'evaluate_families_wrapper';
+
 CREATE VIEW personalize.model_selection AS
 SELECT m.model_id, m.name AS model_name, m.status, m.created_at,
        c.ordinality AS rank_in_order,
@@ -318,6 +349,6 @@ SELECT m.model_id, m.name AS model_name, m.status, m.created_at,
 COMMENT ON COLUMN personalize.model_items.neighbors IS 'An item-item (EASE) model''s neighbours of the item, as item_index values, whose weights are in factors; NULL for ALS and popularity models';
 COMMENT ON VIEW personalize.model_selection IS 'What train() tried on its temporal validation split (each user''s latest fifth of their items held out): per model and candidate the family, parameters, NDCG@10, recall@10, fit seconds and whether it was chosen';
 COMMENT ON FUNCTION personalize.train(text, integer, integer, real, real, interval, timestamptz, bigint, text, integer, text, double precision, integer) IS 'Trains a recommender on the event log (per user and item: event-type weights, each halved every half-life before as_of) and makes it the active model of its name in this transaction. model_type auto (the default) fits popularity, EASE (item-item, when its dense solve fits personalize.training_memory_mb) and a small ALS grid on a temporal validation split, keeps the best by NDCG@10 (see personalize.model_selection) and refits it on all the data; als, ease or popularity train that family (ALS: factors, iterations, regularization, alpha, solver, cg_steps; EASE: l2, neighbors). Without arguments a name is trained as it was last time. NOTICE per step; honours cancel and statement_timeout.';
-COMMENT ON FUNCTION personalize.evaluate(text, integer, double precision, integer, integer, real, real, interval, timestamptz, bigint, text, integer) IS 'Temporal hold-out (each user''s latest test_fraction of items): trains on the rest and returns precision, recall, NDCG, MAP @k and coverage for ALS (the parameters given), EASE (l2 at half the mean users per item, when it fits the memory budget) and popularity; stores them in personalize.evaluations';
+COMMENT ON FUNCTION personalize.evaluate(text, integer, double precision, integer, integer, real, real, interval, timestamptz, bigint, text, integer, boolean, integer) IS 'Temporal hold-out (each user''s latest test_fraction of items; purchases_only scores only held-out purchases, min_sessions only users seen in that many sessions): trains on the rest and returns precision, recall, NDCG, MAP @k and coverage for ALS (the parameters given), EASE (l2 at half the mean users per item, when it fits the memory budget) and popularity; stores them in personalize.evaluations';
 
 SELECT personalize._apply_privileges();

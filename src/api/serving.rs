@@ -52,20 +52,22 @@ fn count_arg(k: Option<i32>, name: &str) -> usize {
     k as usize
 }
 
-/// An array of item ids that must not be NULL or hold NULLs; duplicates keep their first place.
-fn item_list(ids: Option<Vec<Option<String>>>, name: &str) -> Vec<String> {
-    let ids = required(ids, name);
+/// Refuses (54000) an item list longer than personalize.max_candidates.
+fn check_list_len(name: &str, len: usize, hint: &str) {
     let max = gucs::MAX_CANDIDATES.get() as usize;
-    if ids.len() > max {
+    if len > max {
         PersonalizeError::LimitExceeded {
-            message: format!(
-                "{name} has {} elements, over personalize.max_candidates ({max})",
-                ids.len()
-            ),
-            hint: "Pass fewer items per call.".into(),
+            message: format!("{name} has {len} elements, over personalize.max_candidates ({max})"),
+            hint: hint.into(),
         }
         .raise();
     }
+}
+
+/// An array of item ids that must not be NULL or hold NULLs; duplicates keep their first place.
+fn item_list(ids: Option<Vec<Option<String>>>, name: &str) -> Vec<String> {
+    let ids = required(ids, name);
+    check_list_len(name, ids.len(), "Pass fewer items per call.");
     let mut seen = HashSet::with_capacity(ids.len());
     let mut out = Vec::with_capacity(ids.len());
     for (pos, id) in ids.into_iter().enumerate() {
@@ -400,19 +402,12 @@ fn recommend(
     let state = user_state(&model, user_id, fold_in, exclude, false);
     let (vector, source, mut excluded) = (state.vector, state.source, state.excluded);
     if let Some(ids) = &exclude_items {
-        let max = gucs::MAX_CANDIDATES.get() as usize;
-        if ids.len() > max {
-            PersonalizeError::LimitExceeded {
-                message: format!(
-                    "exclude_items has {} elements, over personalize.max_candidates ({max})",
-                    ids.len()
-                ),
-                hint: "Pass fewer items per call; exclude='purchased' or 'seen' leaves out the \
-                       user's own history without listing it."
-                    .into(),
-            }
-            .raise();
-        }
+        check_list_len(
+            "exclude_items",
+            ids.len(),
+            "Pass fewer items per call; exclude => 'purchased' or 'interacted' leaves out the \
+             user's own history without listing it.",
+        );
     }
     for id in exclude_items.into_iter().flatten().flatten() {
         if let Some(&i) = model.index.get(&id) {

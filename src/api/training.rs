@@ -1099,11 +1099,105 @@ fn strength_matrix(n_users: usize, n_items: usize, pairs: &[(u32, u32, f32, i64)
     Csr::from_triplets(n_users, n_items, &rows, &cols, &vals)
 }
 
-/// Temporal hold-out evaluation of a training configuration against a popularity baseline.
+/// evaluate() as the 0.6.0 and older SQL defines it (twelve arguments, symbol
+/// `evaluate_wrapper`): served by a newer library until `ALTER EXTENSION … UPDATE`.
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-#[pg_extern(volatile, parallel_unsafe)]
-#[search_path(pg_catalog, pg_temp)]
+#[pg_extern(sql = false)]
 fn evaluate(
+    model_name: Option<&str>,
+    k: Option<i32>,
+    test_fraction: Option<f64>,
+    factors: Option<i32>,
+    iterations: Option<i32>,
+    regularization: Option<f32>,
+    alpha: Option<f32>,
+    window: Option<Interval>,
+    as_of: Option<TimestampWithTimeZone>,
+    seed: Option<i64>,
+    solver: Option<&str>,
+    cg_steps: Option<i32>,
+) -> TableIterator<
+    'static,
+    (
+        name!(method, String),
+        name!(k, i32),
+        name!(users, i64),
+        name!(precision, f64),
+        name!(recall, f64),
+        name!(ndcg, f64),
+        name!(map, f64),
+        name!(coverage, f64),
+    ),
+> {
+    evaluate_families(
+        model_name,
+        k,
+        test_fraction,
+        factors,
+        iterations,
+        regularization,
+        alpha,
+        window,
+        as_of,
+        seed,
+        solver,
+        cg_steps,
+        Some(false),
+        Some(1),
+    )
+}
+
+/// Which held-out items count: only purchases (`purchases_only`), and only for users seen in
+/// at least `min_sessions` sessions (distinct session_id; a day counts as one session for
+/// events without one), so one-visit anonymous visitors can be left out. The items stay out of
+/// the training part either way.
+fn restrict_test(
+    test: &mut [std::collections::HashSet<u32>],
+    purchases: Option<&std::collections::HashSet<(u32, u32)>>,
+    scored_users: Option<&[bool]>,
+) {
+    for (u, t) in test.iter_mut().enumerate() {
+        if scored_users.is_some_and(|ok| !ok[u]) {
+            t.clear();
+        } else if let Some(p) = purchases {
+            t.retain(|&i| p.contains(&(u as u32, i)));
+        }
+    }
+}
+
+/// Per user of `user_ids` (sorted), whether they were seen in at least `min_sessions`
+/// sessions.
+fn users_with_sessions(user_ids: &[String], min_sessions: i32) -> Vec<bool> {
+    let mut ok = vec![false; user_ids.len()];
+    Spi::connect(|client| {
+        let args: [pgrx::datum::DatumWithOid; 1] = [min_sessions.into()];
+        let rows = client
+            .select(
+                "SELECT e.user_id FROM personalize.events e \
+                  WHERE e.item_id IS NOT NULL GROUP BY e.user_id \
+                 HAVING count(DISTINCT COALESCE(e.session_id, \
+                              to_char(e.occurred_at, 'YYYY-MM-DD'))) >= $1",
+                None,
+                &args,
+            )
+            .unwrap_or_else(|e| crate::error::spi_failed("counting sessions", e));
+        for row in rows {
+            if let Some(id) = row.get::<String>(1).ok().flatten() {
+                if let Ok(i) = user_ids.binary_search(&id) {
+                    ok[i] = true;
+                }
+            }
+        }
+    });
+    ok
+}
+
+/// Temporal hold-out evaluation of every family: ALS with the parameters given, EASE,
+/// popularity, and `auto` (what train() with no arguments would serve).
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+#[pg_extern(name = "evaluate", volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn evaluate_families(
     model_name: default!(Option<&str>, "'default'"),
     k: default!(Option<i32>, 10),
     test_fraction: default!(Option<f64>, 0.2),
@@ -1116,6 +1210,8 @@ fn evaluate(
     seed: default!(Option<i64>, 42),
     solver: default!(Option<&str>, "'cg'"),
     cg_steps: default!(Option<i32>, 3),
+    purchases_only: default!(Option<bool>, false),
+    min_sessions: default!(Option<i32>, 1),
 ) -> TableIterator<
     'static,
     (
@@ -1147,6 +1243,16 @@ fn evaluate(
         )
         .raise();
     }
+    let purchases_only = required(purchases_only, "purchases_only");
+    let min_sessions = required(min_sessions, "min_sessions");
+    if !(1..=1000).contains(&min_sessions) {
+        PersonalizeError::invalid(
+            format!("min_sessions must be between 1 and 1000, not {min_sessions}"),
+            "min_sessions => 2 leaves out users seen in one session only (one-visit anonymous \
+             visitors).",
+        )
+        .raise();
+    }
     let cfg = config(
         factors,
         iterations,
@@ -1165,11 +1271,23 @@ fn evaluate(
         .iter()
         .map(|&(u, i, s, t)| (u, i, 1.0 + cfg.alpha * s, t))
         .collect();
-    let split = metrics::temporal_split(n_users, n_items, &pairs, fraction);
+    let mut split = metrics::temporal_split(n_users, n_items, &pairs, fraction);
     if split.test.iter().all(|t| t.is_empty()) {
         PersonalizeError::NotReady {
             message: "no user has two or more items, so nothing can be held out".into(),
             hint: "Evaluation needs users with several interactions.".into(),
+        }
+        .raise();
+    }
+    let purchased: Option<std::collections::HashSet<(u32, u32)>> =
+        purchases_only.then(|| data.purchases.iter().copied().collect());
+    let scored_users =
+        (min_sessions > 1).then(|| users_with_sessions(&data.user_ids, min_sessions));
+    restrict_test(&mut split.test, purchased.as_ref(), scored_users.as_deref());
+    if split.test.iter().all(|t| t.is_empty()) {
+        PersonalizeError::NotReady {
+            message: "no held-out item is left to score (purchases_only, min_sessions)".into(),
+            hint: "Evaluate on all interactions, or with fewer sessions required.".into(),
         }
         .raise();
     }
@@ -1199,7 +1317,7 @@ fn evaluate(
     // What train() with no arguments would serve: its own choice, made on a validation split
     // of the training part alone (each user's latest fifth of what is left), refitted on the
     // training part and scored on the held-out items like the others.
-    let strength_split = metrics::temporal_split(n_users, n_items, &data.pairs, fraction);
+    let mut strength_split = metrics::temporal_split(n_users, n_items, &data.pairs, fraction);
     let inner_pairs: Vec<(u32, u32, f32, i64)> = data
         .pairs
         .iter()
@@ -1208,6 +1326,11 @@ fn evaluate(
         .collect();
     let inner = metrics::temporal_split(n_users, n_items, &inner_pairs, VALIDATION_FRACTION);
     drop(inner_pairs);
+    restrict_test(
+        &mut strength_split.test,
+        purchased.as_ref(),
+        scored_users.as_deref(),
+    );
     if inner.test.iter().any(|t| !t.is_empty()) {
         let candidates = auto_candidates(
             &strength_split.train,
@@ -1249,7 +1372,13 @@ fn evaluate(
         .collect::<serde_json::Map<_, _>>());
     let args: [pgrx::datum::DatumWithOid; 5] = [
         name.as_str().into(),
-        pgrx::JsonB(params_json(&cfg)).into(),
+        pgrx::JsonB({
+            let mut p = params_json(&cfg);
+            p["purchases_only"] = json!(purchases_only);
+            p["min_sessions"] = json!(min_sessions);
+            p
+        })
+        .into(),
         (k as i32).into(),
         fraction.into(),
         pgrx::JsonB(stored).into(),

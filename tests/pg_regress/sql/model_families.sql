@@ -99,3 +99,15 @@ RESET personalize.training_memory_mb;
 
 -- evaluate() compares the families on a temporal hold-out.
 SELECT method, users > 0 AS scored FROM personalize.evaluate(factors => 16, regularization => 1, alpha => 5) ORDER BY method;
+-- Only held-out purchases, only users seen in two or more sessions (here: days, no session ids).
+SELECT personalize.track(jsonb_build_object('type', 'view', 'user_id', 'u' || u, 'item_id', 'i' || (199 - u % 10),
+                                           'occurred_at', timestamptz '2026-06-20' + u * interval '1 second')) IS NOT NULL AS viewed
+  FROM generate_series(0, 9) u;
+SELECT method, users FROM personalize.evaluate(factors => 16, regularization => 1, alpha => 5, purchases_only => true)
+ WHERE method = 'popularity';
+SELECT method, users FROM personalize.evaluate(factors => 16, regularization => 1, alpha => 5, min_sessions => 13)
+ WHERE method = 'popularity';
+SELECT params ->> 'purchases_only' AS purchases_only, params ->> 'min_sessions' AS min_sessions
+  FROM personalize.evaluations ORDER BY evaluation_id DESC LIMIT 1;
+SELECT pg_temp.err($$SELECT * FROM personalize.evaluate(min_sessions => 0)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.evaluate(min_sessions => 1000)$$);
