@@ -102,6 +102,7 @@ run() {
     nusers=$(psql -X -At -d "$db" -c "SELECT count(*) FROM bench.users")
     mid=$(psql -X -At -d "$db" -c "SELECT model_id FROM personalize.models WHERE name = 'default' AND status = 'active'")
     local tps
+    rm -f "$prefix".*   # a scenario run again (another model family) starts a fresh log
     tps=$("$PGBENCH" -n -M prepared -c "$clients" -j "$clients" -T "$duration" \
             -D nusers="$nusers" -D mid="$mid" -f "$OUT/$script.sql" \
             --log --log-prefix="$prefix" "$db" 2>&1 | awk '/^tps = / {print $3}')

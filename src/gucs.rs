@@ -10,9 +10,10 @@ pub static MAX_EVENT_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(16);
 pub static MAX_FUTURE_SECONDS: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 pub static MAX_BATCH_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100_000);
 pub static TRAINING_THREADS: GucSetting<i32> = GucSetting::<i32>::new(0);
-/// 4 GB: room for EASE's dense solve up to about 16,000 items (two n × n f64 matrices) on a
-/// stock postgresql.conf, whose maintenance_work_mem (64 MB) rules out any real catalogue.
-pub static TRAINING_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(4096);
+/// 6 GB: room for EASE's dense solve up to about 13,800 items (`core::ease::solve_bytes`:
+/// 32 · n² bytes) on a stock postgresql.conf, whose maintenance_work_mem (64 MB) rules out
+/// any real catalogue. A server with less memory to spare lowers it.
+pub static TRAINING_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(6144);
 pub static MAX_K: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static SERVING_HISTORY_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100);
@@ -111,7 +112,7 @@ pub fn init() {
     );
 }
 
-/// The training memory budget in bytes: `personalize.training_memory_mb` (4096 by default), or
+/// The training memory budget in bytes: `personalize.training_memory_mb` (6144 by default), or
 /// when it is 0 the
 /// session's `maintenance_work_mem` (the budget PostgreSQL itself gives maintenance work such as
 /// index builds, which training resembles).

@@ -52,15 +52,12 @@ impl ItemItem {
             .position(|&x| x == j)
             .map_or(0.0, |p| weights[p])
     }
-
-    /// Bytes of the sparse rows.
-    pub fn heap_bytes(&self) -> usize {
-        self.offsets.len() * 8 + self.items.len() * 4 + self.weights.len() * 4
-    }
 }
 
-/// Memory the dense solve needs for `n` items: the Gram matrix, its Cholesky factor and the
-/// inverse, f64 each, plus faer's scratch (about one more).
+/// Memory the dense solve is allowed to need for `n` items: four n × n f64 matrices. Its peak
+/// holds two or three at a time (the Gram matrix and its copy; the copy and the Cholesky
+/// factor; the factor, the inverse and faer's scratch, which can be another n × n): counted
+/// with room to spare, since an allocation past the machine's memory aborts the backend.
 pub fn solve_bytes(n: usize) -> usize {
     4usize.saturating_mul(n).saturating_mul(n).saturating_mul(8)
 }
@@ -99,8 +96,8 @@ pub fn fit_from_gram(gram: Vec<f64>, n: usize, lambda: f64, neighbors: usize) ->
     let g = Mat::<f64>::from_fn(n, n, |i, j| {
         gram[i * n + j] + if i == j { lambda } else { 0.0 }
     });
-    // Peak memory: two n × n matrices at a time (this copy and the factor, then the factor
-    // and the inverse), as `solve_bytes` counts with room for faer's scratch.
+    // Two n × n matrices at a time from here (this copy and the factor, then the factor and
+    // the inverse, with faer's scratch): `solve_bytes` counts four.
     drop(gram);
     let llt = g.llt(Side::Lower).ok()?;
     drop(g);
@@ -242,14 +239,6 @@ fn the_fill_comes_in_popularity_order_and_negative_scores_last() {
         top,
         vec![(1, 2.0), (5, 1.0), (0, 0.0), (4, -0.5), (2, -1.0)]
     );
-}
-
-/// The mean of the Gram matrix's diagonal (users per item): the scale λ is chosen against.
-pub fn mean_item_count(gram: &[f64], n: usize) -> f64 {
-    if n == 0 {
-        return 0.0;
-    }
-    (0..n).map(|i| gram[i * n + i]).sum::<f64>() / n as f64
 }
 
 #[cfg(test)]

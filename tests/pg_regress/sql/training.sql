@@ -77,7 +77,7 @@ SELECT pg_temp.err($q$SELECT * FROM personalize.train(as_of => 'infinity')$q$);
 SET personalize.training_memory_mb = 1;
 SELECT pg_temp.err('SELECT * FROM personalize.train(factors => 1024)');
 RESET personalize.training_memory_mb;
--- The default budget is 4096 MB (room for EASE's solve on a stock server); 0 means
+-- The default budget is 6144 MB (room for EASE's solve on a stock server); 0 means
 -- maintenance_work_mem.
 SHOW personalize.training_memory_mb;
 SET personalize.training_memory_mb = 0;
