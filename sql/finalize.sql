@@ -857,8 +857,9 @@ COMMENT ON COLUMN personalize.rejected_events.batch_position IS '1-based positio
 COMMENT ON TABLE personalize.items IS 'The catalogue: recommendations can be filtered by category and availability';
 COMMENT ON VIEW personalize.status IS 'Counts of events by type, rejections by reason, catalogue size and the active models';
 COMMENT ON TABLE personalize.models IS 'Trained models, one row per training run; at most one active model per name';
-COMMENT ON COLUMN personalize.models.as_of IS 'Time decay was measured back from this time (default: the newest event)';
-COMMENT ON TABLE personalize.model_users IS 'User factors of each model';
+COMMENT ON COLUMN personalize.models.as_of IS 'Time decay was measured back from this time (default: the newest event, but never later than the training''s transaction start)';
+COMMENT ON COLUMN personalize.models.params IS 'model_type (als, ease or popularity) and its parameters; spec: what train() was asked for, which the next train() of the name without arguments reuses; selection: the validation leaderboard when the family was chosen (see personalize.model_selection)';
+COMMENT ON TABLE personalize.model_users IS 'Per user of each model: ALS factors (empty for EASE and popularity models, which score from the user''s history) and purchases';
 COMMENT ON COLUMN personalize.model_users.purchased IS 'model_items.item_index of the user''s purchases up to the model''s as_of, which recommend() leaves out; NULL when the model was trained with a window (serving then reads them from the events)';
 COMMENT ON TABLE personalize.model_items IS 'Item factors of each model';
 COMMENT ON COLUMN personalize.model_items.neighbors IS 'An item-item (EASE) model''s neighbours of the item, as item_index values, whose weights are in factors; NULL for ALS and popularity models';
