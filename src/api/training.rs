@@ -346,13 +346,13 @@ fn resolve_spec(name: &str, mut given: Spec) -> Spec {
         .into();
     }
     let fits = match given.model_type.as_str() {
-        "auto" | "popularity" => !given.has_als_params() && !given.has_ease_params(),
+        "auto" | "popularity" | "trending" => !given.has_als_params() && !given.has_ease_params(),
         "als" => !given.has_ease_params(),
         "ease" => !given.has_als_params(),
         other => PersonalizeError::invalid(
             format!("unknown model_type \"{}\"", crate::error::shown(other)),
-            "Use 'auto' (the default: the best family on a validation split), 'als', 'ease' \
-             or 'popularity'.",
+            "Use 'auto' (the default: the best family on a validation split), 'als', 'ease', \
+             'popularity' or 'trending'.",
         )
         .raise(),
     };
@@ -363,7 +363,7 @@ fn resolve_spec(name: &str, mut given: Spec) -> Spec {
                 given.model_type
             ),
             "ALS takes factors, iterations, regularization, alpha, solver and cg_steps; EASE \
-             takes l2 and neighbors; auto and popularity take none of them.",
+             takes l2 and neighbors; auto, popularity and trending take none of them.",
         )
         .raise();
     }
@@ -387,14 +387,24 @@ fn remembered_spec(name: &str) -> Option<Spec> {
 #[derive(Debug, Clone)]
 enum Candidate {
     Popularity,
-    Ease { l2: f64, neighbors: usize },
-    Als { params: AlsParams, alpha: f32 },
+    /// Recency-weighted popularity: items by the sum of their decayed interaction strengths
+    /// (each event halved every half-life of its type), so what sells now comes first.
+    Trending,
+    Ease {
+        l2: f64,
+        neighbors: usize,
+    },
+    Als {
+        params: AlsParams,
+        alpha: f32,
+    },
 }
 
 impl Candidate {
     fn family(&self) -> &'static str {
         match self {
             Candidate::Popularity => "popularity",
+            Candidate::Trending => "trending",
             Candidate::Ease { .. } => "ease",
             Candidate::Als { .. } => "als",
         }
@@ -402,7 +412,7 @@ impl Candidate {
 
     fn params(&self) -> serde_json::Value {
         match self {
-            Candidate::Popularity => json!({}),
+            Candidate::Popularity | Candidate::Trending => json!({}),
             Candidate::Ease { l2, neighbors } => json!({"l2": l2, "neighbors": neighbors}),
             Candidate::Als { params, alpha } => json!({
                 "factors": params.factors,
@@ -422,6 +432,7 @@ impl Candidate {
 /// A fitted candidate.
 enum Fitted {
     Popularity,
+    Trending,
     Ease(ItemItem),
     Als(als::AlsModel),
 }
@@ -540,6 +551,7 @@ fn fit(c: &Candidate, strengths: &Csr, pool: &rayon::ThreadPool) -> Fitted {
     pgrx::check_for_interrupts!();
     match c {
         Candidate::Popularity => Fitted::Popularity,
+        Candidate::Trending => Fitted::Trending,
         Candidate::Ease { l2, neighbors } => {
             let by_item = strengths.transpose();
             let gram = pool.install(|| ease::gram(strengths, &by_item));
@@ -697,6 +709,19 @@ fn rank(
 ) -> Vec<Vec<u32>> {
     match fitted {
         Fitted::Popularity => metrics::popularity_rankings(&split.train, &split.test, k),
+        Fitted::Trending => {
+            let (weights, _) = trending_order(&split.train);
+            (0..split.train.n_rows)
+                .map(|u| {
+                    if split.test[u].is_empty() {
+                        Vec::new()
+                    } else {
+                        let scores = weights.iter().enumerate().map(|(i, &w)| (i as u32, w));
+                        metrics::top_k(scores, split.train.row(u).0, k)
+                    }
+                })
+                .collect()
+        }
         Fitted::Ease(b) => ease::rankings(b, &split.train, &split.test, popularity_order, k, pool),
         Fitted::Als(m) => metrics::factor_rankings(
             &split.train,
@@ -713,7 +738,7 @@ fn rank(
 /// What `auto` tries: popularity, EASE's λ grid when its solve fits the memory budget, and
 /// the ALS grid.
 fn auto_candidates(strengths: &Csr, neighbors: usize, seed: u64) -> Vec<Candidate> {
-    let mut c = vec![Candidate::Popularity];
+    let mut c = vec![Candidate::Popularity, Candidate::Trending];
     if ease_fits(strengths.n_cols) {
         c.extend(ease_grid(mean_users_per_item(strengths), neighbors));
     }
@@ -729,6 +754,21 @@ fn best_trial(trials: &[Trial]) -> usize {
         .max_by(|a, b| a.1.ndcg.total_cmp(&b.1.ndcg).then(b.0.cmp(&a.0)))
         .map(|(i, _)| i)
         .expect("at least one candidate")
+}
+
+/// Items by the sum of their decayed strengths in `m`, highest first (ties by index).
+fn trending_order(m: &Csr) -> (Vec<f32>, Vec<u32>) {
+    let mut weight = vec![0f32; m.n_cols];
+    for (&i, &v) in m.indices.iter().zip(&m.data) {
+        weight[i as usize] += v;
+    }
+    let mut order: Vec<u32> = (0..m.n_cols as u32).collect();
+    order.sort_by(|&a, &b| {
+        weight[b as usize]
+            .total_cmp(&weight[a as usize])
+            .then(a.cmp(&b))
+    });
+    (weight, order)
 }
 
 /// One candidate's result on the validation split.
@@ -858,6 +898,7 @@ fn train_with_families(
 
     let candidates: Vec<Candidate> = match spec.model_type.as_str() {
         "popularity" => vec![Candidate::Popularity],
+        "trending" => vec![Candidate::Trending],
         "als" => vec![explicit_als.expect("made above for als")],
         "ease" => {
             if !ease_fits(n_items) {
@@ -960,7 +1001,12 @@ fn train_with_families(
             .raise();
         }
     }
-    let (popularity, _) = popularity_order(&strengths);
+    // What the model serves users without history (and item-item models after their
+    // scores): users per item, or for a trending model the decayed strengths per item.
+    let (popularity, _) = match fitted {
+        Fitted::Trending => trending_order(&strengths),
+        _ => popularity_order(&strengths),
+    };
     let params = model_params(&cfg, &chosen, &spec, leaderboard);
     let model_id = Spi::connect_mut(|client| {
         let id = model_store::insert_model(
@@ -1010,7 +1056,7 @@ fn train_with_families(
             Fitted::Ease(b) => {
                 model_store::insert_neighbors(client, id, &data.item_ids, b, &popularity)
             }
-            Fitted::Popularity => model_store::insert_factors(
+            Fitted::Popularity | Fitted::Trending => model_store::insert_factors(
                 client,
                 id,
                 &data.item_ids,
@@ -1314,23 +1360,32 @@ fn evaluate_families(
             metrics::summarise(&pop_rank, &split.test, k, n_items),
         ),
     ];
-    // What train() with no arguments would serve: its own choice, made on a validation split
-    // of the training part alone (each user's latest fifth of what is left), refitted on the
-    // training part and scored on the held-out items like the others.
+    // Recency-weighted popularity, from the decayed strengths of the same split.
     let mut strength_split = metrics::temporal_split(n_users, n_items, &data.pairs, fraction);
-    let inner_pairs: Vec<(u32, u32, f32, i64)> = data
-        .pairs
-        .iter()
-        .filter(|p| !strength_split.test[p.0 as usize].contains(&p.1))
-        .copied()
-        .collect();
-    let inner = metrics::temporal_split(n_users, n_items, &inner_pairs, VALIDATION_FRACTION);
-    drop(inner_pairs);
+    // Every held-out pair, before the options narrow what is scored: none may train `auto`'s
+    // choice below.
+    let held_out = strength_split.test.clone();
     restrict_test(
         &mut strength_split.test,
         purchased.as_ref(),
         scored_users.as_deref(),
     );
+    let trending = rank(&Fitted::Trending, &strength_split, &[], k, &pool);
+    results.push((
+        "trending",
+        metrics::summarise(&trending, &strength_split.test, k, n_items),
+    ));
+    // What train() with no arguments would serve: its own choice, made on a validation split
+    // of the training part alone (each user's latest fifth of what is left), refitted on the
+    // training part and scored on the held-out items like the others.
+    let inner_pairs: Vec<(u32, u32, f32, i64)> = data
+        .pairs
+        .iter()
+        .filter(|p| !held_out[p.0 as usize].contains(&p.1))
+        .copied()
+        .collect();
+    let inner = metrics::temporal_split(n_users, n_items, &inner_pairs, VALIDATION_FRACTION);
+    drop(inner_pairs);
     if inner.test.iter().any(|t| !t.is_empty()) {
         let candidates = auto_candidates(
             &strength_split.train,

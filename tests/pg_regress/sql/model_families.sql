@@ -111,3 +111,15 @@ SELECT params ->> 'purchases_only' AS purchases_only, params ->> 'min_sessions' 
   FROM personalize.evaluations ORDER BY evaluation_id DESC LIMIT 1;
 SELECT pg_temp.err($$SELECT * FROM personalize.evaluate(min_sessions => 0)$$);
 SELECT pg_temp.err($$SELECT * FROM personalize.evaluate(min_sessions => 1000)$$);
+
+-- Trending: items by the sum of their decayed strengths. A new item that 15 shoppers bought
+-- today (against purchases half a year old, 180-day half-life) comes first; the count-based
+-- popularity model still puts the items with the most users first.
+SELECT count(*) AS fresh_purchases FROM (
+  SELECT personalize.track(jsonb_build_object('type', 'purchase', 'user_id', 'fan' || g, 'item_id', 'i-new'))
+    FROM generate_series(1, 15) g) t;
+SELECT users FROM personalize.train('trend', model_type => 'trending');
+SELECT item_id, source FROM personalize.recommend('nobody-yet', 1, model => 'trend');
+SELECT params ->> 'model_type' AS type FROM personalize.models WHERE name = 'trend' AND status = 'active';
+SELECT users FROM personalize.train('pop', model_type => 'popularity');
+SELECT item_id <> 'i-new' AS popularity_differs FROM personalize.recommend('nobody-yet', 1, model => 'pop');
