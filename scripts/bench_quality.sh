@@ -65,7 +65,7 @@ evals, train = json.loads(ours[0]), json.loads(ours[1])
 best_peer = max(p["ndcg"] for p in peers.values())
 print(f"\n{name}: train() with defaults chose {train['chosen']} in {train['train_seconds']} s")
 print(f"  {'method':<26}{'NDCG@10':>10}{'recall@10':>11}")
-for m in ("auto", "ease", "als", "popularity"):
+for m in ("auto", "ease", "als", "popularity", "trending"):
     if m in evals:
         label = "ours, defaults (auto)" if m == "auto" else f"ours, {m}"
         print(f"  {label:<26}{float(evals[m]['ndcg']):>10.4f}{float(evals[m]['recall']):>11.4f}")
