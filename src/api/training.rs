@@ -619,13 +619,19 @@ fn with_confidence(strengths: &Csr, alpha: f32) -> Csr {
 
 /// Items by their number of users in `m`, most first (ties by index).
 fn popularity_order(m: &Csr) -> (Vec<f32>, Vec<u32>) {
-    let mut pop = vec![0f32; m.n_cols];
-    for &i in &m.indices {
-        pop[i as usize] += 1.0;
+    item_order(m, |_| 1.0)
+}
+
+/// Per item the sum of `weight(value)` over `m`'s entries, and the items by it, highest first
+/// (ties by index): popularity (every entry counts 1) and trending (decayed strengths).
+fn item_order(m: &Csr, weight: impl Fn(f32) -> f32) -> (Vec<f32>, Vec<u32>) {
+    let mut sum = vec![0f32; m.n_cols];
+    for (&i, &v) in m.indices.iter().zip(&m.data) {
+        sum[i as usize] += weight(v);
     }
     let mut order: Vec<u32> = (0..m.n_cols as u32).collect();
-    order.sort_by(|&a, &b| pop[b as usize].total_cmp(&pop[a as usize]).then(a.cmp(&b)));
-    (pop, order)
+    order.sort_by(|&a, &b| sum[b as usize].total_cmp(&sum[a as usize]).then(a.cmp(&b)));
+    (sum, order)
 }
 
 /// How far the λ search may leave the grid: 4⁵ = 1024 times past its edge.
@@ -758,17 +764,7 @@ fn best_trial(trials: &[Trial]) -> usize {
 
 /// Items by the sum of their decayed strengths in `m`, highest first (ties by index).
 fn trending_order(m: &Csr) -> (Vec<f32>, Vec<u32>) {
-    let mut weight = vec![0f32; m.n_cols];
-    for (&i, &v) in m.indices.iter().zip(&m.data) {
-        weight[i as usize] += v;
-    }
-    let mut order: Vec<u32> = (0..m.n_cols as u32).collect();
-    order.sort_by(|&a, &b| {
-        weight[b as usize]
-            .total_cmp(&weight[a as usize])
-            .then(a.cmp(&b))
-    });
-    (weight, order)
+    item_order(m, |strength| strength)
 }
 
 /// One candidate's result on the validation split.
@@ -888,7 +884,7 @@ fn train_with_families(
         Some(3),
     );
     let t_read = Instant::now();
-    let mut data = load(&cfg);
+    let data = load(&cfg);
     let (n_users, n_items) = (data.user_ids.len(), data.item_ids.len());
     let neighbors = neighbors.unwrap_or_else(|| default_neighbors(n_items));
     let strengths = strength_matrix(n_users, n_items, &data.pairs);
@@ -1070,7 +1066,6 @@ fn train_with_families(
         model_store::activate(client, id, &name, write_seconds);
         id
     });
-    data.pairs.clear();
     TableIterator::once((
         model_id,
         name,

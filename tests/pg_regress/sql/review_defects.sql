@@ -1,4 +1,4 @@
--- Defects a hostile review of 0.6.0 found, one section each; every check here failed on 0.6.0.
+-- Defects a hostile review of 0.6.0 found, one section each, checked with its reproductions.
 -- (Restores of a live shop and COPY of history: tests/dump_restore.sh; client_event_id per
 -- sender: also the #[pg_test]s of src/api/tracking.rs.)
 SET client_min_messages = warning;
