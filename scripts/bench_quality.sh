@@ -4,7 +4,7 @@
 #   - ours with defaults: evaluate()'s `auto` row, i.e. what train() with no arguments would
 #     serve (its choice made on a validation split of the training part alone);
 #   - each of our families at fixed settings (ALS as train(model_type => 'als') defaults, EASE
-#     at the middle of the λ grid, popularity);
+#     at the middle of the λ grid, RP3beta at beta 0.5, popularity, trending);
 #   - the peers of bench/quality_peers.py, each tuned on the same kind of validation split:
 #     implicit ALS (12-point grid), numpy EASE (9 λ), popularity;
 #   - train()'s seconds with defaults (selection and refit on all the data).
@@ -65,7 +65,7 @@ evals, train = json.loads(ours[0]), json.loads(ours[1])
 best_peer = max(p["ndcg"] for p in peers.values())
 print(f"\n{name}: train() with defaults chose {train['chosen']} in {train['train_seconds']} s")
 print(f"  {'method':<26}{'NDCG@10':>10}{'recall@10':>11}")
-for m in ("auto", "ease", "als", "popularity", "trending"):
+for m in ("auto", "ease", "rp3beta", "als", "popularity", "trending"):
     if m in evals:
         label = "ours, defaults (auto)" if m == "auto" else f"ours, {m}"
         print(f"  {label:<26}{float(evals[m]['ndcg']):>10.4f}{float(evals[m]['recall']):>11.4f}")

@@ -17,6 +17,11 @@ pub static TRAINING_MEMORY_MB: GucSetting<i32> = GucSetting::<i32>::new(6144);
 pub static MAX_K: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static MAX_CANDIDATES: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static SERVING_HISTORY_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100);
+/// 5 minutes: on 2 cores every candidate of a million-interaction shop fits in it
+/// (`scripts/bench_quality.sh`).
+pub static TRAINING_TIME_BUDGET: GucSetting<i32> = GucSetting::<i32>::new(300);
+pub static SESSION_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(1800);
+pub static SESSION_WEIGHT: GucSetting<f64> = GucSetting::<f64>::new(0.5);
 
 pub fn init() {
     GucRegistry::define_int_guc(
@@ -108,6 +113,40 @@ pub fn init() {
         1,
         1_000_000,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"personalize.training_time_budget",
+        c"How long train()'s choice among model families may take (default 5 min).",
+        c"Candidates start only while it lasts, cheapest first; the rest are skipped with a \
+          NOTICE (popularity and trending are always tried: 0 chooses between them). The \
+          refit of the winner on all the data comes after it.",
+        &TRAINING_TIME_BUDGET,
+        0,
+        7 * 86_400,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"personalize.session_window",
+        c"How far back a user's current session reaches for serving (0: no session boost).",
+        c"A user's events this recent (as of now()) are their current intent: recommend() and \
+          campaign payloads mix them in with personalize.session_weight.",
+        &SESSION_WINDOW,
+        0,
+        7 * 86_400,
+        GucContext::Userset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_float_guc(
+        c"personalize.session_weight",
+        c"Share of the current session in a returning user's scores (0 to 1).",
+        c"0 serves long-term taste only, 1 the session only; the default 0.5 gives both the \
+          same scale.",
+        &SESSION_WEIGHT,
+        0.0,
+        1.0,
+        GucContext::Userset,
         GucFlags::default(),
     );
 }

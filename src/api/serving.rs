@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use pgrx::prelude::*;
 
 use crate::core::als;
-use crate::core::ease;
+use crate::core::item_item;
 use crate::core::serving::{self, HistoryEvent};
 use crate::error::{required, PersonalizeError};
 use crate::gucs;
@@ -115,8 +115,11 @@ struct UserState {
     source: &'static str,
     /// The model items the call's `exclude` leaves out.
     excluded: HashSet<u32>,
-    /// Decayed strengths over the user's history (model items only); empty unless asked for.
+    /// Decayed strengths over the user's history (model items only); empty unless asked for
+    /// (and when the session alone speaks).
     strengths: Vec<(u32, f32)>,
+    /// The current session's strengths and the scale its scores were added at.
+    session: Option<(Vec<(u32, f32)>, f32)>,
 }
 
 /// The stored purchases of a user row as model item indexes.
@@ -154,18 +157,30 @@ fn user_state(
         None
     };
     let nothing_new = row.newest_event.is_some_and(|t| t <= model.as_of);
+    // The user's current session: their events since `session_since` (now() minus
+    // personalize.session_window), weighed in by personalize.session_weight when fresh events
+    // are folded in.
+    let session_window = gucs::SESSION_WINDOW.get();
+    let session_weight = gucs::SESSION_WEIGHT.get();
+    let session_since = crate::pg::transaction_start_unix_seconds() - session_window as f64;
+    let in_session = fold_in
+        && session_window > 0
+        && session_weight > 0.0
+        && (model.has_factors() || model.item_item.is_some())
+        && row.newest_event.is_some_and(|t| t >= session_since);
     let stored = match exclude {
         Exclude::Nothing => Some(HashSet::new()),
         Exclude::Purchased => row.purchased.as_deref().map(|p| stored_purchases(model, p)),
         Exclude::Interacted => None,
     };
-    if nothing_new && !strengths && row_factors.is_some() {
+    if nothing_new && !strengths && !in_session && row_factors.is_some() {
         if let Some(excluded) = stored {
             return UserState {
                 vector: row_factors,
                 source: "model",
                 excluded,
                 strengths: Vec::new(),
+                session: None,
             };
         }
     }
@@ -203,7 +218,10 @@ fn user_state(
     }
     // Decay back from the newest thing known: the model's as_of, or a newer event.
     let reference = model.as_of.max(newest);
-    let decayed = serving::decayed_strengths(&history, reference, model.window_seconds);
+    let mut decayed = serving::decayed_strengths(&history, reference, model.window_seconds);
+    let session = in_session
+        .then(|| serving::current_session(&history, session_since))
+        .flatten();
     let folded = || model.fold_in(&decayed);
     let (vector, source) = if !model.has_factors() {
         // The history times the item-item weights: the model's own answer for what it saw,
@@ -242,6 +260,52 @@ fn user_state(
     } else {
         (None, "popularity")
     };
+    // The current session on top of everything before it, each at the same scale.
+    let (vector, source, session) =
+        match session.and_then(|items| Some((model.fold_in(&items)?, items))) {
+            None => (vector, source, None),
+            Some((now, items)) => {
+                let before: Vec<HistoryEvent> = history
+                    .iter()
+                    .filter(|e| e.at < session_since)
+                    .copied()
+                    .collect();
+                decayed = serving::decayed_strengths(&before, reference, model.window_seconds);
+                let vector = model.fold_in(&decayed);
+                let size = |v: &[f32]| -> f64 {
+                    if model.has_factors() {
+                        // A user vector: its length.
+                        v.iter()
+                            .map(|x| (*x as f64) * (*x as f64))
+                            .sum::<f64>()
+                            .sqrt()
+                    } else {
+                        // Item-item scores: the best for an item the user has not touched (what
+                        // they already have scores highest of all, and is usually left out).
+                        v.iter()
+                            .enumerate()
+                            .filter(|(j, _)| !interacted.contains(&(*j as u32)))
+                            .fold(0.0f64, |m, (_, &x)| m.max(x as f64))
+                    }
+                };
+                let scale = vector.as_deref().and_then(|long| {
+                    serving::session_scale(session_weight, size(long), size(&now))
+                });
+                match (vector, scale) {
+                    (Some(mut long), Some(c)) => {
+                        for (x, y) in long.iter_mut().zip(&now) {
+                            *x += c * y;
+                        }
+                        (Some(long), "session", Some((items, c)))
+                    }
+                    // The session alone: weight 1, or nothing long-term to add it to.
+                    _ => {
+                        decayed.clear();
+                        (Some(now), "session", Some((items, 1.0)))
+                    }
+                }
+            }
+        };
     let excluded = match exclude {
         Exclude::Nothing => HashSet::new(),
         Exclude::Purchased if complete => purchased,
@@ -264,6 +328,7 @@ fn user_state(
         source,
         excluded,
         strengths: if strengths { decayed } else { Vec::new() },
+        session,
     }
 }
 
@@ -297,7 +362,7 @@ fn top_k(
     match vector {
         // An item-item model's "vector" is every item's score (see ServingModel::fold_in).
         Some(scores) if !model.has_factors() => {
-            ease::top_scored_with_popularity(scores, &model.popularity_order, k, keep)
+            item_item::top_scored_with_popularity(scores, &model.popularity_order, k, keep)
         }
         Some(v) => {
             SCRATCH.with(|s| serving::top_k_by_dot(&model.factors, v, k, &mut s.borrow_mut(), keep))
@@ -514,7 +579,8 @@ fn similar_items(
             for (&j, &w) in to.iter().zip(weights) {
                 scores[j as usize] = w;
             }
-            let top = ease::top_scored_with_popularity(&scores, &model.popularity_order, k, keep);
+            let top =
+                item_item::top_scored_with_popularity(&scores, &model.popularity_order, k, keep);
             rows(&model, top, "similar")
         }
         Some(t) if model.has_factors() => {
@@ -600,28 +666,44 @@ fn explain_recommendation(
         return TableIterator::new(Vec::new());
     };
     let state = user_state(&model, user_id, true, Exclude::Nothing, true);
-    let explained = match &model.item_item {
-        // Item-item: the score is Σ strength(h) · weight(h → item), one term per history item.
-        Some(b) => {
-            let mut terms: Vec<(u32, f32)> = state
-                .strengths
+    // The terms of one set of strengths, each scaled by `c`.
+    let explain = |strengths: &[(u32, f32)], c: f32| -> Vec<(u32, f32)> {
+        let terms = match &model.item_item {
+            // Item-item: the score is Σ strength(h) · weight(h → item), a term per history item.
+            Some(b) => strengths
                 .iter()
                 .map(|&(h, s)| (h, s * b.weight(h, target)))
-                .filter(|&(_, c)| c != 0.0)
-                .collect();
-            terms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            let score: f32 = terms.iter().map(|t| t.1).sum();
-            (!terms.is_empty()).then_some((score, terms))
-        }
-        None if model.has_factors() => {
-            let (cols, conf) = serving::confidences(&state.strengths, model.alpha);
-            serving::explain(&cols, &conf, &model.factors, &model.yty, model.k, target)
-        }
-        None => None,
+                .collect(),
+            None if model.has_factors() && !strengths.is_empty() => {
+                let (cols, conf) = serving::confidences(strengths, model.alpha);
+                serving::explain(&cols, &conf, &model.factors, &model.yty, model.k, target)
+                    .map(|(_, terms)| terms)
+                    .unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        terms.into_iter().map(|(h, t)| (h, c * t)).collect()
     };
-    let Some((score, terms)) = explained else {
+    // Long-term terms, plus the session's at the scale recommend() added them with.
+    let mut terms = explain(&state.strengths, 1.0);
+    if let Some((items, c)) = &state.session {
+        terms.extend(explain(items, *c));
+    }
+    terms.sort_by_key(|t| t.0);
+    let mut merged: Vec<(u32, f32)> = Vec::with_capacity(terms.len());
+    for (h, t) in terms {
+        match merged.last_mut() {
+            Some(last) if last.0 == h => last.1 += t,
+            _ => merged.push((h, t)),
+        }
+    }
+    merged.retain(|t| t.1 != 0.0);
+    merged.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if merged.is_empty() {
         return TableIterator::new(Vec::new());
-    };
+    }
+    let score: f32 = merged.iter().map(|t| t.1).sum();
+    let terms = merged;
     let out: Vec<(String, f32, f32, f32)> = terms
         .into_iter()
         .take(n)

@@ -7,8 +7,10 @@ use serde_json::json;
 
 use crate::core::als::{self, AlsParams, IterationReport, Solver, Stopped};
 use crate::core::csr::Csr;
-use crate::core::ease::{self, ItemItem};
+use crate::core::ease;
+use crate::core::item_item::{self, ItemItem};
 use crate::core::metrics;
+use crate::core::rp3beta;
 use crate::error::{required, PersonalizeError};
 use crate::gucs;
 use crate::pg::interactions::{self, Interactions};
@@ -302,6 +304,8 @@ struct Spec {
     l2: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     neighbors: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    beta: Option<f64>,
 }
 
 impl Spec {
@@ -314,8 +318,9 @@ impl Spec {
             || self.cg_steps.is_some()
     }
 
-    fn has_ease_params(&self) -> bool {
-        self.l2.is_some() || self.neighbors.is_some()
+    /// EASE's or RP3beta's: `neighbors` belongs to both.
+    fn has_item_item_params(&self) -> bool {
+        self.l2.is_some() || self.neighbors.is_some() || self.beta.is_some()
     }
 }
 
@@ -324,7 +329,7 @@ impl Spec {
 /// parameters given (ALS's or EASE's).
 fn resolve_spec(name: &str, mut given: Spec) -> Spec {
     let nothing_given =
-        given.model_type.is_empty() && !given.has_als_params() && !given.has_ease_params();
+        given.model_type.is_empty() && !given.has_als_params() && !given.has_item_item_params();
     if nothing_given {
         if let Some(remembered) = remembered_spec(name) {
             return remembered;
@@ -333,26 +338,35 @@ fn resolve_spec(name: &str, mut given: Spec) -> Spec {
         return given;
     }
     if given.model_type.is_empty() {
-        given.model_type = match (given.has_als_params(), given.has_ease_params()) {
-            (true, false) => "als",
-            (false, true) => "ease",
+        given.model_type = match (
+            given.has_als_params(),
+            given.l2.is_some(),
+            given.beta.is_some(),
+        ) {
+            (true, false, false) if given.neighbors.is_none() => "als",
+            (false, _, false) => "ease",
+            (false, false, true) => "rp3beta",
             _ => PersonalizeError::invalid(
-                "ALS parameters (factors, iterations, regularization, alpha, solver, \
-                 cg_steps) and EASE parameters (l2, neighbors) cannot go together",
-                "Pass model_type => 'als' or 'ease' with that family's parameters.",
+                "the parameters given belong to different model families",
+                "ALS takes factors, iterations, regularization, alpha, solver and cg_steps; \
+                 EASE l2 and neighbors; RP3beta beta and neighbors. Pass model_type with one \
+                 family's parameters.",
             )
             .raise(),
         }
         .into();
     }
     let fits = match given.model_type.as_str() {
-        "auto" | "popularity" | "trending" => !given.has_als_params() && !given.has_ease_params(),
-        "als" => !given.has_ease_params(),
-        "ease" => !given.has_als_params(),
+        "auto" | "popularity" | "trending" => {
+            !given.has_als_params() && !given.has_item_item_params()
+        }
+        "als" => !given.has_item_item_params(),
+        "ease" => !given.has_als_params() && given.beta.is_none(),
+        "rp3beta" => !given.has_als_params() && given.l2.is_none(),
         other => PersonalizeError::invalid(
             format!("unknown model_type \"{}\"", crate::error::shown(other)),
             "Use 'auto' (the default: the best family on a validation split), 'als', 'ease', \
-             'popularity' or 'trending'.",
+             'rp3beta', 'popularity' or 'trending'.",
         )
         .raise(),
     };
@@ -363,7 +377,8 @@ fn resolve_spec(name: &str, mut given: Spec) -> Spec {
                 given.model_type
             ),
             "ALS takes factors, iterations, regularization, alpha, solver and cg_steps; EASE \
-             takes l2 and neighbors; auto, popularity and trending take none of them.",
+             takes l2 and neighbors; RP3beta beta and neighbors; auto, popularity and trending \
+             take none of them.",
         )
         .raise();
     }
@@ -394,6 +409,11 @@ enum Candidate {
         l2: f64,
         neighbors: usize,
     },
+    /// Item-item weights of a random walk item → user → item, popular targets damped by β.
+    Rp3beta {
+        beta: f64,
+        neighbors: usize,
+    },
     Als {
         params: AlsParams,
         alpha: f32,
@@ -406,6 +426,7 @@ impl Candidate {
             Candidate::Popularity => "popularity",
             Candidate::Trending => "trending",
             Candidate::Ease { .. } => "ease",
+            Candidate::Rp3beta { .. } => "rp3beta",
             Candidate::Als { .. } => "als",
         }
     }
@@ -414,6 +435,9 @@ impl Candidate {
         match self {
             Candidate::Popularity | Candidate::Trending => json!({}),
             Candidate::Ease { l2, neighbors } => json!({"l2": l2, "neighbors": neighbors}),
+            Candidate::Rp3beta { beta, neighbors } => {
+                json!({"beta": beta, "neighbors": neighbors})
+            }
             Candidate::Als { params, alpha } => json!({
                 "factors": params.factors,
                 "iterations": params.iterations,
@@ -433,7 +457,8 @@ impl Candidate {
 enum Fitted {
     Popularity,
     Trending,
-    Ease(ItemItem),
+    /// EASE or RP3beta: sparse item-item weights.
+    ItemItem(ItemItem),
     Als(als::AlsModel),
 }
 
@@ -489,6 +514,45 @@ fn ease_grid(mean_item_count: f64, neighbors: usize) -> Vec<Candidate> {
         .collect()
 }
 
+/// β for RP3beta: from no damping of popular items (0) to strong (0.75); Dacrema et al. found
+/// the best β of their datasets between 0 and 1.
+fn rp3beta_grid(neighbors: usize) -> Vec<Candidate> {
+    [0.0, 0.25, 0.5, 0.75]
+        .into_iter()
+        .map(|beta| Candidate::Rp3beta { beta, neighbors })
+        .collect()
+}
+
+fn rp3beta_beta(spec: &Spec) -> Option<f64> {
+    spec.beta.inspect(|&beta| {
+        if !(beta.is_finite() && (0.0..=2.0).contains(&beta)) {
+            PersonalizeError::invalid(
+                format!("beta must be between 0 and 2, not {beta}"),
+                "beta damps popular items in RP3beta (0: none; 0.5 is typical); omit it to \
+                 choose it on a validation split.",
+            )
+            .raise();
+        }
+    })
+}
+
+/// Whether RP3beta's weights for `strengths` fit the training memory budget; says why not.
+fn rp3beta_fits(strengths: &Csr, neighbors: usize, threads: usize) -> bool {
+    let need = rp3beta::fit_bytes(strengths, neighbors, threads);
+    let limit = gucs::training_memory_limit_bytes();
+    if need > limit {
+        pgrx::notice!(
+            "pg_personalize: RP3beta skipped: {} items × {neighbors} neighbours need {} MB, \
+             over the training memory budget ({} MB, personalize.training_memory_mb)",
+            strengths.n_cols,
+            need / (1024 * 1024),
+            limit / (1024 * 1024)
+        );
+        return false;
+    }
+    strengths.n_cols >= 2
+}
+
 /// The explicit ALS configuration of a spec, with the defaults of `train()` before 0.7.0 for
 /// what it leaves out.
 fn als_candidate(spec: &Spec, seed: Option<i64>) -> Candidate {
@@ -511,7 +575,8 @@ fn ease_neighbors(spec: &Spec) -> Option<usize> {
         Some(n) if (1..=10_000).contains(&n) => Some(n as usize),
         Some(n) => PersonalizeError::invalid(
             format!("neighbors must be between 1 and 10000, not {n}"),
-            "neighbors is how many weights an EASE model keeps per item, e.g. 200.",
+            "neighbors is how many weights an item-item model (EASE, RP3beta) keeps per item, \
+             e.g. 200.",
         )
         .raise(),
     }
@@ -558,7 +623,7 @@ fn fit(c: &Candidate, strengths: &Csr, pool: &rayon::ThreadPool) -> Fitted {
             pgrx::check_for_interrupts!();
             let n = strengths.n_cols;
             match solve_interruptibly(gram, n, *l2, *neighbors, pool) {
-                Some(b) => Fitted::Ease(b),
+                Some(b) => Fitted::ItemItem(b),
                 None => PersonalizeError::invalid(
                     format!("EASE with l2 = {l2} has no solution on this data"),
                     "Raise l2.",
@@ -566,12 +631,27 @@ fn fit(c: &Candidate, strengths: &Csr, pool: &rayon::ThreadPool) -> Fitted {
                 .raise(),
             }
         }
+        Candidate::Rp3beta { beta, neighbors } => {
+            let walk = rp3beta::Walk::new(strengths);
+            let n = walk.n_items();
+            let mut rows = Vec::with_capacity(n);
+            // Blocks of rows on the pool; cancel and statement_timeout are checked between.
+            for start in (0..n).step_by(RP3BETA_BLOCK) {
+                let block = start..(start + RP3BETA_BLOCK).min(n);
+                rows.extend(pool.install(|| walk.rows(block, *beta as f32, *neighbors)));
+                pgrx::check_for_interrupts!();
+            }
+            Fitted::ItemItem(ItemItem::from_rows(rows))
+        }
         Candidate::Als { params, alpha } => {
             let m = with_confidence(strengths, *alpha);
             Fitted::Als(run_als(&m, params))
         }
     }
 }
+
+/// Items per block of an RP3beta fit between interrupt checks.
+const RP3BETA_BLOCK: usize = 2048;
 
 /// EASE's dense solve on the pool while this (the backend's main) thread checks for query
 /// cancel and statement_timeout every 50 ms: one solve is seconds to a minute of work with no
@@ -645,8 +725,9 @@ fn select_searching_l2(
     candidates: Vec<Candidate>,
     split: &metrics::Split,
     pool: &rayon::ThreadPool,
+    budget: &TimeBudget,
 ) -> Vec<Trial> {
-    let mut trials = select(candidates, split, pool);
+    let mut trials = select(candidates, split, pool, budget);
     for _ in 0..MAX_L2_STEPS {
         let tried: Vec<(f64, f64, usize)> = trials
             .iter()
@@ -676,6 +757,7 @@ fn select_searching_l2(
             }],
             split,
             pool,
+            budget,
         );
         let improved = more.iter().any(|t| t.ndcg > best_ndcg);
         trials.extend(more);
@@ -699,7 +781,7 @@ fn select_searching_l2(
             .map(|l2| Candidate::Ease { l2, neighbors })
             .collect();
         if !refine.is_empty() {
-            trials.extend(select(refine, split, pool));
+            trials.extend(select(refine, split, pool, budget));
         }
     }
     trials
@@ -728,7 +810,9 @@ fn rank(
                 })
                 .collect()
         }
-        Fitted::Ease(b) => ease::rankings(b, &split.train, &split.test, popularity_order, k, pool),
+        Fitted::ItemItem(b) => {
+            item_item::rankings(b, &split.train, &split.test, popularity_order, k, pool)
+        }
         Fitted::Als(m) => metrics::factor_rankings(
             &split.train,
             &split.test,
@@ -741,10 +825,19 @@ fn rank(
     }
 }
 
-/// What `auto` tries: popularity, EASE's λ grid when its solve fits the memory budget, and
-/// the ALS grid.
-fn auto_candidates(strengths: &Csr, neighbors: usize, seed: u64) -> Vec<Candidate> {
+/// What `auto` tries, cheapest first (so a spent time budget skips the costly ones):
+/// popularity, trending, RP3beta's β grid, EASE's λ grid when its solve fits the memory
+/// budget, and the ALS grid.
+fn auto_candidates(
+    strengths: &Csr,
+    neighbors: usize,
+    seed: u64,
+    pool: &rayon::ThreadPool,
+) -> Vec<Candidate> {
     let mut c = vec![Candidate::Popularity, Candidate::Trending];
+    if rp3beta_fits(strengths, neighbors, pool.current_num_threads()) {
+        c.extend(rp3beta_grid(neighbors));
+    }
     if ease_fits(strengths.n_cols) {
         c.extend(ease_grid(mean_users_per_item(strengths), neighbors));
     }
@@ -767,6 +860,28 @@ fn trending_order(m: &Csr) -> (Vec<f32>, Vec<u32>) {
     item_order(m, |strength| strength)
 }
 
+/// How long the choice among candidates may take: a candidate starts only while the budget
+/// lasts (the refit of the winner on all the data comes after it). Popularity and trending
+/// cost milliseconds and are always tried, so there is always something to choose (a budget
+/// of 0 chooses between them alone).
+struct TimeBudget {
+    start: Instant,
+    limit: std::time::Duration,
+}
+
+impl TimeBudget {
+    fn from_setting() -> TimeBudget {
+        TimeBudget {
+            start: Instant::now(),
+            limit: std::time::Duration::from_secs(gucs::TRAINING_TIME_BUDGET.get().max(0) as u64),
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.start.elapsed() >= self.limit
+    }
+}
+
 /// One candidate's result on the validation split.
 struct Trial {
     candidate: Candidate,
@@ -781,11 +896,23 @@ fn select(
     candidates: Vec<Candidate>,
     split: &metrics::Split,
     pool: &rayon::ThreadPool,
+    budget: &TimeBudget,
 ) -> Vec<Trial> {
     let (_, order) = popularity_order(&split.train);
     let n_items = split.train.n_cols;
     let mut trials = Vec::with_capacity(candidates.len());
     for c in candidates {
+        let cheap = matches!(c, Candidate::Popularity | Candidate::Trending);
+        if budget.spent() && !cheap {
+            pgrx::notice!(
+                "pg_personalize: candidate {} {} skipped: the selection's time budget ({} s, \
+                 personalize.training_time_budget) is spent",
+                c.family(),
+                c.params(),
+                budget.limit.as_secs()
+            );
+            continue;
+        }
         let t = Instant::now();
         let fitted = fit(&c, &split.train, pool);
         pgrx::check_for_interrupts!();
@@ -817,7 +944,7 @@ fn select(
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 #[pg_extern(name = "train", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn train_with_families(
+fn train_models(
     model_name: default!(Option<&str>, "'default'"),
     factors: default!(Option<i32>, "NULL"),
     iterations: default!(Option<i32>, "NULL"),
@@ -831,6 +958,7 @@ fn train_with_families(
     model_type: default!(Option<&str>, "NULL"),
     l2: default!(Option<f64>, "NULL"),
     neighbors: default!(Option<i32>, "NULL"),
+    beta: default!(Option<f64>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -859,6 +987,7 @@ fn train_with_families(
             cg_steps,
             l2,
             neighbors,
+            beta,
         },
     );
     let seed_value = required(seed, "seed");
@@ -866,6 +995,7 @@ fn train_with_families(
     let explicit_als = (spec.model_type == "als").then(|| als_candidate(&spec, seed));
     let neighbors = ease_neighbors(&spec);
     let l2 = ease_l2(&spec);
+    let beta = rp3beta_beta(&spec);
     // The read's memory check counts the factors of the largest ALS that may be fitted.
     let memory_factors = match (&explicit_als, spec.model_type.as_str()) {
         (Some(Candidate::Als { params, .. }), _) => params.factors as i32,
@@ -914,7 +1044,23 @@ fn train_with_families(
                 None => ease_grid(mean_users_per_item(&strengths), neighbors),
             }
         }
-        _ => auto_candidates(&strengths, neighbors, seed_value as u64),
+        "rp3beta" => {
+            if !rp3beta_fits(&strengths, neighbors, pool.current_num_threads()) {
+                PersonalizeError::LimitExceeded {
+                    message: format!(
+                        "RP3beta cannot keep {neighbors} neighbours for {n_items} items within \
+                         the training memory budget"
+                    ),
+                    hint: "Lower neighbors or raise personalize.training_memory_mb.".into(),
+                }
+                .raise();
+            }
+            match beta {
+                Some(beta) => vec![Candidate::Rp3beta { beta, neighbors }],
+                None => rp3beta_grid(neighbors),
+            }
+        }
+        _ => auto_candidates(&strengths, neighbors, seed_value as u64, &pool),
     };
 
     // More than one candidate: choose on a temporal validation split, then refit on all.
@@ -931,7 +1077,8 @@ fn train_with_families(
             );
             Candidate::Popularity
         } else {
-            let trials = select_searching_l2(candidates, &split, &pool);
+            let trials =
+                select_searching_l2(candidates, &split, &pool, &TimeBudget::from_setting());
             let best = best_trial(&trials);
             leaderboard = trials
                 .iter()
@@ -1049,7 +1196,7 @@ fn train_with_families(
                     popularity: &popularity,
                 },
             ),
-            Fitted::Ease(b) => {
+            Fitted::ItemItem(b) => {
                 model_store::insert_neighbors(client, id, &data.item_ids, b, &popularity)
             }
             Fitted::Popularity | Fitted::Trending => model_store::insert_factors(
@@ -1115,7 +1262,7 @@ fn train(
         name!(write_seconds, f64),
     ),
 > {
-    train_with_families(
+    train_models(
         model_name,
         factors,
         iterations,
@@ -1128,6 +1275,57 @@ fn train(
         cg_steps,
         Some("als"),
         None,
+        None,
+        None,
+    )
+}
+
+/// train() as the 0.7.0 SQL defines it (thirteen arguments, symbol
+/// `train_with_families_wrapper`): served by a newer library until `ALTER EXTENSION … UPDATE`.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+#[pg_extern(sql = false)]
+fn train_with_families(
+    model_name: Option<&str>,
+    factors: Option<i32>,
+    iterations: Option<i32>,
+    regularization: Option<f32>,
+    alpha: Option<f32>,
+    window: Option<Interval>,
+    as_of: Option<TimestampWithTimeZone>,
+    seed: Option<i64>,
+    solver: Option<&str>,
+    cg_steps: Option<i32>,
+    model_type: Option<&str>,
+    l2: Option<f64>,
+    neighbors: Option<i32>,
+) -> TableIterator<
+    'static,
+    (
+        name!(model_id, i64),
+        name!(model_name, String),
+        name!(users, i32),
+        name!(items, i32),
+        name!(interactions, i64),
+        name!(final_loss, Option<f64>),
+        name!(read_seconds, f64),
+        name!(train_seconds, f64),
+        name!(write_seconds, f64),
+    ),
+> {
+    train_models(
+        model_name,
+        factors,
+        iterations,
+        regularization,
+        alpha,
+        window,
+        as_of,
+        seed,
+        solver,
+        cg_steps,
+        model_type,
+        l2,
+        neighbors,
         None,
     )
 }
@@ -1386,8 +1584,9 @@ fn evaluate_families(
             &strength_split.train,
             default_neighbors(n_items),
             cfg.params.seed,
+            &pool,
         );
-        let trials = select_searching_l2(candidates, &inner, &pool);
+        let trials = select_searching_l2(candidates, &inner, &pool, &TimeBudget::from_setting());
         let chosen = trials[best_trial(&trials)].candidate.clone();
         pgrx::notice!(
             "pg_personalize: auto chose {} {} on the training part",
@@ -1408,9 +1607,27 @@ fn evaluate_families(
         let gram = pool.install(|| ease::gram(&split.train, &split.train.transpose()));
         if let Some(b) = solve_interruptibly(gram, n_items, l2, default_neighbors(n_items), &pool) {
             let (_, order) = popularity_order(&split.train);
-            let ranked = ease::rankings(&b, &split.train, &split.test, &order, k, &pool);
+            let ranked = item_item::rankings(&b, &split.train, &split.test, &order, k, &pool);
             results.push(("ease", metrics::summarise(&ranked, &split.test, k, n_items)));
         }
+    }
+    // RP3beta at β = 0.5, the middle of train()'s grid.
+    let neighbors = default_neighbors(n_items);
+    if rp3beta_fits(&split.train, neighbors, pool.current_num_threads()) {
+        let fitted = fit(
+            &Candidate::Rp3beta {
+                beta: 0.5,
+                neighbors,
+            },
+            &split.train,
+            &pool,
+        );
+        let (_, order) = popularity_order(&split.train);
+        let ranked = rank(&fitted, &split, &order, k, &pool);
+        results.push((
+            "rp3beta",
+            metrics::summarise(&ranked, &split.test, k, n_items),
+        ));
     }
     let stored = json!(results
         .iter()

@@ -13,46 +13,8 @@ use faer::{Mat, Side};
 use rayon::prelude::*;
 
 use crate::core::csr::Csr;
+use crate::core::item_item::ItemItem;
 use crate::core::serving::TopK;
-
-/// Sparse item-item weights: row h holds (item, weight) pairs, largest magnitude first.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ItemItem {
-    pub n_items: usize,
-    pub offsets: Vec<usize>,
-    pub items: Vec<u32>,
-    pub weights: Vec<f32>,
-}
-
-impl ItemItem {
-    /// An item's neighbours and their weights, largest magnitude first.
-    pub fn row(&self, h: u32) -> (&[u32], &[f32]) {
-        let (a, b) = (self.offsets[h as usize], self.offsets[h as usize + 1]);
-        (&self.items[a..b], &self.weights[a..b])
-    }
-
-    /// Adds Σ strength · row(h) over the history into `scores` (length n_items).
-    pub fn accumulate(&self, history: &[(u32, f32)], scores: &mut [f32]) {
-        for &(h, s) in history {
-            if (h as usize) >= self.n_items {
-                continue;
-            }
-            let (items, weights) = self.row(h);
-            for (&j, &w) in items.iter().zip(weights) {
-                scores[j as usize] += s * w;
-            }
-        }
-    }
-
-    /// The weight from item h to item j (0 when j is not among h's neighbours).
-    pub fn weight(&self, h: u32, j: u32) -> f32 {
-        let (items, weights) = self.row(h);
-        items
-            .iter()
-            .position(|&x| x == j)
-            .map_or(0.0, |p| weights[p])
-    }
-}
 
 /// Memory the dense solve is allowed to need for `n` items: four n × n f64 matrices. Its peak
 /// holds two or three at a time (the Gram matrix and its copy; the copy and the Cholesky
@@ -86,12 +48,7 @@ pub fn gram(m: &Csr, by_item: &Csr) -> Vec<f64> {
 /// Gram matrix). Call inside the training pool: faer's parallel parts run on the current one.
 pub fn fit_from_gram(gram: Vec<f64>, n: usize, lambda: f64, neighbors: usize) -> Option<ItemItem> {
     if n == 0 {
-        return Some(ItemItem {
-            n_items: 0,
-            offsets: vec![0],
-            items: Vec::new(),
-            weights: Vec::new(),
-        });
+        return Some(ItemItem::from_rows(Vec::new()));
     }
     let g = Mat::<f64>::from_fn(n, n, |i, j| {
         gram[i * n + j] + if i == j { lambda } else { 0.0 }
@@ -130,20 +87,7 @@ pub fn fit_from_gram(gram: Vec<f64>, n: usize, lambda: f64, neighbors: usize) ->
                 .unzip()
         })
         .collect();
-    let mut offsets = Vec::with_capacity(n + 1);
-    offsets.push(0);
-    let (mut items, mut weights) = (Vec::new(), Vec::new());
-    for (i, w) in rows {
-        items.extend_from_slice(&i);
-        weights.extend_from_slice(&w);
-        offsets.push(items.len());
-    }
-    Some(ItemItem {
-        n_items: n,
-        offsets,
-        items,
-        weights,
-    })
+    Some(ItemItem::from_rows(rows))
 }
 
 /// EASE on the binary pattern of `m` (users × items).
@@ -153,100 +97,12 @@ pub fn fit(m: &Csr, lambda: f64, neighbors: usize) -> Option<ItemItem> {
     fit_from_gram(g, m.n_cols, lambda, neighbors)
 }
 
-/// Top-k lists for the users with a test set (others get an empty list): each user's training
-/// items (binary, as EASE was fitted) times B, the training items excluded. Items B says
-/// nothing about come after, in `popularity` order.
-pub fn rankings(
-    b: &ItemItem,
-    train: &Csr,
-    test: &[std::collections::HashSet<u32>],
-    popularity_order: &[u32],
-    k: usize,
-    pool: &rayon::ThreadPool,
-) -> Vec<Vec<u32>> {
-    pool.install(|| {
-        (0..train.n_rows)
-            .into_par_iter()
-            .map(|u| {
-                if test[u].is_empty() {
-                    return Vec::new();
-                }
-                let seen = train.row(u).0;
-                let history: Vec<(u32, f32)> = seen.iter().map(|&i| (i, 1.0)).collect();
-                let mut scores = vec![0f32; b.n_items];
-                b.accumulate(&history, &mut scores);
-                top_with_popularity(&scores, popularity_order, k, |i| !seen.contains(&i))
-            })
-            .collect()
-    })
-}
-
-/// The best `k` items by score among those `keep` allows, then (when fewer than k have a
-/// positive score) the most popular of the rest: what an item-item model serves.
-pub fn top_with_popularity(
-    scores: &[f32],
-    popularity_order: &[u32],
-    k: usize,
-    keep: impl Fn(u32) -> bool,
-) -> Vec<u32> {
-    top_scored_with_popularity(scores, popularity_order, k, keep)
-        .into_iter()
-        .map(|(i, _)| i)
-        .collect()
-}
-
-/// As `top_with_popularity`, with the scores: positive scores first, then the items the
-/// history says nothing about (score 0) in popularity order, then the ones it speaks against
-/// (negative scores), highest first.
-pub fn top_scored_with_popularity(
-    scores: &[f32],
-    popularity_order: &[u32],
-    k: usize,
-    keep: impl Fn(u32) -> bool,
-) -> Vec<(u32, f32)> {
-    let mut top = TopK::new(k);
-    for (i, &s) in scores.iter().enumerate() {
-        if s > 0.0 && keep(i as u32) {
-            top.offer(i as u32, s);
-        }
-    }
-    let mut out = top.into_sorted();
-    for &i in popularity_order {
-        if out.len() >= k {
-            return out;
-        }
-        if scores[i as usize] == 0.0 && keep(i) {
-            out.push((i, 0.0));
-        }
-    }
-    let mut below = TopK::new(k - out.len());
-    for (i, &s) in scores.iter().enumerate() {
-        if s < 0.0 && keep(i as u32) {
-            below.offer(i as u32, s);
-        }
-    }
-    out.extend(below.into_sorted());
-    out
-}
-
 #[cfg(test)]
-#[test]
-fn the_fill_comes_in_popularity_order_and_negative_scores_last() {
-    let scores = [0.0, 2.0, -1.0, 0.0, -0.5, 1.0];
-    let popularity = [2, 3, 0, 4, 1, 5];
-    let top = top_scored_with_popularity(&scores, &popularity, 6, |i| i != 3);
-    assert_eq!(
-        top,
-        vec![(1, 2.0), (5, 1.0), (0, 0.0), (4, -0.5), (2, -1.0)]
-    );
-}
-
-#[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// 300 users, 200 items in 10 categories of 20; each user bought 12 items of their category.
-    fn category_shop() -> (Csr, Vec<Vec<u32>>) {
+    pub(crate) fn category_shop() -> (Csr, Vec<Vec<u32>>) {
         let (mut r, mut c, mut v) = (vec![], vec![], vec![]);
         let mut bought = vec![];
         for u in 0..300u32 {
@@ -325,5 +181,40 @@ mod tests {
         assert!((0..200).all(|h| a.row(h).0.len() <= 5));
         let w = a.row(0).1;
         assert!(w.windows(2).all(|x| x[0].abs() >= x[1].abs()));
+    }
+
+    #[test]
+    fn same_weights_for_any_thread_count() {
+        // Large enough (1,500 items) for faer's blocked, parallel Cholesky and inverse to split
+        // the work between threads.
+        let (n_users, n_items) = (3000u32, 1500u32);
+        let (mut r, mut c) = (vec![], vec![]);
+        let mut state = 12345u64;
+        for u in 0..n_users {
+            for _ in 0..15 {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let taste = (u % 7) * 200;
+                r.push(u);
+                c.push((taste + (state >> 33) as u32 % 300) % n_items);
+            }
+        }
+        let m = Csr::from_triplets(
+            n_users as usize,
+            n_items as usize,
+            &r,
+            &c,
+            &vec![1.0; r.len()],
+        );
+        let fit_on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| fit(&m, 50.0, 40))
+                .unwrap()
+        };
+        let one = fit_on(1);
+        assert_eq!(one, fit_on(2));
+        assert_eq!(one, fit_on(3));
     }
 }

@@ -11,9 +11,11 @@ pub mod experiments;
 #[cfg(test)]
 mod fuzz;
 pub mod intervals;
+pub mod item_item;
 pub mod loaders;
 pub mod metrics;
 pub mod outbox;
+pub mod rp3beta;
 pub mod segments;
 pub mod serving;
 pub mod synthetic;

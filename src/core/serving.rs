@@ -177,6 +177,41 @@ pub fn decayed_strengths(
     out
 }
 
+/// A returning user's current session: per item the summed weights (undecayed) of their events
+/// at or after `since`. `None` when there is nothing to weigh in: no such event, or no event
+/// before it (a newcomer's whole history is their session, and fold-in already serves it).
+pub fn current_session(events: &[HistoryEvent], since: f64) -> Option<Vec<(u32, f32)>> {
+    if !events.iter().any(|e| e.at < since && e.weight > 0.0) {
+        return None;
+    }
+    let mut items: Vec<(u32, f32)> = events
+        .iter()
+        .filter(|e| e.at >= since && e.weight > 0.0)
+        .map(|e| (e.item, e.weight))
+        .collect();
+    items.sort_by_key(|p| p.0);
+    let mut out: Vec<(u32, f32)> = Vec::new();
+    for (i, w) in items {
+        match out.last_mut() {
+            Some(last) if last.0 == i => last.1 += w,
+            _ => out.push((i, w)),
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// How much of the session's scores to add to the long-term ones: scaled so the session's
+/// size (its best score, or its vector's length) is `weight / (1 − weight)` times the
+/// long-term size — at 0.5 both speak at the same scale, however long the history. `None`
+/// when the session alone should speak (weight 1, or no long-term scores to mix with).
+pub fn session_scale(weight: f64, long_term_size: f64, session_size: f64) -> Option<f32> {
+    let positive = |x: f64| x > 0.0;
+    if weight >= 1.0 || !positive(long_term_size) || !positive(session_size) {
+        return None;
+    }
+    Some((weight / (1.0 - weight) * long_term_size / session_size) as f32)
+}
+
 /// Confidences c = 1 + alpha · strength, as training computes them.
 pub fn confidences(strengths: &[(u32, f32)], alpha: f32) -> (Vec<u32>, Vec<f32>) {
     strengths.iter().map(|&(i, s)| (i, 1.0 + alpha * s)).unzip()
@@ -350,6 +385,35 @@ mod tests {
         let (cols, conf) = confidences(&s, 2.0);
         assert_eq!(cols, vec![1, 2, 5]);
         assert!((conf[0] - 13.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn the_current_session_is_the_recent_events_of_a_returning_user() {
+        let event = |item, weight, at| HistoryEvent {
+            item,
+            weight,
+            half_life_seconds: 86_400.0,
+            at,
+        };
+        let events = [
+            event(7, 1.0, 100.0),
+            event(3, 2.0, 100.0),
+            event(7, 1.0, 99.0),
+            event(9, 0.0, 98.0),
+            event(1, 5.0, 10.0),
+        ];
+        assert_eq!(
+            current_session(&events, 50.0),
+            Some(vec![(3, 2.0), (7, 2.0)])
+        );
+        // Nothing before the session (a newcomer), or nothing in it.
+        assert_eq!(current_session(&events[..4], 50.0), None);
+        assert_eq!(current_session(&events, 101.0), None);
+        // Scales: equal at 0.5, three times the long term at 0.75, the session alone at 1.
+        assert_eq!(session_scale(0.5, 4.0, 2.0), Some(2.0));
+        assert_eq!(session_scale(0.75, 1.0, 1.0), Some(3.0));
+        assert_eq!(session_scale(1.0, 1.0, 1.0), None);
+        assert_eq!(session_scale(0.5, 0.0, 1.0), None);
     }
 
     #[test]

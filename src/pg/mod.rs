@@ -18,6 +18,13 @@ pub mod watched_table;
 /// Microseconds between the Unix epoch and Postgres's (2000-01-01).
 pub const POSTGRES_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 
+/// This transaction's start time in Unix seconds (what now() returns).
+pub fn transaction_start_unix_seconds() -> f64 {
+    // SAFETY: reads the backend's transaction start time; main thread.
+    let pg_micros = unsafe { pgrx::pg_sys::GetCurrentTransactionStartTimestamp() };
+    (pg_micros + POSTGRES_EPOCH_UNIX_MICROS) as f64 / 1e6
+}
+
 /// Raises 25006 (read_only_sql_transaction) in a read-only transaction and on a hot standby,
 /// before a function writes anything. Without it, pgrx's `SpiClient::update()` first asks for a
 /// transaction id, which on a standby is an internal error (XX000) instead of the read-only

@@ -19,7 +19,7 @@ use pgrx::pg_sys::PgOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 
-use crate::core::ease::ItemItem;
+use crate::core::item_item::ItemItem;
 use crate::core::serving;
 use crate::error::{spi_failed, PersonalizeError};
 use crate::pg::model_store;
@@ -377,7 +377,8 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
             .and_then(|v| v.as_f64())
             .filter(|w| *w > 0.0);
 
-        // ALS (also every model before 0.7.0), EASE or popularity.
+        // ALS (also every model before 0.7.0), item-item (EASE, RP3beta), popularity or
+        // trending.
         let model_type = params
             .get("model_type")
             .and_then(|v| v.as_str())
@@ -387,7 +388,7 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
         let mut item_ids: Vec<String> = Vec::new();
         let mut factors: Vec<f32> = Vec::new();
         let mut popularity: Vec<f32> = Vec::new();
-        let mut neighbors = (model_type == "ease").then(|| ItemItem {
+        let mut neighbors = matches!(model_type.as_str(), "ease" | "rp3beta").then(|| ItemItem {
             n_items: 0,
             offsets: vec![0],
             items: Vec::new(),

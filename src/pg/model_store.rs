@@ -202,7 +202,7 @@ pub fn insert_neighbors(
     client: &mut SpiClient<'_>,
     model_id: i64,
     ids: &[String],
-    b: &crate::core::ease::ItemItem,
+    b: &crate::core::item_item::ItemItem,
     popularity: &[f32],
 ) {
     const QUERY: &str = "\

@@ -1,5 +1,5 @@
 -- Model families and automatic selection: train() with no arguments picks the best of
--- popularity, EASE and a small ALS grid on a temporal validation split; every serving path
+-- popularity, trending, RP3beta, EASE and a small ALS grid on a temporal validation split; every serving path
 -- works for an item-item model; a model name remembers how it was trained.
 SET client_min_messages = warning;
 DROP EXTENSION IF EXISTS pg_personalize CASCADE;
@@ -91,6 +91,47 @@ SELECT pg_temp.err($$SELECT * FROM personalize.train('x', factors => 8, l2 => 3)
 SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'knn')$$);
 SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', l2 => -1)$$);
 SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', neighbors => 0)$$);
+
+-- RP3beta on its own (beta chosen on the validation split) also puts at least 7 of the 8 in
+-- every user's top 10, and serves every path an item-item model serves.
+SELECT users FROM personalize.train('rp3', model_type => 'rp3beta');
+SELECT params ->> 'model_type' AS type, (params ->> 'beta')::float8 BETWEEN 0 AND 1 AS beta_in_grid,
+       (SELECT count(*) FROM personalize.model_selection s WHERE s.model_id = m.model_id) AS tried
+  FROM personalize.models m WHERE name = 'rp3' AND status = 'active';
+WITH per_user AS (
+  SELECT u, (SELECT count(*) FROM personalize.recommend('u' || u, 10, model => 'rp3') r
+               JOIN personalize.items i ON i.item_id = r.item_id
+              WHERE i.category = 'c' || (u % 10)) AS in_category
+    FROM generate_series(0, 299) u)
+SELECT min(in_category) >= 7 AS worst_user_at_least_7 FROM per_user;
+SELECT DISTINCT source FROM personalize.recommend('u1', 10, model => 'rp3');
+SELECT count(*) FILTER (WHERE i.category = 'c0') AS similar_in_category
+  FROM personalize.similar_items('i0', 5, model => 'rp3') s JOIN personalize.items i USING (item_id);
+SELECT count(*) FILTER (WHERE i.category = 'c5') AS session_in_category
+  FROM personalize.recommend_for_session(ARRAY['i100', 'i101'], 5, model => 'rp3') r JOIN personalize.items i USING (item_id);
+SELECT count(*) > 0 AS explained, abs(sum(contribution) - min(score)) < 1e-3 AS terms_sum_to_score
+  FROM personalize.explain_recommendation('u2', (SELECT item_id FROM personalize.recommend('u2', 1, model => 'rp3')), 100, model => 'rp3');
+-- Explicit parameters; beta alone implies the family; a remembered spec.
+SELECT users FROM personalize.train('rp3-fixed', beta => 0.3, neighbors => 20);
+SELECT users FROM personalize.train('rp3-fixed');
+SELECT params ->> 'model_type' AS type, params ->> 'beta' AS beta, params ->> 'neighbors' AS neighbors,
+       params -> 'spec' AS spec
+  FROM personalize.models WHERE name = 'rp3-fixed' AND status = 'active';
+SELECT max(cardinality(neighbors)) AS most_neighbors FROM personalize.model_items mi
+  JOIN personalize.models m USING (model_id) WHERE m.name = 'rp3-fixed' AND m.status = 'active';
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'rp3beta', beta => 2.5)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'rp3beta', l2 => 3)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', beta => 0.5, l2 => 3)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', beta => 0.5)$$);
+
+-- The time budget: candidates start only while it lasts, cheapest first; popularity and
+-- trending are always tried, so a budget of 0 chooses between them alone.
+SET personalize.training_time_budget = 0;
+SELECT users FROM personalize.train('hurried', model_type => 'auto');
+SELECT string_agg(DISTINCT family, ', ' ORDER BY family) AS tried
+  FROM personalize.model_selection WHERE model_name = 'hurried' AND status = 'active';
+RESET personalize.training_time_budget;
+SHOW personalize.training_time_budget;
 
 -- A budget too small for the item-item solve skips EASE with a NOTICE (auto) or refuses it.
 SET personalize.training_memory_mb = 1;
