@@ -39,8 +39,9 @@ SELECT personalize.validate_event('{"type":"add_to_cart","user_id":"U1","item_id
 SELECT * FROM personalize.status ORDER BY section, name;
 
 \echo '6. Train the recommender with its defaults: it holds out each user''s latest fifth of their items,'
-\echo '   fits popularity, EASE (item-item) and a small ALS grid on the rest, keeps the best by NDCG@10'
-\echo '   and refits it on all the events (a NOTICE per candidate):'
+\echo '   fits popularity, trending, RP3beta and EASE (item-item), a small ALS grid and blends on the rest,'
+\echo '   keeps the simplest within one standard error of the best NDCG@10 and refits it on all the events'
+\echo '   (a NOTICE per candidate):'
 SET client_min_messages = notice;
 SELECT model_id, model_name, users, items, interactions,
        round(read_seconds::numeric, 3) AS read_s, round(train_seconds::numeric, 3) AS train_s,
@@ -54,7 +55,7 @@ SELECT model_id, name, status, n_users, n_items, n_interactions, params ->> 'mod
   FROM personalize.models;
 
 \echo '7. Offline evaluation: each user''s latest 20% of items held out; what train() with no arguments would'
-\echo '   serve (auto, chosen on the training part alone), ALS, EASE and popularity trained on the rest:'
+\echo '   serve (auto, chosen on the training part alone) and each family trained on the rest:'
 SELECT method, k, users, round(precision::numeric, 4) AS precision, round(recall::numeric, 4) AS recall,
        round(ndcg::numeric, 4) AS ndcg, round(map::numeric, 4) AS map, round(coverage::numeric, 4) AS coverage
   FROM personalize.evaluate(factors => 16, iterations => 8, alpha => 5, regularization => 1);
@@ -80,6 +81,15 @@ SELECT r.item_id, i.category, round(r.score::numeric, 4) AS score, r.source
 \echo '   Why the first one? The visitor''s items and their share of its score:'
 SELECT because_of, round(contribution::numeric, 4) AS contribution, round(share::numeric, 3) AS share
   FROM personalize.explain_recommendation('visitor-1', (SELECT item_id FROM personalize.recommend('visitor-1', 1)));
+
+\echo '   A returning customer browses three tripods now. Their current session (the last 30 minutes,'
+\echo '   personalize.session_window) is weighed in beside their long-term taste (source session):'
+SELECT string_agg(i.category, ', ' ORDER BY r.score DESC, r.item_id) AS "U0000042 before"
+  FROM personalize.recommend('U0000042', 6) r JOIN personalize.items i USING (item_id);
+SELECT count(personalize.track(jsonb_build_object('type', 'view', 'user_id', 'U0000042', 'item_id', item_id))) AS views
+  FROM (SELECT item_id FROM personalize.items WHERE category = 'tripods' ORDER BY item_id DESC LIMIT 3) t;
+SELECT string_agg(i.category, ', ' ORDER BY r.score DESC, r.item_id) AS "U0000042 after", min(r.source) AS source
+  FROM personalize.recommend('U0000042', 6) r JOIN personalize.items i USING (item_id);
 
 \echo '10. A product page ("similar items") and a category page re-ranked for this user:'
 SELECT s.item_id, i.category, round(s.score::numeric, 4) AS cosine

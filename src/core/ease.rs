@@ -192,7 +192,9 @@ pub(crate) mod tests {
         let mut state = 12345u64;
         for u in 0..n_users {
             for _ in 0..15 {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let taste = (u % 7) * 200;
                 r.push(u);
                 c.push((taste + (state >> 33) as u32 % 300) % n_items);

@@ -66,6 +66,67 @@ impl ItemItem {
     }
 }
 
+/// The mean over items of the sum of |weight| of a row: the scale a user's scores have per
+/// history item, so two models' weights can be put on one scale before they are blended.
+pub fn mean_row_l1(w: &ItemItem) -> f64 {
+    if w.n_items == 0 {
+        return 0.0;
+    }
+    w.weights.iter().map(|x| x.abs() as f64).sum::<f64>() / w.n_items as f64
+}
+
+/// A blend of two item-item models over the same items: `share` of `a` and `1 − share` of `b`,
+/// each divided by its mean row L1 norm first (EASE's regression weights and RP3beta's walk
+/// probabilities live on different scales). Each row keeps its `neighbors` weights largest in
+/// magnitude (ties: lower item index), so the blend costs what either model costs to serve.
+pub fn blend(a: &ItemItem, b: &ItemItem, share: f64, neighbors: usize) -> ItemItem {
+    assert_eq!(
+        a.n_items, b.n_items,
+        "blended models must share their items"
+    );
+    let scale = |w: &ItemItem, part: f64| {
+        let l1 = mean_row_l1(w);
+        if l1 > 0.0 {
+            (part / l1) as f32
+        } else {
+            0.0
+        }
+    };
+    let (sa, sb) = (scale(a, share), scale(b, 1.0 - share));
+    let rows: Vec<(Vec<u32>, Vec<f32>)> = (0..a.n_items as u32)
+        .into_par_iter()
+        .map(|h| {
+            let mut merged: Vec<(u32, f32)> = Vec::new();
+            let (ia, wa) = a.row(h);
+            let (ib, wb) = b.row(h);
+            merged.extend(ia.iter().zip(wa).map(|(&j, &w)| (j, sa * w)));
+            merged.extend(ib.iter().zip(wb).map(|(&j, &w)| (j, sb * w)));
+            merged.sort_by_key(|p| p.0);
+            let mut summed: Vec<(u32, f32)> = Vec::with_capacity(merged.len());
+            for (j, w) in merged {
+                match summed.last_mut() {
+                    Some(last) if last.0 == j => last.1 += w,
+                    _ => summed.push((j, w)),
+                }
+            }
+            let mut top = TopK::new(neighbors);
+            for &(j, w) in &summed {
+                if w != 0.0 {
+                    top.offer(j, w.abs());
+                }
+            }
+            top.into_sorted()
+                .into_iter()
+                .map(|(j, _)| {
+                    let at = summed.binary_search_by_key(&j, |p| p.0).expect("offered");
+                    (j, summed[at].1)
+                })
+                .unzip()
+        })
+        .collect();
+    ItemItem::from_rows(rows)
+}
+
 /// Top-k lists for the users with a test set (others get an empty list): each user's training
 /// items (binary, as EASE was fitted) times B, the training items excluded. Items B says
 /// nothing about come after, in `popularity` order.
@@ -155,5 +216,33 @@ mod tests {
             top,
             vec![(1, 2.0), (5, 1.0), (0, 0.0), (4, -0.5), (2, -1.0)]
         );
+    }
+
+    #[test]
+    fn a_blend_puts_both_models_on_one_scale() {
+        // a: row 0 → 1 (weight 2); b: row 0 → 1 (0.1) and 0 → 2 (0.1). Mean row L1: a 1,
+        // b 0.1 (over 2 items). Half and half: 0 → 1 = 2/1·½ + 0.1/0.1·½ = 1.5, 0 → 2 = 0.5.
+        let a = ItemItem::from_rows(vec![(vec![1], vec![2.0]), (vec![], vec![])]);
+        let b = ItemItem::from_rows(vec![(vec![1], vec![0.1]), (vec![], vec![])]);
+        let a3 = ItemItem::from_rows(vec![
+            (vec![1], vec![2.0]),
+            (vec![], vec![]),
+            (vec![], vec![]),
+        ]);
+        let b3 = ItemItem::from_rows(vec![
+            (vec![1, 2], vec![0.1, 0.1]),
+            (vec![], vec![]),
+            (vec![0], vec![0.1]),
+        ]);
+        let w = blend(&a3, &b3, 0.5, 5);
+        // Mean row L1 over three items: a 2/3, b 0.3/3 = 0.1.
+        assert!((w.weight(0, 1) - (2.0 / (2.0 / 3.0) * 0.5 + 0.1 / 0.1 * 0.5)).abs() < 1e-5);
+        assert!((w.weight(0, 2) - 0.5).abs() < 1e-5);
+        assert!((w.weight(2, 0) - 0.5).abs() < 1e-5);
+        // Share 1 is `a` alone (rescaled); one neighbour keeps the largest.
+        let only_a = blend(&a, &b, 1.0, 5);
+        assert_eq!(only_a.row(0).0, &[1]);
+        let one = blend(&a3, &b3, 0.5, 1);
+        assert_eq!(one.row(0).0, &[1]);
     }
 }

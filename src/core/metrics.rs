@@ -120,6 +120,59 @@ pub fn summarise(
     m
 }
 
+/// NDCG@k of each user with a test set, in user order (what `summarise` averages).
+pub fn ndcg_per_user(rankings: &[Vec<u32>], test: &[HashSet<u32>], k: usize) -> Vec<f64> {
+    rankings
+        .iter()
+        .zip(test)
+        .filter(|(_, relevant)| !relevant.is_empty())
+        .map(|(ranked, relevant)| ndcg_at_k(ranked, relevant, k))
+        .collect()
+}
+
+/// Which candidate to keep, from each one's per-user scores on the same users and its
+/// simplicity rank (lower: simpler): the simplest candidate whose mean is not significantly
+/// below the best mean — the mean of its paired per-user differences to the best is at most
+/// one standard error of those differences (the one-standard-error rule of model selection).
+/// Among candidates of the same rank the higher mean wins; then the earlier. Choosing the
+/// plain best of many noisy candidates tends to pick one that was lucky on the validation
+/// split; this keeps a more complex model only where its gain is larger than the noise.
+pub fn simplest_within_one_se(per_user: &[&[f64]], simplicity: &[usize]) -> usize {
+    assert_eq!(per_user.len(), simplicity.len());
+    assert!(!per_user.is_empty(), "at least one candidate");
+    let mean = |v: &[f64]| {
+        if v.is_empty() {
+            0.0
+        } else {
+            v.iter().sum::<f64>() / v.len() as f64
+        }
+    };
+    let means: Vec<f64> = per_user.iter().map(|v| mean(v)).collect();
+    let best = (0..means.len())
+        .max_by(|&a, &b| means[a].total_cmp(&means[b]).then(b.cmp(&a)))
+        .expect("at least one candidate");
+    let close = |c: usize| -> bool {
+        let (b, v) = (per_user[best], per_user[c]);
+        if c == best || b.len() != v.len() || b.len() < 2 {
+            return c == best;
+        }
+        let n = b.len() as f64;
+        let d: Vec<f64> = b.iter().zip(v).map(|(x, y)| x - y).collect();
+        let m = d.iter().sum::<f64>() / n;
+        let var = d.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0);
+        m <= (var / n).sqrt()
+    };
+    (0..means.len())
+        .filter(|&c| close(c))
+        .min_by(|&a, &b| {
+            simplicity[a]
+                .cmp(&simplicity[b])
+                .then(means[b].total_cmp(&means[a]))
+                .then(a.cmp(&b))
+        })
+        .expect("the best is always close to itself")
+}
+
 /// A score with its item, ordered so that a max-heap of `Reverse` keeps the k best; ties go to
 /// the lower item index, so results are deterministic.
 #[derive(PartialEq)]
@@ -308,6 +361,22 @@ mod tests {
         assert_eq!(top_k(scores.iter().copied(), &[1, 4], 3), vec![2, 3, 0]);
         assert_eq!(top_k(scores.iter().copied(), &[], 10), vec![4, 1, 2, 3, 0]);
         assert!(top_k(scores.iter().copied(), &[], 0).is_empty());
+    }
+
+    #[test]
+    fn the_simplest_candidate_within_one_standard_error_wins() {
+        // b beats a by 0.01 on average, but the per-user differences vary far more: a, the
+        // simpler, is kept. c beats a by 0.1 on every user: c wins however complex it is.
+        let a = [0.5, 0.3, 0.7, 0.1, 0.4, 0.6];
+        let b = [0.7, 0.1, 0.9, 0.0, 0.3, 0.7];
+        let c = [0.6, 0.4, 0.8, 0.2, 0.5, 0.7];
+        assert_eq!(simplest_within_one_se(&[&a, &b], &[0, 1]), 0);
+        assert_eq!(simplest_within_one_se(&[&a, &b, &c], &[0, 1, 2]), 2);
+        // Same rank: the higher mean.
+        assert_eq!(simplest_within_one_se(&[&a, &b], &[1, 1]), 1);
+        // One candidate, or one user: the best.
+        assert_eq!(simplest_within_one_se(&[&a], &[3]), 0);
+        assert_eq!(simplest_within_one_se(&[&[0.2], &[0.3]], &[0, 1]), 1);
     }
 
     #[test]

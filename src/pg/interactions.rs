@@ -236,9 +236,10 @@ fn sort_ids(data: &mut Interactions) {
 }
 
 /// Pairs, two CSR orientations, the purchased pairs (at most one per pair, and their SQL copy
-/// while writing), factors and their SQL copies while writing.
+/// while writing), the validation split's training matrix and held-out sets (`auto`), factors
+/// and their SQL copies while writing.
 pub fn memory_estimate(pairs: usize, users: usize, items: usize, k: usize) -> usize {
-    pairs * (24 + 16 + 12) + (users + items) * (k * 4 * 2 + 64)
+    pairs * (24 + 16 + 12 + 16) + (users + items) * (k * 4 * 2 + 64)
 }
 
 #[allow(clippy::too_many_arguments)]

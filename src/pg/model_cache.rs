@@ -377,8 +377,8 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
             .and_then(|v| v.as_f64())
             .filter(|w| *w > 0.0);
 
-        // ALS (also every model before 0.7.0), item-item (EASE, RP3beta), popularity or
-        // trending.
+        // ALS (also every model before 0.7.0), item-item (EASE, RP3beta, their blend),
+        // popularity or trending.
         let model_type = params
             .get("model_type")
             .and_then(|v| v.as_str())
@@ -388,12 +388,13 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
         let mut item_ids: Vec<String> = Vec::new();
         let mut factors: Vec<f32> = Vec::new();
         let mut popularity: Vec<f32> = Vec::new();
-        let mut neighbors = matches!(model_type.as_str(), "ease" | "rp3beta").then(|| ItemItem {
-            n_items: 0,
-            offsets: vec![0],
-            items: Vec::new(),
-            weights: Vec::new(),
-        });
+        let mut neighbors =
+            matches!(model_type.as_str(), "ease" | "rp3beta" | "blend").then(|| ItemItem {
+                n_items: 0,
+                offsets: vec![0],
+                items: Vec::new(),
+                weights: Vec::new(),
+            });
         let mut k = 0usize;
         let mut cursor = client.open_cursor(
             if neighbors.is_some() {
