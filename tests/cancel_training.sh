@@ -5,8 +5,9 @@
 # model row is left behind; no thread of the backend keeps burning CPU afterwards (its
 # utime+stime, all threads, stays flat over a second while the session sleeps).
 # Cases: statement_timeout 1 s (mid-iterations), statement_timeout 100 ms (in the read of the
-# events), pg_cancel_backend() from another session after the second iteration, and
-# pg_cancel_backend() right after the last iteration (while the model is being written).
+# events), pg_cancel_backend() from another session after the second iteration,
+# pg_cancel_backend() right after the last iteration (while the model is being written), and
+# statement_timeout 1 s inside EASE's dense solve (its threads get 0.3 s to end their step).
 # Prints PASS/FAIL per case; exits non-zero on any failure.
 PP_PORT=54343
 unset PP_RUN
@@ -19,10 +20,13 @@ le() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }   # le A B: A <= B 
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 # utime + stime of the whole process (every thread, live or ended), in clock ticks.
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
-# One "tid:state" per thread of the process.
+# One "tid:state" per thread of the process (a thread that ends meanwhile is left out).
 thread_states() {
-    local t
-    for t in /proc/"$1"/task/*; do printf '%s:%s ' "${t##*/}" "$(sed 's/^.*) //' "$t/stat" | cut -d' ' -f1)"; done
+    local t state
+    for t in /proc/"$1"/task/*; do
+        state=$(sed 's/^.*) //' "$t/stat" 2>/dev/null | cut -d' ' -f1) || true
+        [ -z "$state" ] || printf '%s:%s ' "${t##*/}" "$state"
+    done
 }
 TICK=$(getconf CLK_TCK)
 
@@ -71,7 +75,7 @@ SELECT pg_backend_pid() AS pid, (SELECT count(*) FROM personalize.models) AS mod
 \\echo MODELS_BEFORE :models_before
 $set_timeout
 SELECT extract(epoch FROM clock_timestamp()) AS t0 \\gset
-SELECT 'MODEL ' || model_id FROM personalize.train(factors => $FACTORS, iterations => $iters);
+SELECT 'MODEL ' || model_id FROM ${TRAIN_CALL:-personalize.train(factors => $FACTORS, iterations => $iters)};
 SELECT extract(epoch FROM clock_timestamp()) AS t1 \\gset
 RESET statement_timeout;
 \\echo SQLSTATE :LAST_ERROR_SQLSTATE
@@ -107,7 +111,9 @@ SQL
         during=$(ls "/proc/$pid/task" 2>/dev/null | wc -l)
     fi
     wait_for 60 grep -q '^CANCELLED' "$out" || bad "the training did not stop within 60 s"
-    # The session now sleeps 3 s in pg_sleep: its CPU time must stay flat.
+    # The session now sleeps 3 s in pg_sleep: its CPU time must stay flat. SETTLE: seconds to
+    # let the pool finish the step it was in (the EASE solve's steps take tens of ms).
+    sleep "${SETTLE:-0}"
     local c1 c2 states
     c1=$(cpu_ticks "$pid"); states=$(thread_states "$pid")
     sleep 1
@@ -177,5 +183,20 @@ for attempt in 1 2 3; do
     [ $attempt = 3 ] && bad "the cancel never landed before the training committed"
 done
 result "pg_cancel_backend during the write"
+
+say "5. statement_timeout = 1s in EASE's dense solve (5,000 items, several seconds of solve)"
+# The solve runs on the training pool in steps of bounded work; the cancel sets a flag the
+# solving thread reads between them, so no thread finishes the abandoned solve.
+DB=pp_cancel_ease
+fresh_db $DB
+sql >/dev/null <<'SQL'
+CREATE EXTENSION pg_personalize;
+SELECT * FROM personalize.generate_shop(150000, users => 20000, items => 5000, seed => 12);
+SQL
+m1=$(sql -c "SELECT model_id FROM personalize.train(model_type => 'popularity')")
+ease_items=$(sql -c "SELECT count(DISTINCT item_id) FROM personalize.events WHERE item_id IS NOT NULL")
+echo "first model: popularity ($m1); the EASE solve has $ease_items items"
+TRAIN_CALL="personalize.train(model_type => 'ease', l2 => 500)" SETTLE=0.3 cancel_case timeout_ease 1s 1
+result "statement_timeout 1s in the EASE solve"
 
 summary

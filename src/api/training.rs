@@ -705,9 +705,10 @@ fn fit(c: &Candidate, strengths: &Csr, pool: &rayon::ThreadPool) -> Fitted {
 const RP3BETA_BLOCK: usize = 2048;
 
 /// EASE's dense solve on the pool while this (the backend's main) thread checks for query
-/// cancel and statement_timeout every 50 ms: one solve is seconds to a minute of work with no
-/// point to stop at inside faer, so a cancel raises here at once and the pool's threads finish
-/// the abandoned solve in the background, then free its memory (the pool ends with them).
+/// cancel and statement_timeout every 50 ms. A cancel raises here at once; on the way out a
+/// guard sets the solve's stop flag, which the solving thread reads between steps of bounded
+/// work (`ease::fit_from_gram`), so the pool stops within a fraction of a second instead of
+/// finishing an abandoned solve.
 fn solve_interruptibly(
     gram: Vec<f64>,
     n: usize,
@@ -715,16 +716,32 @@ fn solve_interruptibly(
     neighbors: usize,
     pool: &rayon::ThreadPool,
 ) -> Option<ItemItem> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    /// Sets the flag when dropped: on return, and on the unwind of a raised cancel.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_exit = StopOnDrop(Arc::clone(&stop));
     let (tx, rx) = std::sync::mpsc::channel();
     pool.spawn(move || {
         // A panic must not escape a spawned job (rayon would abort the process): it comes
         // back as a value instead.
-        let result = std::panic::catch_unwind(move || ease::fit_from_gram(gram, n, l2, neighbors));
+        let result = std::panic::catch_unwind(move || {
+            ease::fit_from_gram(gram, n, l2, neighbors, &|| stop.load(Ordering::Relaxed))
+        });
         let _ = tx.send(result);
     });
     loop {
         match rx.recv_timeout(std::time::Duration::from_millis(50)) {
-            Ok(Ok(result)) => return result,
+            Ok(Ok(Ok(result))) => return result,
+            Ok(Ok(Err(ease::Stopped))) => {
+                unreachable!("the solve stops only once this function has returned")
+            }
             Ok(Err(_)) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 PersonalizeError::NotReady {
                     message: format!("the EASE solve for {n} items failed"),
