@@ -180,9 +180,10 @@ run pp_bench_serve_shop "shop recommend (stored vector)" recommend 2 ""
 run pp_bench_serve_shop "shop recommend (fold-in)" fold_in 1 fold_in
 run pp_bench_serve_shop "shop recommend (fold-in)" fold_in 2 ""
 run pp_bench_serve_shop "shop plain-SQL top-k" plain_sql 1 sql
-# The other model families on the same shop: EASE (item-item: every call scores the user's
-# history times the weights) and popularity, each retrained as the active 'default' model.
-for family in ease popularity; do
+# The other model families on the same shop: EASE and RP3beta (item-item: every call scores the user's
+# history times the weights; a blend serves the same way) and popularity, each retrained as the
+# active 'default' model.
+for family in ease rp3beta popularity; do
     psql -X -q -d pp_bench_serve_shop -v ON_ERROR_STOP=1 >/dev/null \
         -c "SET client_min_messages = warning" -c "SELECT * FROM personalize.train(model_type => '$family')"
     run pp_bench_serve_shop "shop recommend ($family)" recommend 1 model

@@ -425,6 +425,7 @@ enum Candidate {
         beta: f64,
         ease_share: f64,
         neighbors: usize,
+        rp3beta_neighbors: usize,
     },
 }
 
@@ -466,7 +467,9 @@ impl Candidate {
                 beta,
                 ease_share,
                 neighbors,
-            } => json!({"ease_share": ease_share, "l2": l2, "beta": beta, "neighbors": neighbors}),
+                rp3beta_neighbors,
+            } => json!({"ease_share": ease_share, "l2": l2, "beta": beta, "neighbors": neighbors,
+                        "rp3beta_neighbors": rp3beta_neighbors}),
             Candidate::Als { params, alpha } => json!({
                 "factors": params.factors,
                 "iterations": params.iterations,
@@ -554,11 +557,11 @@ fn rp3beta_grid(neighbors: usize) -> Vec<Candidate> {
 
 fn rp3beta_beta(spec: &Spec) -> Option<f64> {
     spec.beta.inspect(|&beta| {
-        if !(beta.is_finite() && (0.0..=2.0).contains(&beta)) {
+        if !(beta.is_finite() && (-1.0..=2.0).contains(&beta)) {
             PersonalizeError::invalid(
-                format!("beta must be between 0 and 2, not {beta}"),
-                "beta damps popular items in RP3beta (0: none; 0.5 is typical); omit it to \
-                 choose it on a validation split.",
+                format!("beta must be between -1 and 2, not {beta}"),
+                "beta damps popular items in RP3beta (0: none; 0.5 is typical; below 0 favours \
+                 them); omit it to choose it on a validation split.",
             )
             .raise();
         }
@@ -681,6 +684,7 @@ fn fit(c: &Candidate, strengths: &Csr, pool: &rayon::ThreadPool) -> Fitted {
             beta,
             ease_share,
             neighbors,
+            rp3beta_neighbors,
         } => {
             let part = |c: Candidate| match fit(&c, strengths, pool) {
                 Fitted::ItemItem(w) => w,
@@ -692,7 +696,7 @@ fn fit(c: &Candidate, strengths: &Csr, pool: &rayon::ThreadPool) -> Fitted {
             });
             let rp3 = part(Candidate::Rp3beta {
                 beta: *beta,
-                neighbors: *neighbors,
+                neighbors: *rp3beta_neighbors,
             });
             Fitted::ItemItem(
                 pool.install(|| item_item::blend(&ease, &rp3, *ease_share, *neighbors)),
@@ -854,7 +858,79 @@ fn select_searching_l2(
             keep_best_fits(&mut trials);
         }
     }
+    search_beta(&mut trials, split, pool, budget);
     trials
+}
+
+/// How far the β search may leave RP3beta's grid, in steps of ¼.
+const MAX_BETA_STEPS: usize = 3;
+
+/// RP3beta's β past the edge of the grid while the best sits at an edge and each step improves:
+/// ¼ more above the top (up to 2), ¼ less below the bottom (down to −¾: a negative β favours
+/// popular items, which some shops' histories do); then the best β with a fifth of the
+/// neighbours.
+fn search_beta(
+    trials: &mut Vec<Trial>,
+    split: &metrics::Split,
+    pool: &rayon::ThreadPool,
+    budget: &TimeBudget,
+) {
+    let tried = |trials: &[Trial]| -> Vec<(f64, usize, f64)> {
+        trials
+            .iter()
+            .filter_map(|t| match t.candidate {
+                Candidate::Rp3beta { beta, neighbors } => Some((beta, neighbors, t.ndcg)),
+                _ => None,
+            })
+            .collect()
+    };
+    for _ in 0..MAX_BETA_STEPS {
+        let seen = tried(trials);
+        let Some(&(best, neighbors, best_ndcg)) = seen.iter().max_by(|a, b| a.2.total_cmp(&b.2))
+        else {
+            return;
+        };
+        let highest = seen.iter().map(|t| t.0).fold(f64::MIN, f64::max);
+        let lowest = seen.iter().map(|t| t.0).fold(f64::MAX, f64::min);
+        let next = if best >= highest && best + 0.25 <= 2.0 {
+            best + 0.25
+        } else if best <= lowest && best - 0.25 >= -0.75 {
+            best - 0.25
+        } else {
+            break;
+        };
+        let more = select(
+            vec![Candidate::Rp3beta {
+                beta: next,
+                neighbors,
+            }],
+            split,
+            pool,
+            budget,
+        );
+        let improved = more.iter().any(|t| t.ndcg > best_ndcg);
+        trials.extend(more);
+        keep_best_fits(trials);
+        if !improved {
+            break;
+        }
+    }
+    let seen = tried(trials);
+    if let Some(&(beta, neighbors, _)) = seen.iter().max_by(|a, b| a.2.total_cmp(&b.2)) {
+        let fewer = (neighbors / 5).max(20);
+        if fewer < neighbors && !seen.iter().any(|t| t.0 == beta && t.1 == fewer) {
+            trials.extend(select(
+                vec![Candidate::Rp3beta {
+                    beta,
+                    neighbors: fewer,
+                }],
+                split,
+                pool,
+                budget,
+            ));
+            keep_best_fits(trials);
+        }
+    }
 }
 
 /// Top-k lists of a fitted candidate for the split's test users, their training items left out.
@@ -1001,8 +1077,15 @@ fn blend_trials(
     let (Some(e), Some(r)) = (best_of("ease"), best_of("rp3beta")) else {
         return;
     };
-    let (Candidate::Ease { l2, neighbors }, Candidate::Rp3beta { beta, .. }, Some(ease), Some(rp3)) =
-        (&e.candidate, &r.candidate, &e.fitted, &r.fitted)
+    let (
+        Candidate::Ease { l2, neighbors },
+        Candidate::Rp3beta {
+            beta,
+            neighbors: rp3beta_neighbors,
+        },
+        Some(ease),
+        Some(rp3),
+    ) = (&e.candidate, &r.candidate, &e.fitted, &r.fitted)
     else {
         return;
     };
@@ -1014,6 +1097,7 @@ fn blend_trials(
             beta: *beta,
             ease_share,
             neighbors: *neighbors,
+            rp3beta_neighbors: *rp3beta_neighbors,
         };
         if budget.spent() {
             pgrx::notice!(
