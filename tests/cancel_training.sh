@@ -7,7 +7,7 @@
 # Cases: statement_timeout 1 s (mid-iterations), statement_timeout 100 ms (in the read of the
 # events), pg_cancel_backend() from another session after the second iteration,
 # pg_cancel_backend() right after the last iteration (while the model is being written), and
-# statement_timeout 1 s inside EASE's dense solve (its threads get 0.3 s to end their step).
+# statement_timeout 1 s inside EASE's dense solve (its threads get 0.5 s to end their step).
 # Prints PASS/FAIL per case; exits non-zero on any failure.
 PP_PORT=54343
 unset PP_RUN
@@ -196,7 +196,7 @@ SQL
 m1=$(sql -c "SELECT model_id FROM personalize.train(model_type => 'popularity')")
 ease_items=$(sql -c "SELECT count(DISTINCT item_id) FROM personalize.events WHERE item_id IS NOT NULL")
 echo "first model: popularity ($m1); the EASE solve has $ease_items items"
-TRAIN_CALL="personalize.train(model_type => 'ease', l2 => 500)" SETTLE=0.3 cancel_case timeout_ease 1s 1
+TRAIN_CALL="personalize.train(model_type => 'ease', l2 => 500)" SETTLE=0.5 cancel_case timeout_ease 1s 1
 result "statement_timeout 1s in the EASE solve"
 
 summary

@@ -183,9 +183,17 @@ pub fn fit_from_gram(
     if n == 0 {
         return Ok(Some(ItemItem::from_rows(Vec::new())));
     }
-    let mut g = Mat::<f64>::from_fn(n, n, |i, j| {
-        gram[i * n + j] + if i == j { lambda } else { 0.0 }
-    });
+    // G + λI, column by column (G is symmetric: its rows are its columns), asking `stop`
+    // every few hundred columns.
+    let mut g = Mat::<f64>::zeros(n, n);
+    for j in 0..n {
+        if j % STEP_ROWS == 0 && stop() {
+            return Err(Stopped);
+        }
+        g.col_as_slice_mut(j)
+            .copy_from_slice(&gram[j * n..(j + 1) * n]);
+        g[(j, j)] += lambda;
+    }
     // From here two n × n matrices at a time (G, becoming P, and L⁻¹): `solve_bytes` counts
     // four.
     drop(gram);
