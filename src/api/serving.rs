@@ -676,9 +676,17 @@ fn explain_recommendation(
                 .collect(),
             None if model.has_factors() && !strengths.is_empty() => {
                 let (cols, conf) = serving::confidences(strengths, model.alpha);
-                serving::explain(&cols, &conf, &model.factors, &model.yty, model.k, target)
-                    .map(|(_, terms)| terms)
-                    .unwrap_or_default()
+                serving::explain(
+                    &cols,
+                    &conf,
+                    &model.factors,
+                    &model.yty,
+                    model.k,
+                    target,
+                    model.extra_regularization(cols.len()),
+                )
+                .map(|(_, terms)| terms)
+                .unwrap_or_default()
             }
             None => Vec::new(),
         };

@@ -74,6 +74,7 @@ fn als_params(
         solver,
         seed: required(seed, "seed") as u64,
         compute_loss: true,
+        reg_exponent: 0.0,
     };
     if let Err(problem) = params.check() {
         PersonalizeError::invalid(
@@ -246,11 +247,18 @@ fn model_params(
     chosen: &Candidate,
     spec: &Spec,
     leaderboard: Vec<serde_json::Value>,
+    mean_user_items: f64,
 ) -> serde_json::Value {
     let mut p = serde_json::Map::new();
     p.insert("model_type".into(), json!(chosen.family()));
     if let serde_json::Value::Object(c) = chosen.params() {
         p.extend(c);
+    }
+    if let Candidate::Als { params, .. } = chosen {
+        if params.reg_exponent != 0.0 {
+            // Fold-in scales a user's λ against the mean the model was trained with.
+            p.insert("mean_user_items".into(), json!(mean_user_items));
+        }
     }
     p.insert("seed".into(), json!(cfg.params.seed));
     let common = params_json(cfg);
@@ -306,6 +314,8 @@ struct Spec {
     neighbors: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     beta: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_scaling: Option<f32>,
 }
 
 impl Spec {
@@ -316,6 +326,7 @@ impl Spec {
             || self.alpha.is_some()
             || self.solver.is_some()
             || self.cg_steps.is_some()
+            || self.frequency_scaling.is_some()
     }
 
     /// EASE's or RP3beta's: `neighbors` belongs to both.
@@ -348,9 +359,9 @@ fn resolve_spec(name: &str, mut given: Spec) -> Spec {
             (false, false, true) => "rp3beta",
             _ => PersonalizeError::invalid(
                 "the parameters given belong to different model families",
-                "ALS takes factors, iterations, regularization, alpha, solver and cg_steps; \
-                 EASE l2 and neighbors; RP3beta beta and neighbors. Pass model_type with one \
-                 family's parameters.",
+                "ALS takes factors, iterations, regularization, alpha, solver, cg_steps and \
+                 frequency_scaling; EASE l2 and neighbors; RP3beta beta and neighbors. Pass \
+                 model_type with one family's parameters.",
             )
             .raise(),
         }
@@ -376,9 +387,9 @@ fn resolve_spec(name: &str, mut given: Spec) -> Spec {
                 "model_type '{}' takes none of the parameters given",
                 given.model_type
             ),
-            "ALS takes factors, iterations, regularization, alpha, solver and cg_steps; EASE \
-             takes l2 and neighbors; RP3beta beta and neighbors; auto, popularity and trending \
-             take none of them.",
+            "ALS takes factors, iterations, regularization, alpha, solver, cg_steps and \
+             frequency_scaling; EASE takes l2 and neighbors; RP3beta beta and neighbors; auto, \
+             popularity and trending take none of them.",
         )
         .raise();
     }
@@ -480,6 +491,7 @@ impl Candidate {
                     Solver::ConjugateGradient => "cg",
                     Solver::Cholesky => "cholesky",
                 },
+                "frequency_scaling": params.reg_exponent,
             }),
         }
     }
@@ -512,25 +524,32 @@ const VALIDATION_K: usize = 10;
 /// want light regularization and confidence; the validation split keeps whichever fits.
 fn als_grid(seed: u64) -> Vec<Candidate> {
     [
-        (16, 1.0, 5.0),
-        (32, 0.01, 1.0),
-        (64, 1.0, 5.0),
-        (64, 20.0, 5.0),
-        (ALS_GRID_MAX_FACTORS, 10.0, 10.0),
+        (16, 1.0, 5.0, 0.0),
+        (32, 0.01, 1.0, 0.0),
+        (64, 1.0, 5.0, 0.0),
+        (64, 20.0, 5.0, 0.0),
+        (ALS_GRID_MAX_FACTORS, 10.0, 10.0, 0.0),
+        // Frequency-scaled (Rendle et al. 2022): the mid and large configurations again, each
+        // user's and item's λ scaled with its number of interactions.
+        (64, 20.0, 5.0, 1.0),
+        (ALS_GRID_MAX_FACTORS, 10.0, 10.0, 1.0),
     ]
     .into_iter()
-    .map(|(factors, regularization, alpha)| Candidate::Als {
-        params: AlsParams {
-            factors,
-            iterations: 15,
-            regularization,
-            cg_steps: 3,
-            solver: Solver::ConjugateGradient,
-            seed,
-            compute_loss: false,
+    .map(
+        |(factors, regularization, alpha, reg_exponent)| Candidate::Als {
+            params: AlsParams {
+                factors,
+                iterations: 15,
+                regularization,
+                cg_steps: 3,
+                solver: Solver::ConjugateGradient,
+                seed,
+                compute_loss: false,
+                reg_exponent,
+            },
+            alpha,
         },
-        alpha,
-    })
+    )
     .collect()
 }
 
@@ -597,6 +616,19 @@ fn als_candidate(spec: &Spec, seed: Option<i64>) -> Candidate {
         spec.solver.as_deref().or(Some("cg")),
         spec.cg_steps.or(Some(3)),
     );
+    let params = AlsParams {
+        reg_exponent: spec.frequency_scaling.unwrap_or(0.0),
+        ..params
+    };
+    if let Err(problem) = params.check() {
+        PersonalizeError::invalid(
+            problem,
+            "frequency_scaling is the exponent of frequency-scaled regularization: 0 (the \
+             default) gives every user and item the same λ, 1 scales it with their number of \
+             interactions.",
+        )
+        .raise();
+    }
     Candidate::Als { params, alpha }
 }
 
@@ -1225,6 +1257,7 @@ fn train_models(
     l2: default!(Option<f64>, "NULL"),
     neighbors: default!(Option<i32>, "NULL"),
     beta: default!(Option<f64>, "NULL"),
+    frequency_scaling: default!(Option<f32>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -1254,6 +1287,7 @@ fn train_models(
             l2,
             neighbors,
             beta,
+            frequency_scaling,
         },
     );
     let seed_value = required(seed, "seed");
@@ -1427,7 +1461,13 @@ fn train_models(
         Fitted::Trending => trending_order(&strengths),
         _ => popularity_order(&strengths),
     };
-    let params = model_params(&cfg, &chosen, &spec, leaderboard);
+    let params = model_params(
+        &cfg,
+        &chosen,
+        &spec,
+        leaderboard,
+        als::mean_row_nnz(&strengths),
+    );
     let model_id = Spi::connect_mut(|client| {
         let id = model_store::insert_model(
             client,
@@ -1554,6 +1594,7 @@ fn train(
         None,
         None,
         None,
+        None,
     )
 }
 
@@ -1603,6 +1644,7 @@ fn train_with_families(
         model_type,
         l2,
         neighbors,
+        None,
         None,
     )
 }

@@ -32,6 +32,11 @@ pub struct AlsParams {
     pub seed: u64,
     /// Compute the training loss after each iteration (costs about one CG step).
     pub compute_loss: bool,
+    /// Frequency scaling of the regularization (Rendle et al. 2022): each user's and each
+    /// item's λ is `regularization · (its interactions / the mean)^exponent`, so heavy users and
+    /// popular items are held back more and the average λ stays `regularization`. 0: the same λ
+    /// for every row (the `implicit` formulation).
+    pub reg_exponent: f32,
 }
 
 impl Default for AlsParams {
@@ -44,6 +49,7 @@ impl Default for AlsParams {
             solver: Solver::ConjugateGradient,
             seed: 42,
             compute_loss: true,
+            reg_exponent: 0.0,
         }
     }
 }
@@ -67,6 +73,12 @@ impl AlsParams {
             return Err(format!(
                 "regularization must be a finite number >= 0, not {}",
                 self.regularization
+            ));
+        }
+        if !(self.reg_exponent.is_finite() && (0.0..=2.0).contains(&self.reg_exponent)) {
+            return Err(format!(
+                "frequency_scaling must be between 0 and 2, not {}",
+                self.reg_exponent
             ));
         }
         if self.cg_steps == 0 || self.cg_steps > 100 {
@@ -273,6 +285,29 @@ pub fn gramian(y: &[f32], k: usize, reg: f32, pool: &rayon::ThreadPool) -> Vec<f
     out
 }
 
+/// A row's λ under frequency scaling: `reg · (n / mean)^exponent` for a row with n nonzeros
+/// among rows averaging `mean` (just `reg` at exponent 0). Fold-in uses it with the mean the
+/// model was trained with, so a served user is regularized as a trained one.
+pub fn row_regularization(reg: f32, exponent: f32, n: usize, mean: f64) -> f32 {
+    if exponent == 0.0 || mean <= 0.0 {
+        return reg;
+    }
+    (reg as f64 * (n as f64 / mean).powf(exponent as f64)) as f32
+}
+
+/// The mean number of nonzeros per row of `m`.
+pub fn mean_row_nnz(m: &Csr) -> f64 {
+    m.nnz() as f64 / m.n_rows.max(1) as f64
+}
+
+/// Per row of `m`: its λ minus `reg`, what its solve adds to the diagonal of YᵀY + reg·I.
+fn extra_diagonal(m: &Csr, reg: f32, exponent: f32) -> Vec<f32> {
+    let mean = mean_row_nnz(m);
+    (0..m.n_rows)
+        .map(|r| row_regularization(reg, exponent, m.row(r).0.len(), mean) - reg)
+        .collect()
+}
+
 /// The row solver compiled for AVX2+FMA; callers check `has_avx2_fma()` first.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -286,23 +321,26 @@ unsafe fn cg_row_avx2(
     steps: usize,
     scratch: &mut [f32],
     t: &mut Vec<f32>,
+    extra: f32,
 ) {
     use crate::core::als_avx2::cg_row as fast;
     // Common factor counts get the intrinsics solver with k a constant (accumulators in
     // registers, loops unrolled); others the portable one, vectorised by the compiler.
     unsafe {
         match x.len() {
-            16 => fast::<2>(cols, conf, y, yty, x, steps, scratch, t),
-            32 => fast::<4>(cols, conf, y, yty, x, steps, scratch, t),
-            64 => fast::<8>(cols, conf, y, yty, x, steps, scratch, t),
-            128 => fast::<16>(cols, conf, y, yty, x, steps, scratch, t),
-            _ => cg_row::<true>(cols, conf, y, yty, x, steps, scratch),
+            16 => fast::<2>(cols, conf, y, yty, x, steps, scratch, t, extra),
+            32 => fast::<4>(cols, conf, y, yty, x, steps, scratch, t, extra),
+            64 => fast::<8>(cols, conf, y, yty, x, steps, scratch, t, extra),
+            128 => fast::<16>(cols, conf, y, yty, x, steps, scratch, t, extra),
+            _ => cg_row::<true>(cols, conf, y, yty, x, steps, scratch, extra),
         }
     }
 }
 
-/// One CG solve of row `x` against fixed factors `y` (the `implicit` formulation).
+/// One CG solve of row `x` against fixed factors `y` (the `implicit` formulation), with
+/// `extra` added to the diagonal of YᵀY + reg·I (the row's λ − reg; 0 adds exactly nothing).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn cg_row<const FMA: bool>(
     cols: &[u32],
     conf: &[f32],
@@ -311,6 +349,7 @@ fn cg_row<const FMA: bool>(
     x: &mut [f32],
     steps: usize,
     scratch: &mut [f32],
+    extra: f32,
 ) {
     let k = x.len();
     let x = &mut x[..k];
@@ -318,10 +357,10 @@ fn cg_row<const FMA: bool>(
     let (p, rest) = rest.split_at_mut(k);
     let ap = &mut rest[..k];
     let yty = &yty[..k * k];
-    // r = b - A x, with A = YᵀY + reg·I + Σ (c-1) y yᵀ and b = Σ c y
+    // r = b - A x, with A = YᵀY + λ·I + Σ (c-1) y yᵀ and b = Σ c y
     matvec::<FMA>(yty, x, r);
-    for v in r.iter_mut() {
-        *v = -*v;
+    for (v, xi) in r.iter_mut().zip(x.iter()) {
+        *v = -(*v + extra * xi);
     }
     for (&i, &c) in cols.iter().zip(conf) {
         let yi = &y[i as usize * k..(i as usize + 1) * k];
@@ -335,6 +374,9 @@ fn cg_row<const FMA: bool>(
     }
     for _ in 0..steps {
         matvec::<FMA>(yty, p, ap);
+        for (v, pi) in ap.iter_mut().zip(p.iter()) {
+            *v += extra * pi;
+        }
         for (&i, &c) in cols.iter().zip(conf) {
             let yi = &y[i as usize * k..(i as usize + 1) * k];
             let t = (c - 1.0) * dot_k::<FMA>(yi, p);
@@ -368,15 +410,23 @@ pub struct RowSystem {
 }
 
 impl RowSystem {
-    /// Factors A for the given (item, confidence) pairs; `None` when A is not positive definite
-    /// (reg = 0 and too few items).
-    pub fn new(cols: &[u32], conf: &[f32], y: &[f32], yty: &[f32], k: usize) -> Option<Self> {
+    /// Factors A for the given (item, confidence) pairs, `extra` added to the diagonal of
+    /// YᵀY + reg·I (the row's λ − reg under frequency scaling, else 0); `None` when A is not
+    /// positive definite (λ = 0 and too few items).
+    pub fn new(
+        cols: &[u32],
+        conf: &[f32],
+        y: &[f32],
+        yty: &[f32],
+        k: usize,
+        extra: f32,
+    ) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if has_avx2_fma() {
             // SAFETY: the CPU has AVX2 and FMA (checked just above).
-            return unsafe { Self::new_avx2(cols, conf, y, yty, k) };
+            return unsafe { Self::new_avx2(cols, conf, y, yty, k, extra) };
         }
-        Self::new_generic(cols, conf, y, yty, k)
+        Self::new_generic(cols, conf, y, yty, k, extra)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -387,13 +437,24 @@ impl RowSystem {
         y: &[f32],
         yty: &[f32],
         k: usize,
+        extra: f32,
     ) -> Option<Self> {
-        Self::new_generic(cols, conf, y, yty, k)
+        Self::new_generic(cols, conf, y, yty, k, extra)
     }
 
     #[inline(always)]
-    fn new_generic(cols: &[u32], conf: &[f32], y: &[f32], yty: &[f32], k: usize) -> Option<Self> {
+    fn new_generic(
+        cols: &[u32],
+        conf: &[f32],
+        y: &[f32],
+        yty: &[f32],
+        k: usize,
+        extra: f32,
+    ) -> Option<Self> {
         let mut a: Vec<f64> = yty[..k * k].iter().map(|&v| v as f64).collect();
+        for j in 0..k {
+            a[j * k + j] += extra as f64;
+        }
         let mut yi = vec![0f64; k];
         for (&i, &c) in cols.iter().zip(conf) {
             for (d, &v) in yi.iter_mut().zip(&y[i as usize * k..(i as usize + 1) * k]) {
@@ -478,9 +539,9 @@ fn row_rhs(cols: &[u32], conf: &[f32], y: &[f32], k: usize) -> Vec<f64> {
 
 /// The exact solve of one row: (YᵀY + reg·I + Σ (c-1) y yᵀ) x = Σ c y, by Cholesky.
 /// Keeps the old row when the system is not positive definite.
-fn cholesky_row(cols: &[u32], conf: &[f32], y: &[f32], yty: &[f32], x: &mut [f32]) {
+fn cholesky_row(cols: &[u32], conf: &[f32], y: &[f32], yty: &[f32], x: &mut [f32], extra: f32) {
     let k = x.len();
-    let Some(system) = RowSystem::new(cols, conf, y, yty, k) else {
+    let Some(system) = RowSystem::new(cols, conf, y, yty, k, extra) else {
         return;
     };
     let mut b = row_rhs(cols, conf, y, k);
@@ -502,6 +563,7 @@ fn half_step(
 ) -> Result<(), Stopped> {
     let k = params.factors;
     let yty = gramian(y, k, params.regularization, pool);
+    let extras = extra_diagonal(m, params.regularization, params.reg_exponent);
     let fast = has_avx2_fma();
     for (block, xs) in x.chunks_mut(BLOCK_ROWS * k).enumerate() {
         between_steps()?;
@@ -511,18 +573,36 @@ fn half_step(
                 || (vec![0f32; 3 * k], Vec::new()),
                 |(scratch, t), (j, xrow)| {
                     let (cols, conf) = m.row(first + j);
+                    let extra = extras[first + j];
                     match params.solver {
                         #[cfg(target_arch = "x86_64")]
                         Solver::ConjugateGradient if fast => {
                             // SAFETY: the CPU has AVX2 and FMA (checked above).
                             unsafe {
-                                cg_row_avx2(cols, conf, y, &yty, xrow, params.cg_steps, scratch, t)
+                                cg_row_avx2(
+                                    cols,
+                                    conf,
+                                    y,
+                                    &yty,
+                                    xrow,
+                                    params.cg_steps,
+                                    scratch,
+                                    t,
+                                    extra,
+                                )
                             }
                         }
-                        Solver::ConjugateGradient => {
-                            cg_row::<false>(cols, conf, y, &yty, xrow, params.cg_steps, scratch)
-                        }
-                        Solver::Cholesky => cholesky_row(cols, conf, y, &yty, xrow),
+                        Solver::ConjugateGradient => cg_row::<false>(
+                            cols,
+                            conf,
+                            y,
+                            &yty,
+                            xrow,
+                            params.cg_steps,
+                            scratch,
+                            extra,
+                        ),
+                        Solver::Cholesky => cholesky_row(cols, conf, y, &yty, xrow, extra),
                     }
                 },
             )
@@ -569,8 +649,17 @@ unsafe fn row_loss_avx2(
     }
 }
 
-/// The training loss (see the module docs of `implicit`'s `calculate_loss`).
-pub fn loss(m: &Csr, x: &[f32], y: &[f32], k: usize, reg: f32, pool: &rayon::ThreadPool) -> f64 {
+/// The training loss (see the module docs of `implicit`'s `calculate_loss`), each row's
+/// squared norm weighted by its λ (`reg_exponent` > 0: frequency-scaled).
+pub fn loss(
+    m: &Csr,
+    x: &[f32],
+    y: &[f32],
+    k: usize,
+    reg: f32,
+    reg_exponent: f32,
+    pool: &rayon::ThreadPool,
+) -> f64 {
     let yty = gramian(y, k, 0.0, pool);
     let fast = has_avx2_fma();
     let (sum, conf_total): (f64, f64) = pool.install(|| {
@@ -589,9 +678,20 @@ pub fn loss(m: &Csr, x: &[f32], y: &[f32], k: usize, reg: f32, pool: &rayon::Thr
             .into_iter()
             .fold((0.0, 0.0), |(a, b), (c, d)| (a + c, b + d))
     });
-    let norms = (dot(x, x) as f64) + (dot(y, y) as f64);
+    let penalty = if reg_exponent == 0.0 {
+        reg as f64 * ((dot(x, x) as f64) + (dot(y, y) as f64))
+    } else {
+        let weighted = |rows: &[f32], extras: Vec<f32>| -> f64 {
+            rows.chunks(k)
+                .zip(extras)
+                .map(|(r, e)| (reg + e) as f64 * dot(r, r) as f64)
+                .sum()
+        };
+        weighted(x, extra_diagonal(m, reg, reg_exponent))
+            + weighted(y, extra_diagonal(&m.transpose(), reg, reg_exponent))
+    };
     let denom = conf_total + (m.n_rows as f64) * (m.n_cols as f64) - m.nnz() as f64;
-    (sum + reg as f64 * norms) / denom.max(1.0)
+    (sum + penalty) / denom.max(1.0)
 }
 
 /// Random start, deterministic for a seed: small normal-ish values (uniform around 0 / √k).
@@ -636,6 +736,7 @@ pub fn train(
                 yf.as_slice().expect("contiguous"),
                 k,
                 params.regularization,
+                params.reg_exponent,
                 pool,
             )
         } else {
@@ -665,8 +766,9 @@ pub fn fold_in(
     item_factors: &[f32],
     yty: &[f32],
     k: usize,
+    extra: f32,
 ) -> Option<Vec<f32>> {
-    let system = RowSystem::new(items, conf, item_factors, yty, k)?;
+    let system = RowSystem::new(items, conf, item_factors, yty, k, extra)?;
     let mut b = row_rhs(items, conf, item_factors, k);
     system.solve(&mut b);
     Some(b.into_iter().map(|v| v as f32).collect())
@@ -827,12 +929,69 @@ mod tests {
         // The last half-step solved items; one more exact user solve is what fold-in computes.
         let yty = gramian(y, 8, 0.1, &pool(1));
         let (cols, conf) = m.row(3);
-        let x = fold_in(cols, conf, y, &yty, 8).unwrap();
+        let x = fold_in(cols, conf, y, &yty, 8, 0.0).unwrap();
         let mut x2 = model.user_factors.row(3).to_vec();
-        cholesky_row(cols, conf, y, &yty, &mut x2);
+        cholesky_row(cols, conf, y, &yty, &mut x2, 0.0);
         for (a, b) in x.iter().zip(&x2) {
             assert!((a - b).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn frequency_scaled_regularization_is_what_fold_in_reproduces() {
+        let m = blocks();
+        let params = AlsParams {
+            factors: 8,
+            iterations: 10,
+            regularization: 0.5,
+            solver: Solver::Cholesky,
+            reg_exponent: 1.0,
+            ..Default::default()
+        };
+        let (model, losses) = run(&m, &params, 2);
+        assert!(
+            losses.windows(2).all(|w| w[1] <= w[0] * 1.0001),
+            "{losses:?}"
+        );
+        assert_learns_blocks(&model);
+        // Fold-in with the row's λ from the training mean is one more exact user solve of the
+        // training's (the last half-step solved items).
+        let y = model.item_factors.as_slice().unwrap();
+        let yty = gramian(y, 8, 0.5, &pool(1));
+        let extras = extra_diagonal(&m, 0.5, 1.0);
+        let (cols, conf) = m.row(3);
+        let lambda = row_regularization(0.5, 1.0, cols.len(), mean_row_nnz(&m));
+        assert!((lambda - 0.5 - extras[3]).abs() < 1e-6);
+        assert!(
+            extras.iter().any(|e| e.abs() > 0.01),
+            "rows of different lengths"
+        );
+        let x = fold_in(cols, conf, y, &yty, 8, lambda - 0.5).unwrap();
+        let mut x2 = model.user_factors.row(3).to_vec();
+        cholesky_row(cols, conf, y, &yty, &mut x2, extras[3]);
+        for (a, b) in x.iter().zip(&x2) {
+            assert!((a - b).abs() < 1e-5);
+        }
+        // Exponent 0 is the plain model, bit for bit, and deterministic across threads.
+        let plain = AlsParams {
+            reg_exponent: 0.0,
+            ..params
+        };
+        let (a, _) = run(&m, &plain, 1);
+        let (b, _) = run(
+            &m,
+            &AlsParams {
+                reg_exponent: 0.0,
+                ..params
+            },
+            2,
+        );
+        assert_eq!(a.user_factors, b.user_factors);
+        assert_ne!(a.user_factors, model.user_factors);
+        // λ per row: the mean row gets `reg`, twice the mean twice it.
+        assert_eq!(row_regularization(2.0, 1.0, 10, 10.0), 2.0);
+        assert_eq!(row_regularization(2.0, 1.0, 20, 10.0), 4.0);
+        assert_eq!(row_regularization(2.0, 0.0, 20, 10.0), 2.0);
     }
 
     #[test]
@@ -883,10 +1042,32 @@ mod tests {
                 let x0: Vec<f32> = (0..k).map(|_| (rng.random::<f32>() - 0.5) * 0.1).collect();
                 let (mut portable, mut fast) = (x0.clone(), x0.clone());
                 let mut scratch = vec![0f32; 3 * k];
-                cg_row::<false>(&cols, &conf, &y, &yty, &mut portable, 3, &mut scratch);
+                let extra = if nnz == 7 { 0.3 } else { 0.0 };
+                cg_row::<false>(
+                    &cols,
+                    &conf,
+                    &y,
+                    &yty,
+                    &mut portable,
+                    3,
+                    &mut scratch,
+                    extra,
+                );
                 let mut t = Vec::new();
                 // SAFETY: AVX2 and FMA checked above; sizes match k.
-                unsafe { cg_row_avx2(&cols, &conf, &y, &yty, &mut fast, 3, &mut scratch, &mut t) };
+                unsafe {
+                    cg_row_avx2(
+                        &cols,
+                        &conf,
+                        &y,
+                        &yty,
+                        &mut fast,
+                        3,
+                        &mut scratch,
+                        &mut t,
+                        extra,
+                    )
+                };
                 let scale = portable.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
                 for (a, b) in portable.iter().zip(&fast) {
                     assert!((a - b).abs() <= 1e-3 * scale, "k {k} nnz {nnz}: {a} vs {b}");

@@ -116,7 +116,8 @@ unsafe fn add_scaled_rows<const C: usize>(
 }
 
 /// One CG solve of row `x` (k = 8·C factors) against fixed factors `y`, as `als::cg_row`:
-/// A = YᵀY + reg·I + Σ (c−1) y yᵀ (`yty` already holds YᵀY + reg·I), b = Σ c y.
+/// A = YᵀY + reg·I + extra·I + Σ (c−1) y yᵀ (`yty` already holds YᵀY + reg·I; `extra` is the
+/// row's λ − reg under frequency scaling, else 0), b = Σ c y.
 /// `scratch` holds at least 3k floats; `t` is resized to the row's nonzeros.
 ///
 /// # Safety
@@ -133,8 +134,10 @@ pub unsafe fn cg_row<const C: usize>(
     steps: usize,
     scratch: &mut [f32],
     t: &mut Vec<f32>,
+    extra: f32,
 ) {
     let k = 8 * C;
+    let extra_v = _mm256_set1_ps(extra);
     assert!(x.len() == k && yty.len() >= k * k && scratch.len() >= 3 * k);
     debug_assert!(cols.iter().all(|&i| (i as usize + 1) * k <= y.len()));
     let (r, rest) = scratch.split_at_mut(k);
@@ -151,8 +154,8 @@ pub unsafe fn cg_row<const C: usize>(
             *tj = c - (c - 1.0) * dot_regs::<C>(y.add(i as usize * k), &xr);
         }
         let mut acc = matvec::<C>(yty, x.as_ptr());
-        for a in acc.iter_mut() {
-            *a = _mm256_sub_ps(_mm256_setzero_ps(), *a);
+        for (a, xc) in acc.iter_mut().zip(&xr) {
+            *a = _mm256_sub_ps(_mm256_setzero_ps(), _mm256_fmadd_ps(extra_v, *xc, *a));
         }
         add_scaled_rows::<C>(&mut acc, cols, t, y);
         store::<C>(r.as_mut_ptr(), &acc);
@@ -170,6 +173,9 @@ pub unsafe fn cg_row<const C: usize>(
                 *tj = (c - 1.0) * dot_regs::<C>(y.add(i as usize * k), &pr);
             }
             let mut acc = matvec::<C>(yty, p.as_ptr());
+            for (a, pc) in acc.iter_mut().zip(&pr) {
+                *a = _mm256_fmadd_ps(extra_v, *pc, *a);
+            }
             add_scaled_rows::<C>(&mut acc, cols, t, y);
             store::<C>(ap.as_mut_ptr(), &acc);
         }

@@ -241,8 +241,9 @@ pub fn explain(
     yty: &[f32],
     k: usize,
     target: u32,
+    extra: f32,
 ) -> Option<(f32, Vec<(u32, f32)>)> {
-    let system = als::RowSystem::new(cols, conf, y, yty, k)?;
+    let system = als::RowSystem::new(cols, conf, y, yty, k, extra)?;
     let t = target as usize;
     let mut z: Vec<f64> = y[t * k..(t + 1) * k].iter().map(|&v| v as f64).collect();
     system.solve(&mut z);
@@ -443,9 +444,9 @@ mod tests {
         let yty = gram(&Y, k, 0.1);
         let cols = [0u32, 1];
         let conf = [5.0f32, 2.0];
-        let x = als::fold_in(&cols, &conf, &Y, &yty, k).unwrap();
+        let x = als::fold_in(&cols, &conf, &Y, &yty, k, 0.4).unwrap();
         for target in 0..4u32 {
-            let (score, terms) = explain(&cols, &conf, &Y, &yty, k, target).unwrap();
+            let (score, terms) = explain(&cols, &conf, &Y, &yty, k, target, 0.4).unwrap();
             let direct = als::dot(&Y[target as usize * k..(target as usize + 1) * k], &x);
             assert!((score - direct).abs() < 1e-4, "{score} vs {direct}");
             assert_eq!(terms.len(), 2);
@@ -453,7 +454,7 @@ mod tests {
         }
         // With no regularisation and one item in two dimensions the system is singular.
         let yty0 = gram(&[1.0, 0.0], k, 0.0);
-        assert!(explain(&[0], &[2.0], &[1.0, 0.0], &yty0, k, 0).is_none());
+        assert!(explain(&[0], &[2.0], &[1.0, 0.0], &yty0, k, 0, 0.0).is_none());
     }
 
     #[test]

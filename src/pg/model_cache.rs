@@ -38,6 +38,11 @@ pub struct ServingModel {
     stamp: i64,
     pub k: usize,
     pub alpha: f32,
+    /// ALS's regularization, its frequency-scaling exponent and the mean number of items per
+    /// training user: a folded-in user gets the λ a trained user with as many items got.
+    pub regularization: f32,
+    pub reg_exponent: f32,
+    pub mean_user_items: f64,
     pub window_seconds: Option<f64>,
     /// Unix seconds of the training's as_of.
     pub as_of: f64,
@@ -95,7 +100,25 @@ impl ServingModel {
             return None;
         }
         let (cols, conf) = serving::confidences(strengths, self.alpha);
-        crate::core::als::fold_in(&cols, &conf, &self.factors, &self.yty, self.k)
+        crate::core::als::fold_in(
+            &cols,
+            &conf,
+            &self.factors,
+            &self.yty,
+            self.k,
+            self.extra_regularization(cols.len()),
+        )
+    }
+
+    /// What a user with `n` items adds to the diagonal of YᵀY + reg·I: their λ − reg under
+    /// frequency scaling (0 without it).
+    pub fn extra_regularization(&self, n: usize) -> f32 {
+        crate::core::als::row_regularization(
+            self.regularization,
+            self.reg_exponent,
+            n,
+            self.mean_user_items,
+        ) - self.regularization
     }
 
     /// Unit-length item factors for similar_items (computed on first use).
@@ -372,6 +395,8 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
             |key: &str, default: f64| params.get(key).and_then(|v| v.as_f64()).unwrap_or(default);
         let alpha = number("alpha", 1.0) as f32;
         let regularization = number("regularization", 0.01) as f32;
+        let reg_exponent = number("frequency_scaling", 0.0) as f32;
+        let mean_user_items = number("mean_user_items", 0.0);
         let window_seconds = params
             .get("window_seconds")
             .and_then(|v| v.as_f64())
@@ -488,6 +513,9 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
             stamp,
             k,
             alpha,
+            regularization,
+            reg_exponent,
+            mean_user_items,
             window_seconds,
             as_of,
             item_ids,

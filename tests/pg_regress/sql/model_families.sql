@@ -80,6 +80,21 @@ SELECT users FROM personalize.train('als-small');
 SELECT params ->> 'model_type' AS type, params ->> 'factors' AS factors, params -> 'spec' AS spec
   FROM personalize.models WHERE name = 'als-small' AND status = 'active';
 SELECT count(*) AS als_small_models FROM personalize.models WHERE name = 'als-small';
+-- ALS with frequency-scaled regularization: each user's and item's λ scales with its number of
+-- interactions; fold-in and explanations use the λ a trained user with as many items got.
+SELECT users FROM personalize.train('als-fs', factors => 16, regularization => 1, alpha => 5, frequency_scaling => 1);
+SELECT params ->> 'model_type' AS type, params ->> 'frequency_scaling' AS frequency_scaling,
+       (params ->> 'mean_user_items')::float8 BETWEEN 10 AND 13 AS mean_user_items_stored
+  FROM personalize.models WHERE name = 'als-fs' AND status = 'active';
+SELECT personalize.track('{"type": "view", "user_id": "fs-newcomer", "item_id": "i140"}') IS NOT NULL AS tracked;
+SELECT personalize.track('{"type": "view", "user_id": "fs-newcomer", "item_id": "i141"}') IS NOT NULL AS tracked;
+SELECT count(*) FILTER (WHERE i.category = 'c7') AS in_c7, min(r.source) AS source
+  FROM personalize.recommend('fs-newcomer', 5, model => 'als-fs') r JOIN personalize.items i USING (item_id);
+SELECT abs(sum(e.contribution) - min(r.score)) < 1e-3 * abs(min(r.score)) AS explains_the_score
+  FROM personalize.recommend('fs-newcomer', 1, model => 'als-fs') r,
+       personalize.explain_recommendation('fs-newcomer', r.item_id, 100, model => 'als-fs') e;
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', frequency_scaling => 3)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', frequency_scaling => 1)$$);
 SELECT users FROM personalize.train('pop', model_type => 'popularity');
 SELECT min(source) AS source, count(*) AS n FROM personalize.recommend('u3', 5, model => 'pop');
 SELECT users FROM personalize.train('ease5', model_type => 'ease', l2 => 5, neighbors => 30);
