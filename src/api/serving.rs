@@ -697,14 +697,7 @@ fn explain_recommendation(
     if let Some((items, c)) = &state.session {
         terms.extend(explain(items, *c));
     }
-    terms.sort_by_key(|t| t.0);
-    let mut merged: Vec<(u32, f32)> = Vec::with_capacity(terms.len());
-    for (h, t) in terms {
-        match merged.last_mut() {
-            Some(last) if last.0 == h => last.1 += t,
-            _ => merged.push((h, t)),
-        }
-    }
+    let mut merged = serving::sum_by_item(terms);
     merged.retain(|t| t.1 != 0.0);
     merged.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     if merged.is_empty() {

@@ -268,18 +268,13 @@ pub(crate) mod tests {
         (Csr::from_triplets(300, 200, &r, &c, &v), bought)
     }
 
-    #[test]
-    fn ease_fills_a_users_top_10_with_their_category() {
-        let (m, bought) = category_shop();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let b = pool.install(|| fit(&m, 10.0, 50)).unwrap();
+    /// Every user of the category shop gets all the unbought items of their category (up to
+    /// 10) in their top 10 from `w`.
+    pub(crate) fn assert_top_10_holds_the_category(w: &ItemItem, bought: &[Vec<u32>]) {
         for (u, items) in bought.iter().enumerate() {
             let history: Vec<(u32, f32)> = items.iter().map(|&i| (i, 1.0)).collect();
             let mut scores = vec![0f32; 200];
-            b.accumulate(&history, &mut scores);
+            w.accumulate(&history, &mut scores);
             let mut top = TopK::new(10);
             for (j, &s) in scores.iter().enumerate() {
                 if !items.contains(&(j as u32)) {
@@ -292,9 +287,19 @@ pub(crate) mod tests {
                 .iter()
                 .filter(|(j, _)| j / 20 == cat)
                 .count();
-            let unbought = 20 - items.len();
-            assert_eq!(in_category, unbought.min(10), "user {u}");
+            assert_eq!(in_category, (20 - items.len()).min(10), "user {u}");
         }
+    }
+
+    #[test]
+    fn ease_fills_a_users_top_10_with_their_category() {
+        let (m, bought) = category_shop();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let b = pool.install(|| fit(&m, 10.0, 50)).unwrap();
+        assert_top_10_holds_the_category(&b, &bought);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use rayon::prelude::*;
 
 use crate::core::csr::Csr;
-use crate::core::serving::TopK;
+use crate::core::serving::{sum_by_item, TopK};
 
 /// Sparse item-item weights: row h holds (item, weight) pairs, largest magnitude first.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,19 +96,15 @@ pub fn blend(a: &ItemItem, b: &ItemItem, share: f64, neighbors: usize) -> ItemIt
     let rows: Vec<(Vec<u32>, Vec<f32>)> = (0..a.n_items as u32)
         .into_par_iter()
         .map(|h| {
-            let mut merged: Vec<(u32, f32)> = Vec::new();
             let (ia, wa) = a.row(h);
             let (ib, wb) = b.row(h);
-            merged.extend(ia.iter().zip(wa).map(|(&j, &w)| (j, sa * w)));
-            merged.extend(ib.iter().zip(wb).map(|(&j, &w)| (j, sb * w)));
-            merged.sort_by_key(|p| p.0);
-            let mut summed: Vec<(u32, f32)> = Vec::with_capacity(merged.len());
-            for (j, w) in merged {
-                match summed.last_mut() {
-                    Some(last) if last.0 == j => last.1 += w,
-                    _ => summed.push((j, w)),
-                }
-            }
+            let summed = sum_by_item(
+                ia.iter()
+                    .zip(wa)
+                    .map(|(&j, &w)| (j, sa * w))
+                    .chain(ib.iter().zip(wb).map(|(&j, &w)| (j, sb * w)))
+                    .collect(),
+            );
             let mut top = TopK::new(neighbors);
             for &(j, w) in &summed {
                 if w != 0.0 {

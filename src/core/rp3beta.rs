@@ -104,7 +104,7 @@ pub fn fit_bytes(m: &Csr, neighbors: usize, threads: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ease::tests::category_shop;
+    use crate::core::ease::tests::{assert_top_10_holds_the_category, category_shop};
     use crate::core::item_item::ItemItem;
 
     fn fit(m: &Csr, beta: f32, neighbors: usize) -> ItemItem {
@@ -133,25 +133,7 @@ mod tests {
     #[test]
     fn fills_a_users_top_10_with_their_category() {
         let (m, bought) = category_shop();
-        let w = fit(&m, 0.5, 50);
-        for (u, items) in bought.iter().enumerate() {
-            let history: Vec<(u32, f32)> = items.iter().map(|&i| (i, 1.0)).collect();
-            let mut scores = vec![0f32; 200];
-            w.accumulate(&history, &mut scores);
-            let mut top = TopK::new(10);
-            for (j, &s) in scores.iter().enumerate() {
-                if !items.contains(&(j as u32)) {
-                    top.offer(j as u32, s);
-                }
-            }
-            let cat = u as u32 % 10;
-            let in_category = top
-                .into_sorted()
-                .iter()
-                .filter(|(j, _)| j / 20 == cat)
-                .count();
-            assert_eq!(in_category, (20 - items.len()).min(10), "user {u}");
-        }
+        assert_top_10_holds_the_category(&fit(&m, 0.5, 50), &bought);
     }
 
     #[test]

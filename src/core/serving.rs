@@ -184,19 +184,13 @@ pub fn current_session(events: &[HistoryEvent], since: f64) -> Option<Vec<(u32, 
     if !events.iter().any(|e| e.at < since && e.weight > 0.0) {
         return None;
     }
-    let mut items: Vec<(u32, f32)> = events
-        .iter()
-        .filter(|e| e.at >= since && e.weight > 0.0)
-        .map(|e| (e.item, e.weight))
-        .collect();
-    items.sort_by_key(|p| p.0);
-    let mut out: Vec<(u32, f32)> = Vec::new();
-    for (i, w) in items {
-        match out.last_mut() {
-            Some(last) if last.0 == i => last.1 += w,
-            _ => out.push((i, w)),
-        }
-    }
+    let out = sum_by_item(
+        events
+            .iter()
+            .filter(|e| e.at >= since && e.weight > 0.0)
+            .map(|e| (e.item, e.weight))
+            .collect(),
+    );
     (!out.is_empty()).then_some(out)
 }
 
@@ -219,13 +213,17 @@ pub fn confidences(strengths: &[(u32, f32)], alpha: f32) -> (Vec<u32>, Vec<f32>)
 
 /// An anonymous session's items as strengths: each view counts 1, repeats add up.
 pub fn session_strengths(items: &[u32]) -> Vec<(u32, f32)> {
-    let mut sorted = items.to_vec();
-    sorted.sort_unstable();
-    let mut out: Vec<(u32, f32)> = Vec::new();
-    for i in sorted {
+    sum_by_item(items.iter().map(|&i| (i, 1.0)).collect())
+}
+
+/// (item, value) pairs with the values of each item summed, sorted by item.
+pub fn sum_by_item(mut pairs: Vec<(u32, f32)>) -> Vec<(u32, f32)> {
+    pairs.sort_by_key(|p| p.0);
+    let mut out: Vec<(u32, f32)> = Vec::with_capacity(pairs.len());
+    for (i, v) in pairs {
         match out.last_mut() {
-            Some(last) if last.0 == i => last.1 += 1.0,
-            _ => out.push((i, 1.0)),
+            Some(last) if last.0 == i => last.1 += v,
+            _ => out.push((i, v)),
         }
     }
     out
