@@ -132,6 +132,56 @@ fn stored_purchases(model: &ServingModel, purchased: &[i32]) -> HashSet<u32> {
         .collect()
 }
 
+/// The user's long-term answer from their decayed history (`decayed`, over `history`) and
+/// their stored model row: an item-item model's scores (the history times the weights, fold-in
+/// for events after the model's as_of unless `fold_in` is false), or an ALS vector (stored, or
+/// folded in when there are newer events or no row). `None`: popularity.
+fn long_term(
+    model: &ServingModel,
+    history: &[HistoryEvent],
+    decayed: &[(u32, f32)],
+    row_factors: Option<Vec<f32>>,
+    fold_in: bool,
+    has_new: bool,
+) -> (Option<Vec<f32>>, &'static str) {
+    let folded = || model.fold_in(decayed);
+    if !model.has_factors() {
+        let scores = if fold_in || !has_new {
+            folded()
+        } else {
+            let known: Vec<HistoryEvent> = history
+                .iter()
+                .filter(|e| e.at <= model.as_of)
+                .copied()
+                .collect();
+            model.fold_in(&serving::decayed_strengths(
+                &known,
+                model.as_of,
+                model.window_seconds,
+            ))
+        };
+        match scores {
+            Some(v) if fold_in && has_new => (Some(v), "fold_in"),
+            Some(v) => (Some(v), "model"),
+            None => (None, "popularity"),
+        }
+    } else if fold_in && has_new {
+        match folded() {
+            Some(v) => (Some(v), "fold_in"),
+            None => match row_factors {
+                Some(v) => (Some(v), "model"),
+                None => (None, "popularity"),
+            },
+        }
+    } else if let Some(v) = row_factors {
+        (Some(v), "model")
+    } else if let Some(v) = fold_in.then(folded).flatten() {
+        (Some(v), "fold_in")
+    } else {
+        (None, "popularity")
+    }
+}
+
 /// The user's vector, where it came from and what `exclude` leaves out; with `strengths`, also
 /// the decayed strengths of their history (explanations).
 ///
@@ -218,94 +268,57 @@ fn user_state(
     }
     // Decay back from the newest thing known: the model's as_of, or a newer event.
     let reference = model.as_of.max(newest);
-    let mut decayed = serving::decayed_strengths(&history, reference, model.window_seconds);
     let session = in_session
         .then(|| serving::current_session(&history, session_since))
-        .flatten();
-    let folded = || model.fold_in(&decayed);
-    let (vector, source) = if !model.has_factors() {
-        // The history times the item-item weights: the model's own answer for what it saw,
-        // fold-in for what came after (left out with fold_in => false).
-        let scores = if fold_in || !has_new {
-            folded()
-        } else {
-            let known: Vec<HistoryEvent> = history
+        .flatten()
+        .and_then(|items| Some((model.fold_in(&items)?, items)));
+    let (vector, source, decayed, session) = match session {
+        None => {
+            let decayed = serving::decayed_strengths(&history, reference, model.window_seconds);
+            let (vector, source) =
+                long_term(model, &history, &decayed, row_factors, fold_in, has_new);
+            (vector, source, decayed, None)
+        }
+        // The current session on top of everything before it, each at the same scale.
+        Some((now, items)) => {
+            let before: Vec<HistoryEvent> = history
                 .iter()
-                .filter(|e| e.at <= model.as_of)
+                .filter(|e| e.at < session_since)
                 .copied()
                 .collect();
-            model.fold_in(&serving::decayed_strengths(
-                &known,
-                model.as_of,
-                model.window_seconds,
-            ))
-        };
-        match scores {
-            Some(v) if fold_in && has_new => (Some(v), "fold_in"),
-            Some(v) => (Some(v), "model"),
-            None => (None, "popularity"),
-        }
-    } else if fold_in && has_new {
-        match folded() {
-            Some(v) => (Some(v), "fold_in"),
-            None => match row_factors {
-                Some(v) => (Some(v), "model"),
-                None => (None, "popularity"),
-            },
-        }
-    } else if let Some(v) = row_factors {
-        (Some(v), "model")
-    } else if let Some(v) = fold_in.then(folded).flatten() {
-        (Some(v), "fold_in")
-    } else {
-        (None, "popularity")
-    };
-    // The current session on top of everything before it, each at the same scale.
-    let (vector, source, session) =
-        match session.and_then(|items| Some((model.fold_in(&items)?, items))) {
-            None => (vector, source, None),
-            Some((now, items)) => {
-                let before: Vec<HistoryEvent> = history
-                    .iter()
-                    .filter(|e| e.at < session_since)
-                    .copied()
-                    .collect();
-                decayed = serving::decayed_strengths(&before, reference, model.window_seconds);
-                let vector = model.fold_in(&decayed);
-                let size = |v: &[f32]| -> f64 {
-                    if model.has_factors() {
-                        // A user vector: its length.
-                        v.iter()
-                            .map(|x| (*x as f64) * (*x as f64))
-                            .sum::<f64>()
-                            .sqrt()
-                    } else {
-                        // Item-item scores: the best for an item the user has not touched (what
-                        // they already have scores highest of all, and is usually left out).
-                        v.iter()
-                            .enumerate()
-                            .filter(|(j, _)| !interacted.contains(&(*j as u32)))
-                            .fold(0.0f64, |m, (_, &x)| m.max(x as f64))
-                    }
-                };
-                let scale = vector.as_deref().and_then(|long| {
-                    serving::session_scale(session_weight, size(long), size(&now))
-                });
-                match (vector, scale) {
-                    (Some(mut long), Some(c)) => {
-                        for (x, y) in long.iter_mut().zip(&now) {
-                            *x += c * y;
-                        }
-                        (Some(long), "session", Some((items, c)))
-                    }
-                    // The session alone: weight 1, or nothing long-term to add it to.
-                    _ => {
-                        decayed.clear();
-                        (Some(now), "session", Some((items, 1.0)))
-                    }
+            let decayed = serving::decayed_strengths(&before, reference, model.window_seconds);
+            let size = |v: &[f32]| -> f64 {
+                if model.has_factors() {
+                    // A user vector: its length.
+                    v.iter()
+                        .map(|x| (*x as f64) * (*x as f64))
+                        .sum::<f64>()
+                        .sqrt()
+                } else {
+                    // Item-item scores: the best for an item the user has not touched (what
+                    // they already have scores highest of all, and is usually left out).
+                    v.iter()
+                        .enumerate()
+                        .filter(|(j, _)| !interacted.contains(&(*j as u32)))
+                        .fold(0.0f64, |m, (_, &x)| m.max(x as f64))
                 }
+            };
+            let long = model.fold_in(&decayed);
+            let scale = long
+                .as_deref()
+                .and_then(|l| serving::session_scale(session_weight, size(l), size(&now)));
+            match (long, scale) {
+                (Some(mut long), Some(c)) => {
+                    for (x, y) in long.iter_mut().zip(&now) {
+                        *x += c * y;
+                    }
+                    (Some(long), "session", decayed, Some((items, c)))
+                }
+                // The session alone: weight 1, or nothing long-term to add it to.
+                _ => (Some(now), "session", Vec::new(), Some((items, 1.0))),
             }
-        };
+        }
+    };
     let excluded = match exclude {
         Exclude::Nothing => HashSet::new(),
         Exclude::Purchased if complete => purchased,

@@ -589,19 +589,14 @@ fn rp3beta_beta(spec: &Spec) -> Option<f64> {
 
 /// Whether RP3beta's weights for `strengths` fit the training memory budget; says why not.
 fn rp3beta_fits(strengths: &Csr, neighbors: usize, threads: usize) -> bool {
-    let need = rp3beta::fit_bytes(strengths, neighbors, threads);
-    let limit = gucs::training_memory_limit_bytes();
-    if need > limit {
-        pgrx::notice!(
-            "pg_personalize: RP3beta skipped: {} items × {neighbors} neighbours need {} MB, \
-             over the training memory budget ({} MB, personalize.training_memory_mb)",
-            strengths.n_cols,
-            need / (1024 * 1024),
-            limit / (1024 * 1024)
-        );
-        return false;
-    }
-    strengths.n_cols >= 2
+    within_memory_budget(
+        rp3beta::fit_bytes(strengths, neighbors, threads),
+        &format!(
+            "RP3beta skipped: {} items × {neighbors} neighbours need",
+            strengths.n_cols
+        ),
+        "for their weights",
+    ) && strengths.n_cols >= 2
 }
 
 /// The explicit ALS configuration of a spec, with the defaults of `train()` before 0.7.0 for
@@ -661,18 +656,26 @@ fn ease_l2(spec: &Spec) -> Option<f64> {
 
 /// Whether EASE's dense solve for `n_items` fits the training memory budget; says why not.
 fn ease_fits(n_items: usize) -> bool {
-    let need = ease::solve_bytes(n_items);
+    within_memory_budget(
+        ease::solve_bytes(n_items),
+        &format!("EASE skipped: {n_items} items need"),
+        "for the item-item solve",
+    ) && n_items >= 2
+}
+
+/// Whether `need` bytes fit the training memory budget; otherwise a NOTICE
+/// "`what` N MB `for_what`, over the training memory budget (…)".
+fn within_memory_budget(need: usize, what: &str, for_what: &str) -> bool {
     let limit = gucs::training_memory_limit_bytes();
     if need > limit {
         pgrx::notice!(
-            "pg_personalize: EASE skipped: {n_items} items need {} MB for the item-item solve, \
-             over the training memory budget ({} MB, personalize.training_memory_mb)",
+            "pg_personalize: {what} {} MB {for_what}, over the training memory budget ({} MB, \
+             personalize.training_memory_mb)",
             need / (1024 * 1024),
             limit / (1024 * 1024)
         );
-        return false;
     }
-    n_items >= 2
+    need <= limit
 }
 
 /// Fits one candidate on `strengths` (users × items, decayed interaction strengths).
@@ -696,13 +699,13 @@ fn fit(c: &Candidate, strengths: &Csr, pool: &rayon::ThreadPool) -> Fitted {
             }
         }
         Candidate::Rp3beta { beta, neighbors } => {
-            let walk = rp3beta::Walk::new(strengths);
+            let walk = rp3beta::Walk::new(strengths, *beta as f32);
             let n = walk.n_items();
             let mut rows = Vec::with_capacity(n);
             // Blocks of rows on the pool; cancel and statement_timeout are checked between.
             for start in (0..n).step_by(RP3BETA_BLOCK) {
                 let block = start..(start + RP3BETA_BLOCK).min(n);
-                rows.extend(pool.install(|| walk.rows(block, *beta as f32, *neighbors)));
+                rows.extend(pool.install(|| walk.rows(block, *neighbors)));
                 pgrx::check_for_interrupts!();
             }
             Fitted::ItemItem(ItemItem::from_rows(rows))
@@ -1057,6 +1060,23 @@ impl TimeBudget {
     fn spent(&self) -> bool {
         self.start.elapsed() >= self.limit
     }
+
+    /// Whether `c` must be left out because the budget is spent (says so in a NOTICE).
+    /// Popularity and trending cost milliseconds and always run.
+    fn skips(&self, c: &Candidate) -> bool {
+        let cheap = matches!(c, Candidate::Popularity | Candidate::Trending);
+        let skip = !cheap && self.spent();
+        if skip {
+            pgrx::notice!(
+                "pg_personalize: candidate {} {} skipped: the selection's time budget ({} s, \
+                 personalize.training_time_budget) is spent",
+                c.family(),
+                c.params(),
+                self.limit.as_secs()
+            );
+        }
+        skip
+    }
 }
 
 /// One candidate's result on the validation split.
@@ -1131,35 +1151,14 @@ fn blend_trials(
             neighbors: *neighbors,
             rp3beta_neighbors: *rp3beta_neighbors,
         };
-        if budget.spent() {
-            pgrx::notice!(
-                "pg_personalize: candidate blend {} skipped: the selection's time budget is spent",
-                c.params()
-            );
+        if budget.skips(&c) {
             continue;
         }
         let t = Instant::now();
         let w = pool.install(|| item_item::blend(ease, rp3, ease_share, *neighbors));
         pgrx::check_for_interrupts!();
         let ranked = item_item::rankings(&w, &split.train, &split.test, &order, VALIDATION_K, pool);
-        let m = metrics::summarise(&ranked, &split.test, VALIDATION_K, split.train.n_cols);
-        let per_user = metrics::ndcg_per_user(&ranked, &split.test, VALIDATION_K);
-        let seconds = t.elapsed().as_secs_f64();
-        pgrx::notice!(
-            "pg_personalize: candidate blend {}: validation NDCG@10 {:.4}, recall@10 {:.4}, {:.2} s",
-            c.params(),
-            m.ndcg,
-            m.recall,
-            seconds
-        );
-        blends.push(Trial {
-            candidate: c,
-            ndcg: m.ndcg,
-            recall: m.recall,
-            seconds,
-            per_user,
-            fitted: None,
-        });
+        blends.push(scored_trial(c, &ranked, split, t, None));
     }
     trials.extend(blends);
 }
@@ -1189,50 +1188,54 @@ fn select(
     budget: &TimeBudget,
 ) -> Vec<Trial> {
     let (_, order) = popularity_order(&split.train);
-    let n_items = split.train.n_cols;
     let mut trials = Vec::with_capacity(candidates.len());
     for c in candidates {
-        let cheap = matches!(c, Candidate::Popularity | Candidate::Trending);
-        if budget.spent() && !cheap {
-            pgrx::notice!(
-                "pg_personalize: candidate {} {} skipped: the selection's time budget ({} s, \
-                 personalize.training_time_budget) is spent",
-                c.family(),
-                c.params(),
-                budget.limit.as_secs()
-            );
+        if budget.skips(&c) {
             continue;
         }
         let t = Instant::now();
         let fitted = fit(&c, &split.train, pool);
         pgrx::check_for_interrupts!();
         let ranked = rank(&fitted, split, &order, VALIDATION_K, pool);
-        let r = metrics::summarise(&ranked, &split.test, VALIDATION_K, n_items);
-        let per_user = metrics::ndcg_per_user(&ranked, &split.test, VALIDATION_K);
-        let seconds = t.elapsed().as_secs_f64();
-        pgrx::notice!(
-            "pg_personalize: candidate {} {}: validation NDCG@10 {:.4}, recall@10 {:.4}, {:.2} s",
-            c.family(),
-            c.params(),
-            r.ndcg,
-            r.recall,
-            seconds
-        );
         let keep = matches!(c, Candidate::Ease { .. } | Candidate::Rp3beta { .. });
-        trials.push(Trial {
-            candidate: c,
-            ndcg: r.ndcg,
-            recall: r.recall,
-            seconds,
-            per_user,
-            fitted: match fitted {
-                Fitted::ItemItem(w) if keep => Some(w),
-                _ => None,
-            },
-        });
+        let weights = match fitted {
+            Fitted::ItemItem(w) if keep => Some(w),
+            _ => None,
+        };
+        trials.push(scored_trial(c, &ranked, split, t, weights));
         keep_best_fits(&mut trials);
     }
     trials
+}
+
+/// A candidate's trial from its top-k lists on the validation split (fitted from `started`);
+/// NOTICE with its scores.
+fn scored_trial(
+    candidate: Candidate,
+    ranked: &[Vec<u32>],
+    split: &metrics::Split,
+    started: Instant,
+    fitted: Option<ItemItem>,
+) -> Trial {
+    let r = metrics::summarise(ranked, &split.test, VALIDATION_K, split.train.n_cols);
+    let per_user = metrics::ndcg_per_user(ranked, &split.test, VALIDATION_K);
+    let seconds = started.elapsed().as_secs_f64();
+    pgrx::notice!(
+        "pg_personalize: candidate {} {}: validation NDCG@10 {:.4}, recall@10 {:.4}, {:.2} s",
+        candidate.family(),
+        candidate.params(),
+        r.ndcg,
+        r.recall,
+        seconds
+    );
+    Trial {
+        candidate,
+        ndcg: r.ndcg,
+        recall: r.recall,
+        seconds,
+        per_user,
+        fitted,
+    }
 }
 
 /// Trains the model family a spec asks for — by default the best of popularity, EASE and a

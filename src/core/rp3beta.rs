@@ -24,22 +24,28 @@ pub struct Walk<'a> {
     user_step: Vec<f32>,
     /// 1 / |users of i|.
     item_step: Vec<f32>,
+    /// |users of j|^-β: how much of its walk weight item j keeps.
+    penalty: Vec<f32>,
 }
 
 impl<'a> Walk<'a> {
-    /// The walk over `m` (users × items; only the pattern counts).
-    pub fn new(m: &'a Csr) -> Walk<'a> {
+    /// The walk over `m` (users × items; only the pattern counts), popular targets damped by
+    /// `beta`.
+    pub fn new(m: &'a Csr, beta: f32) -> Walk<'a> {
         let by_item = m.transpose();
         let inverse = |n: usize| if n == 0 { 0.0 } else { 1.0 / n as f32 };
         let user_step = (0..m.n_rows).map(|u| inverse(m.row(u).0.len())).collect();
-        let item_step = (0..m.n_cols)
+        let item_step: Vec<f32> = (0..m.n_cols)
             .map(|i| inverse(by_item.row(i).0.len()))
             .collect();
+        // |users of j|^-β = item_step^β.
+        let penalty = item_step.iter().map(|&s| s.powf(beta)).collect();
         Walk {
             by_user: m,
             by_item,
             user_step,
             item_step,
+            penalty,
         }
     }
 
@@ -47,17 +53,14 @@ impl<'a> Walk<'a> {
         self.by_user.n_cols
     }
 
-    /// Rows `items` of W with exponent `beta`, each cut to its `neighbors` largest weights
-    /// (largest first; ties: lower index). Parallel on the current rayon pool.
+    /// Rows `items` of W, each cut to its `neighbors` largest weights (largest first; ties:
+    /// lower index). Parallel on the current rayon pool.
     pub fn rows(
         &self,
         items: std::ops::Range<usize>,
-        beta: f32,
         neighbors: usize,
     ) -> Vec<(Vec<u32>, Vec<f32>)> {
         let n = self.n_items();
-        // popularity^-β per item: |users of j|^-β = item_step^β.
-        let penalty: Vec<f32> = self.item_step.iter().map(|&s| s.powf(beta)).collect();
         let keep = neighbors.min(n.saturating_sub(1));
         items
             .into_par_iter()
@@ -77,7 +80,7 @@ impl<'a> Walk<'a> {
                     }
                     let mut top = TopK::new(keep);
                     for &j in touched.iter() {
-                        let w = acc[j as usize] * penalty[j as usize];
+                        let w = acc[j as usize] * self.penalty[j as usize];
                         acc[j as usize] = 0.0;
                         if j as usize != i && w > 0.0 {
                             top.offer(j, w);
@@ -108,8 +111,8 @@ mod tests {
     use crate::core::item_item::ItemItem;
 
     fn fit(m: &Csr, beta: f32, neighbors: usize) -> ItemItem {
-        let walk = Walk::new(m);
-        ItemItem::from_rows(walk.rows(0..m.n_cols, beta, neighbors))
+        let walk = Walk::new(m, beta);
+        ItemItem::from_rows(walk.rows(0..m.n_cols, neighbors))
     }
 
     #[test]
@@ -148,9 +151,9 @@ mod tests {
             .build()
             .unwrap();
         let a = one.install(|| fit(&m, 0.3, 7));
-        let walk = Walk::new(&m);
-        let mut rows = two.install(|| walk.rows(0..77, 0.3, 7));
-        rows.extend(two.install(|| walk.rows(77..200, 0.3, 7)));
+        let walk = Walk::new(&m, 0.3);
+        let mut rows = two.install(|| walk.rows(0..77, 7));
+        rows.extend(two.install(|| walk.rows(77..200, 7)));
         assert_eq!(a, ItemItem::from_rows(rows));
         assert!((0..200).all(|h| a.row(h).0.len() <= 7));
     }
