@@ -1,12 +1,14 @@
 """How blends of EASE and RP3beta score on evaluate()'s held-out split (a check, not a test):
-NDCG@10 and recall@10 of EASE (λ given, 500 weights per item), of RP3beta (β ½, 500 weights) and
-of their blends at several EASE shares, each model's weights divided by its mean row L1 norm
-first, as train()'s blends are (but not cut back to 500 per row afterwards).
+NDCG@10 and recall@10 of EASE (λ given, BLEND_NEIGHBORS weights per item, default 1,000 as
+train() keeps), of RP3beta (β ½, as many weights) and of their blends at several EASE shares,
+each model's weights divided by its mean row L1 norm first and each row cut back to
+BLEND_NEIGHBORS weights afterwards, as train()'s blends are.
 
     build/venv/bin/python bench/blend_check.py build/bench_quality/online-retail.csv 291 466
 
 The CSV is the one scripts/bench_quality.sh exports (user_id, item_id, strength, last_at).
 """
+import os
 import sys
 
 import numpy as np
@@ -43,14 +45,17 @@ def main():
         ndcg, recall = score(ranked, test)
         print(f"{name:<36}{ndcg:>9.4f}{recall:>9.4f}", flush=True)
 
-    r = rp3beta(x, 0.5, 500)
+    keep = int(os.environ.get("BLEND_NEIGHBORS", "1000"))
+    r = rp3beta(x, 0.5, keep)
     report("rp3beta beta 0.5", r)
     for lam in lambdas:
-        b = sparsify(ease_fit(train, lam), 500)
+        dense = ease_fit(train, lam)
+        report(f"ease l2 {lam:g} dense", dense)
+        b = sparsify(dense, keep)
         report(f"ease l2 {lam:g}", b)
         for share in (0.9, 0.8, 0.7, 0.6, 0.5):
             mix = share * b / np.abs(b).sum(1).mean() + (1 - share) * r / np.abs(r).sum(1).mean()
-            report(f"blend {share} ease l2 {lam:g}", mix)
+            report(f"blend {share} ease l2 {lam:g}", sparsify(mix, keep))
 
 
 if __name__ == "__main__":

@@ -118,29 +118,9 @@ run() {
     printf '%s\t%s\t%s\t%s\t%s\n' "$scenario" "$clients" "$tps" "$pct" "$server" >> "$OUT/results.tsv"
 }
 
-DATA=$ROOT/../shared/data/online_retail.csv.gz
 fresh_db pp_bench_serve_shop
-if [ -f "$DATA" ]; then
-    say "shop scale: Online Retail, 64 factors"
-    SHOP="Online Retail"
-    psql -X -q -d pp_bench_serve_shop -v ON_ERROR_STOP=1 >/dev/null <<SQL
-SET client_min_messages = warning;
-CREATE EXTENSION pg_personalize;
-CREATE TABLE retail (invoice_no text, stock_code text, description text, quantity text,
-                     invoice_date text, unit_price text, customer_id text, country text);
-\copy retail FROM PROGRAM 'gzip -dc $DATA' WITH (FORMAT csv, HEADER true)
-SELECT * FROM personalize.import_online_retail('retail');
-DROP TABLE retail;
-SQL
-else
-    say "shop scale: synthetic shop of 4,000 items (no $DATA), 64 factors"
-    SHOP="synthetic shop"
-    psql -X -q -d pp_bench_serve_shop -v ON_ERROR_STOP=1 >/dev/null <<SQL
-SET client_min_messages = warning;
-CREATE EXTENSION pg_personalize;
-SELECT * FROM personalize.generate_shop(400000, users => 20000, items => 4000, seed => 1);
-SQL
-fi
+bench_shop pp_bench_serve_shop
+say "shop scale: $SHOP, 64 factors"
 psql -X -q -d pp_bench_serve_shop -v ON_ERROR_STOP=1 >/dev/null <<SQL
 SET client_min_messages = warning;
 SELECT * FROM personalize.train(factors => 64, iterations => 10);
@@ -151,25 +131,9 @@ SHOP_ITEMS=$(psql -X -At -d pp_bench_serve_shop -c "SELECT n_items FROM personal
 
 say "100k items × 64 factors: a synthetic model (random factors, 20,000 users, a 100k-item catalogue)"
 fresh_db pp_bench_serve_100k
+bench_100k_model pp_bench_serve_100k
 psql -X -q -d pp_bench_serve_100k -v ON_ERROR_STOP=1 >/dev/null <<SQL
 SET client_min_messages = warning;
-CREATE EXTENSION pg_personalize;
-SELECT setseed(0.42);
-INSERT INTO personalize.models (name, status, params, as_of, n_users, n_items, n_interactions,
-        loss_per_iteration, seconds_per_iteration, read_seconds, train_seconds)
-VALUES ('default', 'active', '{"factors": 64, "alpha": 1, "regularization": 0.01}',
-        now() - interval '1 day', 20000, 100000, 0, '{}', '{}', 0, 0);
-INSERT INTO personalize.model_items (model_id, item_index, item_id, factors, popularity)
-SELECT 1, g, 'I' || lpad(g::text, 6, '0'),
-       ARRAY(SELECT CAST((random() - 0.5) / 4 AS real) FROM generate_series(1, 64) WHERE g >= 0),
-       floor(random() * 1000)
-  FROM generate_series(0, 99999) g;
-INSERT INTO personalize.model_users (model_id, user_id, factors)
-SELECT 1, 'U' || lpad(g::text, 6, '0'),
-       ARRAY(SELECT CAST(random() - 0.5 AS real) FROM generate_series(1, 64) WHERE g >= 0)
-  FROM generate_series(1, 20000) g;
-INSERT INTO personalize.items (item_id, category, available)
-SELECT 'I' || lpad(g::text, 6, '0'), 'c' || (g % 50), g % 20 <> 0 FROM generate_series(0, 99999) g;
 $BENCH_SQL
 $FILL_USERS
 SQL

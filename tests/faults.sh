@@ -15,6 +15,9 @@
 #     are claimable at once, and a final drain acks every message exactly once.
 #  4. Immediate-mode restart (pg_ctl stop -m immediate, start) while 3 clients ingest and a
 #     worker drains: the same exactly-once checks, and the outbox resumes after recovery.
+#  5. kill -9 of a backend while it builds a model's shared image file (src/pg/model_files.rs):
+#     nothing it left is trusted (the next call rebuilds and answers as plain SQL does); a file
+#     cut short or with a flipped byte is rebuilt byte for byte; a replaced version's file goes.
 # Prints PASS/FAIL per scenario; exits non-zero on any failure.
 PP_PORT=54343
 unset PP_RUN
@@ -467,6 +470,111 @@ final_drain
 check_outbox
 check_indexes
 result "immediate restart mid-load"
+
+#######################################################################################
+say "5. kill -9 of a backend while it builds a model's shared image file"
+FILES=$PP_DATA/pg_personalize
+# A model whose image takes a while to build: 100k items × 64 random factors, one user.
+sql <<'SQL'
+SET client_min_messages = warning;
+SELECT setseed(0.5);
+INSERT INTO personalize.models (name, status, params, as_of, n_users, n_items, n_interactions,
+        loss_per_iteration, seconds_per_iteration, read_seconds, train_seconds)
+VALUES ('files', 'active', '{"factors": 64, "alpha": 1, "regularization": 0.01}',
+        now() - interval '1 day', 1, 100000, 0, '{}', '{}', 0, 0);
+INSERT INTO personalize.model_items (model_id, item_index, item_id, factors, popularity)
+SELECT m.model_id, g, 'F' || lpad(g::text, 6, '0'),
+       ARRAY(SELECT CAST(random() - 0.5 AS real) FROM generate_series(1, 64) WHERE g >= 0), g % 97
+  FROM personalize.models m, generate_series(0, 99999) g WHERE m.name = 'files';
+INSERT INTO personalize.model_users (model_id, user_id, factors)
+SELECT model_id, 'file-user', ARRAY(SELECT CAST(random() - 0.5 AS real) FROM generate_series(1, 64))
+  FROM personalize.models WHERE name = 'files';
+SQL
+fm=$(sql -c "SELECT model_id FROM personalize.models WHERE name = 'files'")
+image=$(sql -c "$(model_image_sql "m.model_id = $fm")")
+# The answer in plain SQL: the top 10 by dot product (no item is excluded: the user has no events).
+expected=$(sql -c "SELECT string_agg(item_id, ',' ORDER BY s DESC, item_id) FROM (
+    SELECT mi.item_id, (SELECT sum(a * b) FROM unnest(mi.factors, mu.factors) v(a, b)) AS s
+      FROM personalize.model_items mi JOIN personalize.model_users mu USING (model_id)
+     WHERE mi.model_id = $fm ORDER BY s DESC, mi.item_id LIMIT 10) t")
+served() { sql -c "SELECT string_agg(item_id, ',' ORDER BY score DESC, item_id) FROM personalize.recommend('file-user', 10, 'files', available_only => false)"; }
+temp_files() { as_pg_owner find "$FILES" -maxdepth 1 -name "$image.tmp.*" 2>/dev/null | wc -l; }
+has_image() { as_pg_owner test -f "$FILES/$image"; }
+sum() { as_pg_owner md5sum "$FILES/$image" | cut -d' ' -f1; }
+# Up to five builds killed -9 once the builder's temporary file exists (it is writing). A kill
+# that lands just after the rename leaves a published image: it must then be complete (the
+# same bytes as a rebuild, checked below), and the next attempt tries again for a mid-build kill.
+killed=; mid_build=; published_sums=()
+for attempt in 1 2 3 4 5; do
+    as_pg_owner rm -f "$FILES/$image"
+    ready=$(log_count 'database system is ready to accept connections')
+    PGAPPNAME=filebuilder psql -X -q -At -d $DB -c "SELECT count(*) FROM personalize.recommend('file-user', 10, 'files')" \
+        >/dev/null 2>&1 & cp=$!
+    BG+=($cp)
+    pid=
+    if wait_for 60 bash -c "[ \"\$(find '$FILES' -maxdepth 1 -name '$image.tmp.*' 2>/dev/null | wc -l)\" -gt 0 ] || ! kill -0 $cp 2>/dev/null"; then
+        pid=$(sql -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'filebuilder' AND state = 'active'")
+    fi
+    if [ -n "$pid" ] && ! has_image && kill9 "$pid"; then
+        killed=$pid
+    else
+        pid=
+    fi
+    wait $cp || true
+    BG=()
+    if [ -n "$pid" ]; then
+        wait_for 60 recovered "$ready" || bad "the server did not come back"
+        if has_image; then
+            echo "  (attempt $attempt: the kill landed just after the image was published)"
+            published_sums+=("$(sum)")
+        else
+            mid_build=$pid
+            break
+        fi
+    else
+        echo "  (attempt $attempt: the build finished before the kill could land)"
+    fi
+done
+check "a backend was killed -9 while it built the file" [ -n "$killed" ]
+echo "  after the last kill: temporary files: $(temp_files); image file present: $(has_image && echo yes || echo no)"
+if [ -n "$mid_build" ]; then ok "a kill landed mid-build (attempt $attempt): it published no image"; fi
+got=$(served)
+check "the next call rebuilds the image and answers as plain SQL does" eq "$got" "$expected"
+check "the image exists, the dead builders' temporary files are gone" eq "$(has_image && echo yes || echo no)" yes "$(temp_files)" 0
+good=$(sum); size=$(as_pg_owner stat -c %s "$FILES/$image")
+for published in "${published_sums[@]}"; do
+    check "an image published just before a kill is complete (the same bytes as a rebuild)" eq "$published" "$good"
+done
+as_pg_owner truncate -s $((size / 2)) "$FILES/$image"
+got=$(served)
+check "an image cut short is rebuilt, the same bytes, and serves the same answer" eq "$(sum)" "$good" "$got" "$expected"
+# Every bit of one byte inverted, a third of the way in.
+as_pg_owner python3 -c 'import sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(int(sys.argv[2])); b = f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 0xff]))' \
+    "$FILES/$image" $((size / 3))
+check "the damaged image differs from the good one" [ "$(sum)" != "$good" ]
+got=$(served)
+check "an image with damaged bytes is rebuilt, the same bytes, and serves the same answer" eq "$(sum)" "$good" "$got" "$expected"
+# A new version of the model: its image is built, the replaced one's file deleted.
+sql <<SQL
+SET client_min_messages = warning;
+BEGIN;
+UPDATE personalize.models SET status = 'inactive' WHERE model_id = $fm;
+INSERT INTO personalize.models (name, status, params, as_of, n_users, n_items, n_interactions,
+        loss_per_iteration, seconds_per_iteration, read_seconds, train_seconds)
+SELECT name, 'active', params, as_of, n_users, n_items, 0, '{}', '{}', 0, 0 FROM personalize.models WHERE model_id = $fm;
+INSERT INTO personalize.model_items (model_id, item_index, item_id, factors, popularity)
+SELECT (SELECT max(model_id) FROM personalize.models), item_index, item_id, factors, popularity
+  FROM personalize.model_items WHERE model_id = $fm;
+INSERT INTO personalize.model_users (model_id, user_id, factors)
+SELECT (SELECT max(model_id) FROM personalize.models), user_id, factors FROM personalize.model_users WHERE model_id = $fm;
+COMMIT;
+SQL
+got=$(served)
+check "the new version serves the same answer" eq "$got" "$expected"
+check "the replaced version's image is deleted" eq "$(has_image && echo yes || echo no)" no
+result "kill -9 while a model image is built; damaged images"
 
 #######################################################################################
 summary

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ALTER EXTENSION pg_personalize UPDATE from each earlier release (0.1.0 to 0.7.0) to this one:
+# ALTER EXTENSION pg_personalize UPDATE from each earlier release (0.1.0 to 0.8.0) to this one:
 #   1. an old database with data is updated, keeps its data and serves;
 #   2. its catalogue (functions with volatility, security, settings, grants and comments;
 #      tables, columns, constraints, indexes, triggers, views, grants, initial privileges,
@@ -11,7 +11,7 @@
 source "$(dirname "$0")/../scripts/lib.sh"
 start_cluster
 
-olds="0.1.0 0.2.0 0.3.0 0.4.0 0.5.0 0.6.0 0.7.0"
+olds="0.1.0 0.2.0 0.3.0 0.4.0 0.5.0 0.6.0 0.7.0 0.8.0"
 new=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
 extdir=$("$PG_CONFIG" --sharedir)/extension
 copied=()
@@ -23,7 +23,7 @@ for old in $olds; do
         copied+=("$old_script")
     fi
 done
-[ -f "$extdir/pg_personalize--0.7.0--$new.sql" ] || { echo "no upgrade script 0.7.0 -> $new installed"; exit 1; }
+[ -f "$extdir/pg_personalize--0.8.0--$new.sql" ] || { echo "no upgrade script 0.8.0 -> $new installed"; exit 1; }
 
 catalogue() {
     psql -X -At -d "$1" -v ON_ERROR_STOP=1 <<'SQL'
@@ -163,7 +163,7 @@ for f in "$ROOT"/tests/pg_regress/expected/*.out; do
 done
 fresh_db pp_upgrade_regress
 tests=$(cd "$suite/sql" && ls *.sql | sed 's/\.sql$//' | sort)
-/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress \
+"$(pg_regress_bin)" --bindir="$PGBIN" \
     --use-existing --host="$PP_SOCK" --port="$PP_PORT" --user=postgres \
     --inputdir="$suite" --outputdir="$suite/out" --dbname=pp_upgrade_regress $tests \
   || { [ -f "$suite/out/regression.diffs" ] && head -100 "$suite/out/regression.diffs"; exit 1; }

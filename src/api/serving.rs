@@ -9,7 +9,6 @@
 //! - `popularity`: no usable history: the model's most popular items (filters still apply);
 //! - `similar`: similar_items() by cosine of item factors.
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 
 use pgrx::prelude::*;
@@ -19,13 +18,7 @@ use crate::core::item_item;
 use crate::core::serving::{self, HistoryEvent};
 use crate::error::{required, PersonalizeError};
 use crate::gucs;
-use crate::pg::model_cache::{self, ServingModel, NO_CATEGORY};
-
-thread_local! {
-    /// Scores of the last scan, reused: a fresh 400 kB buffer per call (100k items) would be
-    /// an mmap and a hundred page faults each time.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
+use crate::pg::model_cache::{self, ServingModel};
 
 fn k_arg(k: Option<i32>) -> usize {
     count_arg(k, "k")
@@ -124,7 +117,7 @@ struct UserState {
 
 /// The stored purchases of a user row as model item indexes.
 fn stored_purchases(model: &ServingModel, purchased: &[i32]) -> HashSet<u32> {
-    let n = model.item_ids.len() as u32;
+    let n = model.n_items() as u32;
     purchased
         .iter()
         .map(|&i| i as u32)
@@ -151,13 +144,13 @@ fn long_term(
         } else {
             let known: Vec<HistoryEvent> = history
                 .iter()
-                .filter(|e| e.at <= model.as_of)
+                .filter(|e| e.at <= model.info.as_of)
                 .copied()
                 .collect();
             model.fold_in(&serving::decayed_strengths(
                 &known,
-                model.as_of,
-                model.window_seconds,
+                model.info.as_of,
+                model.info.window_seconds,
             ))
         };
         match scores {
@@ -206,7 +199,7 @@ fn user_state(
     } else {
         None
     };
-    let nothing_new = row.newest_event.is_some_and(|t| t <= model.as_of);
+    let nothing_new = row.newest_event.is_some_and(|t| t <= model.info.as_of);
     // The user's current session: their events since `session_since` (now() minus
     // personalize.session_window), weighed in by personalize.session_weight when fresh events
     // are folded in.
@@ -216,7 +209,7 @@ fn user_state(
     let in_session = fold_in
         && session_window > 0
         && session_weight > 0.0
-        && (model.has_factors() || model.item_item.is_some())
+        && (model.has_factors() || model.item_item().is_some())
         && row.newest_event.is_some_and(|t| t >= session_since);
     let stored = match exclude {
         Exclude::Nothing => Some(HashSet::new()),
@@ -241,14 +234,14 @@ fn user_state(
     let complete = events.len() <= cap as usize;
     events.truncate(cap as usize);
     // Newest first: the last event read is the oldest.
-    let reaches_as_of = events.last().is_some_and(|e| e.at <= model.as_of);
+    let reaches_as_of = events.last().is_some_and(|e| e.at <= model.info.as_of);
     let mut history = Vec::with_capacity(events.len());
     let mut purchased = HashSet::new();
     let mut interacted = HashSet::new();
     let mut newest = f64::MIN;
     let mut has_new = false;
     for e in &events {
-        let Some(&i) = model.index.get(&e.item_id) else {
+        let Some(i) = model.item_index(&e.item_id) else {
             continue;
         };
         interacted.insert(i);
@@ -257,7 +250,7 @@ fn user_state(
         }
         if e.weight != 0.0 {
             newest = newest.max(e.at);
-            has_new |= e.at > model.as_of;
+            has_new |= e.at > model.info.as_of;
             history.push(HistoryEvent {
                 item: i,
                 weight: e.weight,
@@ -267,14 +260,15 @@ fn user_state(
         }
     }
     // Decay back from the newest thing known: the model's as_of, or a newer event.
-    let reference = model.as_of.max(newest);
+    let reference = model.info.as_of.max(newest);
     let session = in_session
         .then(|| serving::current_session(&history, session_since))
         .flatten()
         .and_then(|items| Some((model.fold_in(&items)?, items)));
     let (vector, source, decayed, session) = match session {
         None => {
-            let decayed = serving::decayed_strengths(&history, reference, model.window_seconds);
+            let decayed =
+                serving::decayed_strengths(&history, reference, model.info.window_seconds);
             let (vector, source) =
                 long_term(model, &history, &decayed, row_factors, fold_in, has_new);
             (vector, source, decayed, None)
@@ -286,7 +280,7 @@ fn user_state(
                 .filter(|e| e.at < session_since)
                 .copied()
                 .collect();
-            let decayed = serving::decayed_strengths(&before, reference, model.window_seconds);
+            let decayed = serving::decayed_strengths(&before, reference, model.info.window_seconds);
             let size = |v: &[f32]| -> f64 {
                 if model.has_factors() {
                     // A user vector: its length.
@@ -332,7 +326,7 @@ fn user_state(
         Exclude::Purchased | Exclude::Interacted => {
             model_cache::all_items(user_id, exclude == Exclude::Purchased)
                 .iter()
-                .filter_map(|id| model.index.get(id).copied())
+                .filter_map(|id| model.item_index(id))
                 .collect()
         }
     };
@@ -346,23 +340,26 @@ fn user_state(
 }
 
 /// Catalogue filters as one predicate over model item indexes. `None`: nothing can pass
-/// (a category no catalogue item has).
+/// (a category no model item has).
 fn catalogue_filter(
     model: &ServingModel,
     category: Option<&str>,
     available_only: bool,
 ) -> Option<impl Fn(u32) -> bool> {
-    let filters = (available_only || category.is_some()).then(|| model.filters());
-    let category_id = match (category, &filters) {
-        (Some(c), Some(f)) => Some(*f.category_ids.get(c)?),
-        _ => None,
-    };
-    Some(move |i: u32| match &filters {
-        None => true,
-        Some(f) => {
-            (!available_only || f.available[i as usize])
-                && category_id.is_none_or(|c| c != NO_CATEGORY && f.category[i as usize] == c)
+    let unavailable = available_only.then(|| model.unavailable());
+    let in_category = match category {
+        Some(c) => {
+            let set = model.in_category(c);
+            if set.is_empty() {
+                return None;
+            }
+            Some(set)
         }
+        None => None,
+    };
+    Some(move |i: u32| {
+        unavailable.as_ref().is_none_or(|u| !u.contains(i))
+            && in_category.as_ref().is_none_or(|c| c.contains(i))
     })
 }
 
@@ -375,12 +372,10 @@ fn top_k(
     match vector {
         // An item-item model's "vector" is every item's score (see ServingModel::fold_in).
         Some(scores) if !model.has_factors() => {
-            item_item::top_scored_with_popularity(scores, &model.popularity_order, k, keep)
+            item_item::top_scored_with_popularity(scores, model.popularity_order(), k, keep)
         }
-        Some(v) => {
-            SCRATCH.with(|s| serving::top_k_by_dot(&model.factors, v, k, &mut s.borrow_mut(), keep))
-        }
-        None => serving::top_k_in_order(&model.popularity_order, &model.popularity, k, keep),
+        Some(v) => serving::top_k_by_dot(model.factors(), v, k, keep),
+        None => serving::top_k_in_order(model.popularity_order(), model.popularity(), k, keep),
     }
 }
 
@@ -395,17 +390,10 @@ type Recommendations = TableIterator<
 >;
 
 fn rows(model: &ServingModel, top: Vec<(u32, f32)>, source: &str) -> Recommendations {
-    let model_id = model.model_id;
+    let model_id = model.model_id();
     let out: Vec<(String, f32, String, i64)> = top
         .into_iter()
-        .map(|(i, s)| {
-            (
-                model.item_ids[i as usize].clone(),
-                s,
-                source.to_owned(),
-                model_id,
-            )
-        })
+        .map(|(i, s)| (model.item_id(i).to_owned(), s, source.to_owned(), model_id))
         .collect();
     TableIterator::new(out)
 }
@@ -444,7 +432,7 @@ pub(crate) fn top_items_for_user(user_id: &str, k: usize, model_name: &str) -> V
         !excluded.contains(&i) && allowed(i)
     })
     .into_iter()
-    .map(|(i, s)| (model.item_ids[i as usize].clone(), s))
+    .map(|(i, s)| (model.item_id(i).to_owned(), s))
     .collect()
 }
 
@@ -488,7 +476,7 @@ fn recommend(
         );
     }
     for id in exclude_items.into_iter().flatten().flatten() {
-        if let Some(&i) = model.index.get(&id) {
+        if let Some(i) = model.item_index(&id) {
             excluded.insert(i);
         }
     }
@@ -528,10 +516,7 @@ fn recommend_for_session(
     let exclude_seen = required(exclude_seen, "exclude_seen");
     let available_only = required(available_only, "available_only");
     let model = model_cache::active_model(required(model, "model"));
-    let known: Vec<u32> = items
-        .iter()
-        .filter_map(|id| model.index.get(id).copied())
-        .collect();
+    let known: Vec<u32> = items.iter().filter_map(|id| model.item_index(id)).collect();
     let vector = model.fold_in(&serving::session_strengths(&known));
     let source = if vector.is_some() {
         "fold_in"
@@ -578,30 +563,29 @@ fn similar_items(
     let k = k_arg(k);
     let available_only = required(available_only, "available_only");
     let model = model_cache::active_model(required(model, "model"));
-    let target = model.index.get(item_id).copied();
+    let target = model.item_index(item_id);
     let Some(allowed) = catalogue_filter(&model, category, available_only) else {
         return rows(&model, Vec::new(), "similar");
     };
     let keep = |i: u32| Some(i) != target && allowed(i);
     match target {
         // Item-item: the item's own weights to its neighbours, the rest by popularity.
-        Some(t) if model.item_item.is_some() => {
-            let b = model.item_item.as_ref().expect("checked");
-            let mut scores = vec![0f32; model.item_ids.len()];
+        Some(t) if model.item_item().is_some() => {
+            let b = model.item_item().expect("checked");
+            let mut scores = vec![0f32; model.n_items()];
             let (to, weights) = b.row(t);
             for (&j, &w) in to.iter().zip(weights) {
                 scores[j as usize] = w;
             }
             let top =
-                item_item::top_scored_with_popularity(&scores, &model.popularity_order, k, keep);
+                item_item::top_scored_with_popularity(&scores, model.popularity_order(), k, keep);
             rows(&model, top, "similar")
         }
         Some(t) if model.has_factors() => {
             let normalized = model.normalized();
-            let k_f = model.k;
+            let k_f = model.info.k;
             let row = normalized[t as usize * k_f..(t as usize + 1) * k_f].to_vec();
-            let top = SCRATCH
-                .with(|s| serving::top_k_by_dot(normalized, &row, k, &mut s.borrow_mut(), keep));
+            let top = serving::top_k_by_dot(normalized, &row, k, keep);
             rows(&model, top, "similar")
         }
         _ => rows(&model, top_k(&model, None, k, keep), "popularity"),
@@ -635,11 +619,11 @@ fn rank_items(
     let scores: Vec<Option<f32>> = items
         .iter()
         .map(|id| {
-            let i = *model.index.get(id)?;
+            let i = model.item_index(id)?;
             Some(match &state.vector {
                 Some(v) if model.has_factors() => als::dot(model.row(i), v),
                 Some(scores) => scores[i as usize],
-                None => model.popularity[i as usize],
+                None => model.popularity()[i as usize],
             })
         })
         .collect();
@@ -675,26 +659,26 @@ fn explain_recommendation(
     let item_id = required(item_id, "item_id");
     let n = count_arg(n, "n");
     let model = model_cache::active_model(required(model, "model"));
-    let Some(&target) = model.index.get(item_id) else {
+    let Some(target) = model.item_index(item_id) else {
         return TableIterator::new(Vec::new());
     };
     let state = user_state(&model, user_id, true, Exclude::Nothing, true);
     // The terms of one set of strengths, each scaled by `c`.
     let explain = |strengths: &[(u32, f32)], c: f32| -> Vec<(u32, f32)> {
-        let terms = match &model.item_item {
+        let terms = match model.item_item() {
             // Item-item: the score is Σ strength(h) · weight(h → item), a term per history item.
             Some(b) => strengths
                 .iter()
                 .map(|&(h, s)| (h, s * b.weight(h, target)))
                 .collect(),
             None if model.has_factors() && !strengths.is_empty() => {
-                let (cols, conf) = serving::confidences(strengths, model.alpha);
+                let (cols, conf) = serving::confidences(strengths, model.info.alpha);
                 serving::explain(
                     &cols,
                     &conf,
-                    &model.factors,
-                    &model.yty,
-                    model.k,
+                    model.factors(),
+                    model.yty(),
+                    model.info.k,
                     target,
                     model.extra_regularization(cols.len()),
                 )
@@ -723,7 +707,7 @@ fn explain_recommendation(
         .take(n)
         .map(|(j, c)| {
             let share = if score != 0.0 { c / score } else { 0.0 };
-            (model.item_ids[j as usize].clone(), c, share, score)
+            (model.item_id(j).to_owned(), c, share, score)
         })
         .collect();
     TableIterator::new(out)

@@ -11,15 +11,28 @@ use crate::core::serving::{sum_by_item, TopK};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ItemItem {
     pub n_items: usize,
-    pub offsets: Vec<usize>,
+    /// Row h is `items[offsets[h]..offsets[h + 1]]` (u64: the layout of the shared model file).
+    pub offsets: Vec<u64>,
     pub items: Vec<u32>,
     pub weights: Vec<f32>,
 }
 
-impl ItemItem {
+/// Borrowed item-item weights: an `ItemItem`, or the same arrays in a mapped model file.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemItemRef<'a> {
+    pub n_items: usize,
+    pub offsets: &'a [u64],
+    pub items: &'a [u32],
+    pub weights: &'a [f32],
+}
+
+impl<'a> ItemItemRef<'a> {
     /// An item's neighbours and their weights, largest magnitude first.
-    pub fn row(&self, h: u32) -> (&[u32], &[f32]) {
-        let (a, b) = (self.offsets[h as usize], self.offsets[h as usize + 1]);
+    pub fn row(&self, h: u32) -> (&'a [u32], &'a [f32]) {
+        let (a, b) = (
+            self.offsets[h as usize] as usize,
+            self.offsets[h as usize + 1] as usize,
+        );
         (&self.items[a..b], &self.weights[a..b])
     }
 
@@ -44,6 +57,32 @@ impl ItemItem {
             .position(|&x| x == j)
             .map_or(0.0, |p| weights[p])
     }
+}
+
+impl ItemItem {
+    pub fn view(&self) -> ItemItemRef<'_> {
+        ItemItemRef {
+            n_items: self.n_items,
+            offsets: &self.offsets,
+            items: &self.items,
+            weights: &self.weights,
+        }
+    }
+
+    /// An item's neighbours and their weights, largest magnitude first.
+    pub fn row(&self, h: u32) -> (&[u32], &[f32]) {
+        self.view().row(h)
+    }
+
+    /// Adds Σ strength · row(h) over the history into `scores` (length n_items).
+    pub fn accumulate(&self, history: &[(u32, f32)], scores: &mut [f32]) {
+        self.view().accumulate(history, scores)
+    }
+
+    /// The weight from item h to item j (0 when j is not among h's neighbours).
+    pub fn weight(&self, h: u32, j: u32) -> f32 {
+        self.view().weight(h, j)
+    }
 
     /// Built from per-item rows of (neighbour, weight), in item order.
     pub fn from_rows(rows: Vec<(Vec<u32>, Vec<f32>)>) -> ItemItem {
@@ -55,7 +94,7 @@ impl ItemItem {
         for (i, w) in rows {
             items.extend_from_slice(&i);
             weights.extend_from_slice(&w);
-            offsets.push(items.len());
+            offsets.push(items.len() as u64);
         }
         ItemItem {
             n_items,

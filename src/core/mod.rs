@@ -14,6 +14,7 @@ pub mod intervals;
 pub mod item_item;
 pub mod loaders;
 pub mod metrics;
+pub mod model_image;
 pub mod outbox;
 pub mod rp3beta;
 pub mod segments;

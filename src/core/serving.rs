@@ -82,31 +82,34 @@ impl TopK {
 }
 
 /// Top `k` items by `y_i · user` among those `keep` accepts. Filters run inside the top-k, so
-/// the answer has k rows whenever k items are eligible. `scratch` is reused between calls.
+/// the answer has k rows whenever k items are eligible. Scores are computed a block of items
+/// at a time into a small buffer: no per-catalogue scratch memory is kept.
 pub fn top_k_by_dot(
     y: &[f32],
     user: &[f32],
     k: usize,
-    scratch: &mut Vec<f32>,
     keep: impl Fn(u32) -> bool,
 ) -> Vec<(u32, f32)> {
-    let n = if user.is_empty() {
-        0
-    } else {
-        y.len() / user.len()
-    };
-    scratch.resize(n, 0.0);
-    als::score_all(y, user, scratch);
+    const BLOCK: usize = 1024;
     let mut top = TopK::new(k);
-    for (i, &s) in scratch.iter().enumerate() {
-        // Cheap reject before the filter: most items fall below the current k-th score.
-        if let Some(t) = top.threshold() {
-            if s < t {
-                continue;
+    if user.is_empty() {
+        return top.into_sorted();
+    }
+    let mut scores = [0f32; BLOCK];
+    for (b, rows) in y.chunks(BLOCK * user.len()).enumerate() {
+        let scores = &mut scores[..rows.len() / user.len()];
+        als::score_all(rows, user, scores);
+        for (j, &s) in scores.iter().enumerate() {
+            // Cheap reject before the filter: most items fall below the current k-th score.
+            if let Some(t) = top.threshold() {
+                if s < t {
+                    continue;
+                }
             }
-        }
-        if keep(i as u32) {
-            top.offer(i as u32, s);
+            let i = (b * BLOCK + j) as u32;
+            if keep(i) {
+                top.offer(i, s);
+            }
         }
     }
     top.into_sorted()
@@ -126,6 +129,39 @@ pub fn top_k_in_order(
         .take(k)
         .map(|i| (i, score[i as usize]))
         .collect()
+}
+
+/// A set of item indexes below a bound, a bit per item.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ItemSet {
+    bits: Vec<u64>,
+}
+
+impl ItemSet {
+    /// The empty set over items 0..n.
+    pub fn new(n: usize) -> Self {
+        ItemSet {
+            bits: vec![0; n.div_ceil(64)],
+        }
+    }
+
+    /// Adds item i (ignored when i is out of the set's range).
+    pub fn insert(&mut self, i: u32) {
+        if let Some(word) = self.bits.get_mut(i as usize / 64) {
+            *word |= 1 << (i % 64);
+        }
+    }
+
+    #[inline]
+    pub fn contains(&self, i: u32) -> bool {
+        self.bits
+            .get(i as usize / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|&w| w == 0)
+    }
 }
 
 /// One event of a user's history, with its type's weight and half-life.
@@ -301,26 +337,23 @@ mod tests {
 
     #[test]
     fn top_k_orders_by_score_then_index() {
-        let mut scratch = Vec::new();
-        let top = top_k_by_dot(&Y, &[1.0, 0.0], 3, &mut scratch, |_| true);
+        let top = top_k_by_dot(&Y, &[1.0, 0.0], 3, |_| true);
         assert_eq!(top, vec![(0, 3.0), (2, 3.0), (1, 1.0)]);
-        let top = top_k_by_dot(&Y, &[1.0, 0.0], 1, &mut scratch, |_| true);
+        let top = top_k_by_dot(&Y, &[1.0, 0.0], 1, |_| true);
         assert_eq!(top, vec![(0, 3.0)]);
     }
 
     #[test]
     fn filters_apply_inside_the_top_k() {
-        let mut scratch = Vec::new();
-        let top = top_k_by_dot(&Y, &[1.0, 0.0], 2, &mut scratch, |i| i != 0);
+        let top = top_k_by_dot(&Y, &[1.0, 0.0], 2, |i| i != 0);
         assert_eq!(top, vec![(2, 3.0), (1, 1.0)]);
     }
 
     #[test]
     fn k_larger_than_the_catalogue_returns_every_eligible_item() {
-        let mut scratch = Vec::new();
-        let top = top_k_by_dot(&Y, &[1.0, 0.0], 10, &mut scratch, |i| i != 1);
+        let top = top_k_by_dot(&Y, &[1.0, 0.0], 10, |i| i != 1);
         assert_eq!(top, vec![(0, 3.0), (2, 3.0), (3, -2.0)]);
-        assert!(top_k_by_dot(&Y, &[1.0, 0.0], 0, &mut scratch, |_| true).is_empty());
+        assert!(top_k_by_dot(&Y, &[1.0, 0.0], 0, |_| true).is_empty());
     }
 
     #[test]
@@ -331,8 +364,7 @@ mod tests {
             .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 97.0)
             .collect();
         let user: Vec<f32> = (0..k).map(|i| (i as f32 - 7.5) / 3.0).collect();
-        let mut scratch = Vec::new();
-        let top = top_k_by_dot(&y, &user, 25, &mut scratch, |i| i % 3 != 0);
+        let top = top_k_by_dot(&y, &user, 25, |i| i % 3 != 0);
         // The selection is under test, so the scores come from the same kernel.
         let mut scores = vec![0f32; n];
         als::score_all(&y, &user, &mut scores);
@@ -413,6 +445,18 @@ mod tests {
         assert_eq!(session_scale(0.75, 1.0, 1.0), Some(3.0));
         assert_eq!(session_scale(1.0, 1.0, 1.0), None);
         assert_eq!(session_scale(0.5, 0.0, 1.0), None);
+    }
+
+    #[test]
+    fn item_sets_hold_what_was_inserted() {
+        let mut set = ItemSet::new(130);
+        assert!(set.is_empty());
+        for i in [0, 63, 64, 129, 500] {
+            set.insert(i);
+        }
+        assert!(set.contains(0) && set.contains(63) && set.contains(64) && set.contains(129));
+        assert!(!set.contains(1) && !set.contains(128) && !set.contains(500));
+        assert!(!set.is_empty());
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Postgres plumbing: the compiled tracking plan per backend and bulk ingestion through SPI.
 
 pub mod campaign_cache;
+pub mod compat;
 pub mod experiment_cache;
 pub mod ingest;
 pub mod interactions;
 pub mod intervals;
 pub mod model_cache;
+pub mod model_files;
 pub mod model_store;
 pub mod outbox_probe;
 pub mod outbox_writer;

@@ -1,17 +1,17 @@
 //! What serving needs, kept per backend so a call does no detoasting and no planning:
 //!
-//! - item factors (contiguous f32), YᵀY + reg·I, popularity, keyed by model version
-//!   (model_id + created_at, so a re-created extension's reused ids cannot hit a stale entry);
-//!   a newly activated model is a new key, picked up by the next call;
-//! - the catalogue's category and availability flags, dropped when `personalize.items`
-//!   changes (see `watched_table`);
+//! - each model version's image (item factors or item-item weights, ids and their hash table,
+//!   YᵀY + reg·I, popularity and its order), mapped from the file every backend of the server
+//!   shares (`model_files`), keyed by model version (model_id + created_at, so a re-created
+//!   extension's reused ids cannot hit a stale entry); a newly activated model is a new key,
+//!   picked up by the next call;
+//! - per model, the catalogue's unavailable items and the items of each category asked for,
+//!   as bitsets over its items, dropped when `personalize.items` changes (see `watched_table`);
 //! - the per-call queries, prepared once (SPI_keepplan).
-//!
-//! Backends share nothing: each loads a model once (about 0.2 s per 100k items) and keeps at
-//! most `MAX_MODELS` versions.
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::rc::Rc;
 
 use pgrx::datum::DatumWithOid;
@@ -20,8 +20,10 @@ use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 
 use crate::core::item_item::ItemItem;
-use crate::core::serving;
+use crate::core::model_image::{ModelInfo, ModelParts};
+use crate::core::serving::{self, ItemSet};
 use crate::error::{spi_failed, PersonalizeError};
+use crate::pg::model_files::{self, SharedImage};
 use crate::pg::model_store;
 use crate::pg::watched_table::WatchedTable;
 
@@ -32,55 +34,38 @@ const MAX_MODELS: usize = 4;
 /// The catalogue's flags are reloaded when personalize.items changes.
 static ITEMS: WatchedTable = WatchedTable::new("personalize.items");
 
-/// One trained model as serving uses it.
+/// One trained model as serving uses it: its shared image, and this backend's view of the
+/// catalogue over its items.
 pub struct ServingModel {
-    pub model_id: i64,
-    stamp: i64,
-    pub k: usize,
-    pub alpha: f32,
-    /// ALS's regularization, its frequency-scaling exponent and the mean number of items per
-    /// training user: a folded-in user gets the λ a trained user with as many items got.
-    pub regularization: f32,
-    pub reg_exponent: f32,
-    pub mean_user_items: f64,
-    pub window_seconds: Option<f64>,
-    /// Unix seconds of the training's as_of.
-    pub as_of: f64,
-    pub item_ids: Vec<String>,
-    pub index: HashMap<String, u32>,
-    /// n × k, row i is item i.
-    pub factors: Vec<f32>,
-    /// YᵀY + reg·I (k × k): the fixed part of every fold-in.
-    pub yty: Vec<f32>,
-    pub popularity: Vec<f32>,
-    /// Item indexes by popularity, most popular first (ties by item id).
-    pub popularity_order: Vec<u32>,
-    /// An item-item model's weights (EASE); `None` for factor (ALS) and popularity models.
-    pub item_item: Option<ItemItem>,
-    normalized: OnceCell<Vec<f32>>,
-    filters: RefCell<Option<Rc<ItemFilters>>>,
+    name: String,
+    image: SharedImage,
+    filters: RefCell<Option<ItemFilters>>,
 }
 
-/// Per item of one model: its catalogue category (as a number) and availability.
-pub struct ItemFilters {
+/// The catalogue's serving fields over one model's items, as of one catalogue generation: the
+/// items that are not available, and the items of each category asked for so far. Sets of
+/// model item indexes, a bit per item (12.5 kB per set at 100k items).
+struct ItemFilters {
     generation: u64,
-    pub available: Vec<bool>,
-    pub category: Vec<u32>,
-    pub category_ids: HashMap<String, u32>,
+    unavailable: Rc<ItemSet>,
+    categories: HashMap<String, Rc<ItemSet>>,
 }
 
-/// No category (or not in the catalogue).
-pub const NO_CATEGORY: u32 = u32::MAX;
+/// Category sets kept per model: enough for a shop's navigation, bounded for one that passes
+/// arbitrary strings.
+const MAX_CATEGORY_SETS: usize = 256;
+
+impl Deref for ServingModel {
+    type Target = SharedImage;
+
+    fn deref(&self) -> &SharedImage {
+        &self.image
+    }
+}
 
 impl ServingModel {
-    pub fn row(&self, i: u32) -> &[f32] {
-        &self.factors[i as usize * self.k..(i as usize + 1) * self.k]
-    }
-
-    /// Whether users are vectors of factors (ALS): item-item and popularity models score
-    /// from the user's history instead.
-    pub fn has_factors(&self) -> bool {
-        self.k > 0
+    pub fn model_id(&self) -> i64 {
+        self.image.info.model_id
     }
 
     /// What serving scores a user with, from these (item, strength) pairs: for ALS the user
@@ -91,21 +76,21 @@ impl ServingModel {
         if strengths.is_empty() {
             return None;
         }
-        if let Some(b) = &self.item_item {
-            let mut scores = vec![0f32; self.item_ids.len()];
+        if let Some(b) = self.item_item() {
+            let mut scores = vec![0f32; self.n_items()];
             b.accumulate(strengths, &mut scores);
             return scores.iter().any(|&x| x != 0.0).then_some(scores);
         }
         if !self.has_factors() {
             return None;
         }
-        let (cols, conf) = serving::confidences(strengths, self.alpha);
+        let (cols, conf) = serving::confidences(strengths, self.info.alpha);
         crate::core::als::fold_in(
             &cols,
             &conf,
-            &self.factors,
-            &self.yty,
-            self.k,
+            self.factors(),
+            self.yty(),
+            self.info.k,
             self.extra_regularization(cols.len()),
         )
     }
@@ -113,60 +98,100 @@ impl ServingModel {
     /// What a user with `n` items adds to the diagonal of YᵀY + reg·I: their λ − reg under
     /// frequency scaling (0 without it).
     pub fn extra_regularization(&self, n: usize) -> f32 {
+        let info = &self.image.info;
         crate::core::als::row_regularization(
-            self.regularization,
-            self.reg_exponent,
+            info.regularization,
+            info.reg_exponent,
             n,
-            self.mean_user_items,
-        ) - self.regularization
+            info.mean_user_items,
+        ) - info.regularization
     }
 
-    /// Unit-length item factors for similar_items (computed on first use).
-    pub fn normalized(&self) -> &[f32] {
-        self.normalized
-            .get_or_init(|| serving::normalize_rows(&self.factors, self.k))
-    }
-
-    /// Category and availability per item, as of the catalogue this backend last read.
-    pub fn filters(&self) -> Rc<ItemFilters> {
+    /// This backend's filters, as of the current catalogue generation (re-read when
+    /// `personalize.items` changed).
+    fn current_filters<R>(&self, f: impl FnOnce(&mut ItemFilters) -> R) -> R {
         let generation = ITEMS.generation();
-        if let Some(f) = self.filters.borrow().as_ref() {
-            if f.generation == generation {
-                return Rc::clone(f);
-            }
+        let mut slot = self.filters.borrow_mut();
+        if slot.as_ref().is_none_or(|x| x.generation != generation) {
+            let unavailable = Rc::new(self.items_where(
+                "SELECT item_id FROM personalize.items WHERE NOT available",
+                None,
+            ));
+            *slot = Some(ItemFilters {
+                generation,
+                unavailable,
+                categories: HashMap::new(),
+            });
         }
-        let catalog = catalog();
-        let mut available = vec![true; self.item_ids.len()];
-        let mut category = vec![NO_CATEGORY; self.item_ids.len()];
-        for (i, id) in self.item_ids.iter().enumerate() {
-            if let Some(&(cat, avail)) = catalog.items.get(id) {
-                available[i] = avail;
-                category[i] = cat;
+        f(slot.as_mut().expect("just set"))
+    }
+
+    /// The model's items the catalogue lists as not available.
+    pub fn unavailable(&self) -> Rc<ItemSet> {
+        self.current_filters(|f| Rc::clone(&f.unavailable))
+    }
+
+    /// The model's items of a catalogue category.
+    pub fn in_category(&self, category: &str) -> Rc<ItemSet> {
+        self.current_filters(|f| {
+            if let Some(set) = f.categories.get(category) {
+                return Rc::clone(set);
             }
-        }
-        let f = Rc::new(ItemFilters {
-            generation: catalog.generation,
-            available,
-            category,
-            category_ids: catalog.categories.clone(),
+            let set = Rc::new(self.items_where(
+                "SELECT item_id FROM personalize.items WHERE category = $1",
+                Some(category),
+            ));
+            if f.categories.len() >= MAX_CATEGORY_SETS {
+                f.categories.clear();
+            }
+            f.categories.insert(category.to_owned(), Rc::clone(&set));
+            set
+        })
+    }
+
+    /// The model items among the item ids a catalogue query returns.
+    fn items_where(&self, sql: &str, arg: Option<&str>) -> ItemSet {
+        let mut set = ItemSet::new(self.n_items());
+        Spi::connect(|client| {
+            ITEMS.note_relid(client);
+            let args: Vec<DatumWithOid> = arg.into_iter().map(DatumWithOid::from).collect();
+            let mut cursor = client.open_cursor(sql, &args);
+            loop {
+                pgrx::check_for_interrupts!();
+                let rows = cursor
+                    .fetch(1_000)
+                    .unwrap_or_else(|e| spi_failed("cannot read personalize.items", e));
+                if rows.is_empty() {
+                    break;
+                }
+                for row in rows {
+                    if let Some(i) = row
+                        .get::<&str>(1)
+                        .ok()
+                        .flatten()
+                        .and_then(|id| self.item_index(id))
+                    {
+                        set.insert(i);
+                    }
+                }
+            }
         });
-        *self.filters.borrow_mut() = Some(Rc::clone(&f));
-        f
+        set
     }
 }
 
 pub struct Catalog {
     generation: u64,
-    items: HashMap<String, (u32, bool)>,
-    categories: HashMap<String, u32>,
-    /// The categories by number (the inverse of `categories`).
+    /// Per item id its category's number (None: no category).
+    items: HashMap<String, Option<u32>>,
+    /// The categories by number.
     category_names: Vec<String>,
 }
 
 impl Catalog {
     /// An item's category in the catalogue (None when it has none or is not listed).
     pub fn category_of(&self, item_id: &str) -> Option<&str> {
-        let &(cat, _) = self.items.get(item_id)?;
+        let cat = (*self.items.get(item_id)?)?;
         self.category_names.get(cat as usize).map(String::as_str)
     }
 }
@@ -194,8 +219,9 @@ pub fn invalidate_catalog() {
     ITEMS.invalidate();
 }
 
-/// The catalogue's categories and availability, read once per backend and kept until
-/// `personalize.items` changes (the campaign trigger reads item categories from it too).
+/// The catalogue's item categories, read once per backend and kept until `personalize.items`
+/// changes: where the campaign trigger reads item categories (serving reads the catalogue
+/// straight into per-model bitsets, `ServingModel::unavailable` and `in_category`).
 pub fn catalog() -> Rc<Catalog> {
     let generation = ITEMS.generation();
     if let Some(c) = CATALOG.with(|c| c.borrow().clone()) {
@@ -206,38 +232,26 @@ pub fn catalog() -> Rc<Catalog> {
     let catalog = Spi::connect(|client| {
         ITEMS.note_relid(client);
         let rows = client
-            .select(
-                "SELECT item_id, category, available FROM personalize.items",
-                None,
-                &[],
-            )
+            .select("SELECT item_id, category FROM personalize.items", None, &[])
             .unwrap_or_else(|e| spi_failed("cannot read personalize.items", e));
         let mut items = HashMap::with_capacity(rows.len());
-        let mut categories: HashMap<String, u32> = HashMap::new();
+        let mut numbers: HashMap<String, u32> = HashMap::new();
         let mut category_names: Vec<String> = Vec::new();
         for row in rows {
             let Some(id) = row.get::<String>(1).ok().flatten() else {
                 continue;
             };
-            let cat = match row.get::<String>(2).ok().flatten() {
-                Some(c) => match categories.get(&c) {
-                    Some(&n) => n,
-                    None => {
-                        let n = category_names.len() as u32;
-                        category_names.push(c.clone());
-                        categories.insert(c, n);
-                        n
-                    }
-                },
-                None => NO_CATEGORY,
-            };
-            let available = row.get::<bool>(3).ok().flatten().unwrap_or(true);
-            items.insert(id, (cat, available));
+            let cat = row.get::<String>(2).ok().flatten().map(|c| {
+                *numbers.entry(c).or_insert_with_key(|c| {
+                    category_names.push(c.clone());
+                    category_names.len() as u32 - 1
+                })
+            });
+            items.insert(id, cat);
         }
         Catalog {
             generation,
             items,
-            categories,
             category_names,
         }
     });
@@ -267,8 +281,11 @@ fn prepare(client: &SpiClient<'_>) -> Statements {
     };
     Statements {
         active_model: keep(
-            "SELECT model_id, CAST(extract(epoch FROM created_at) * 1000000 AS int8) \
-               FROM personalize.models WHERE name = $1 AND status = 'active'",
+            &format!(
+                "SELECT model_id, {} FROM personalize.models \
+                  WHERE name = $1 AND status = 'active'",
+                model_files::VERSION_STAMP
+            ),
             &[text],
         ),
         // Always one row: the user's stored factors and purchases (NULL when the model does not
@@ -352,7 +369,7 @@ pub fn find_active_model(name: &str) -> Option<Rc<ServingModel>> {
         let mut models = m.borrow_mut();
         let pos = models
             .iter()
-            .position(|x| x.model_id == model_id && x.stamp == stamp)?;
+            .position(|x| x.info.model_id == model_id && x.info.stamp == stamp)?;
         // Most recently used last.
         let model = models.remove(pos);
         models.push(Rc::clone(&model));
@@ -361,9 +378,16 @@ pub fn find_active_model(name: &str) -> Option<Rc<ServingModel>> {
     if cached.is_some() {
         return cached;
     }
-    let model = Rc::new(load(model_id, stamp));
+    let model = Rc::new(ServingModel {
+        name: name.to_owned(),
+        image: model_files::open_or_build(model_id, stamp, || read_model(model_id, stamp)),
+        filters: RefCell::new(None),
+    });
     MODELS.with(|m| {
         let mut models = m.borrow_mut();
+        // A name's older versions go (calls in flight keep theirs), so an idle backend does
+        // not keep a replaced version's file alive.
+        models.retain(|x| x.name != name);
         if models.len() >= MAX_MODELS {
             models.remove(0);
         }
@@ -372,7 +396,8 @@ pub fn find_active_model(name: &str) -> Option<Rc<ServingModel>> {
     Some(model)
 }
 
-fn load(model_id: i64, stamp: i64) -> ServingModel {
+/// A model version as its tables hold it.
+fn read_model(model_id: i64, stamp: i64) -> ModelParts {
     Spi::connect(|client| {
         let args: [DatumWithOid; 1] = [model_id.into()];
         let meta = client
@@ -448,7 +473,7 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
                     b.items.extend(to.iter().map(|&j| j.max(0) as u32));
                     b.weights.extend_from_slice(&f[..f.len().min(to.len())]);
                     b.weights.resize(b.items.len(), 0.0);
-                    b.offsets.push(b.items.len());
+                    b.offsets.push(b.items.len() as u64);
                     item_ids.push(id);
                     popularity.push(row.get::<f32>(3).ok().flatten().unwrap_or(0.0));
                     continue;
@@ -480,53 +505,27 @@ fn load(model_id: i64, stamp: i64) -> ServingModel {
             }
         }
         drop(cursor);
-        let n = item_ids.len();
         if let Some(b) = &mut neighbors {
-            b.n_items = n;
-            // A neighbour index out of range (a hand-edited row) is dropped, not followed.
-            for (j, w) in b.items.iter_mut().zip(b.weights.iter_mut()) {
-                if *j as usize >= n {
-                    *j = 0;
-                    *w = 0.0;
-                }
-            }
+            // A neighbour index out of range (a hand-edited row) is dropped when the image is
+            // written (`model_image::write`).
+            b.n_items = item_ids.len();
         }
-        let y = ndarray::ArrayView2::from_shape((n, k), &factors).expect("n × k factors");
-        let mut yty = y.t().dot(&y);
-        for j in 0..k {
-            yty[[j, j]] += regularization;
-        }
-        let yty: Vec<f32> = yty.iter().copied().collect();
-        let mut popularity_order: Vec<u32> = (0..n as u32).collect();
-        popularity_order.sort_by(|&a, &b| {
-            popularity[b as usize]
-                .total_cmp(&popularity[a as usize])
-                .then(a.cmp(&b))
-        });
-        let index = item_ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.clone(), i as u32))
-            .collect();
-        ServingModel {
-            model_id,
-            stamp,
-            k,
-            alpha,
-            regularization,
-            reg_exponent,
-            mean_user_items,
-            window_seconds,
-            as_of,
+        ModelParts {
+            info: ModelInfo {
+                model_id,
+                stamp,
+                k,
+                alpha,
+                regularization,
+                reg_exponent,
+                mean_user_items,
+                window_seconds,
+                as_of,
+            },
             item_ids,
-            index,
             factors,
-            yty,
             popularity,
-            popularity_order,
             item_item: neighbors,
-            normalized: OnceCell::new(),
-            filters: RefCell::new(None),
         }
     })
 }
@@ -545,7 +544,7 @@ pub struct UserRow {
 /// The user's row of `model` and the time of their newest event, in one query.
 pub fn user_row(model: &ServingModel, user_id: &str) -> UserRow {
     with_statements(|client, st| {
-        let args: [DatumWithOid; 2] = [model.model_id.into(), user_id.into()];
+        let args: [DatumWithOid; 2] = [model.model_id().into(), user_id.into()];
         let table = client
             .select(&st.user_row, None, &args)
             .unwrap_or_else(|e| spi_failed("cannot read personalize.model_users", e));
@@ -561,7 +560,7 @@ pub fn user_row(model: &ServingModel, user_id: &str) -> UserRow {
                 .get::<Vec<f32>>(1)
                 .ok()
                 .flatten()
-                .filter(|f| f.len() == model.k),
+                .filter(|f| f.len() == model.info.k),
             purchased: row.get::<Vec<i32>>(2).ok().flatten(),
             newest_event: row.get::<f64>(3).ok().flatten(),
         }

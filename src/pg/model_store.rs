@@ -223,7 +223,7 @@ pub fn insert_neighbors(
                 .iter()
                 .map(|&o| (o - base) as i32)
                 .collect();
-            let span = base..b.offsets[end];
+            let span = base as usize..b.offsets[end] as usize;
             let items: Vec<i32> = b.items[span.clone()].iter().map(|&i| i as i32).collect();
             let args: Vec<DatumWithOid> = vec![
                 model_id.into(),

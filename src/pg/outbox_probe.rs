@@ -153,8 +153,13 @@ impl OutboxProbe {
                     key
                 })
                 .collect();
-            let scan =
-                pg_sys::index_beginscan(self.heap, index, self.snapshot, keys.len() as i32, 0);
+            let scan = crate::pg::compat::index_begin_scan(
+                self.heap,
+                index,
+                self.snapshot,
+                keys.len() as i32,
+                0,
+            );
             IndexScan { index, scan, keys }
         }
     }

@@ -137,7 +137,7 @@ impl OutboxWriter {
                 return None;
             };
             let sequence =
-                pg_sys::getIdentitySequence(relid, attnum[Col::MessageId as usize] as i16, true);
+                crate::pg::compat::identity_sequence(rel, attnum[Col::MessageId as usize] as i16);
             let arbiter_index = index_on_outbox(
                 rel,
                 c"outbox_one_pending_idx",
@@ -198,7 +198,7 @@ impl OutboxWriter {
         }
         let desc = (*rel).rd_att;
         let natts = (*desc).natts as usize;
-        let attrs = (*desc).attrs.as_slice(natts);
+        let attrs = crate::pg::compat::tuple_desc_attrs(desc);
         let mut attnum = [0usize; 20];
         let mut live = 0;
         for (i, a) in attrs.iter().enumerate() {
@@ -346,7 +346,7 @@ impl OutboxWriter {
             let written = loop {
                 let mut conflict = pg_sys::ItemPointerData::default();
                 if !first_attempt
-                    && !pg_sys::ExecCheckIndexConstraints(
+                    && !crate::pg::compat::exec_check_index_constraints(
                         self.rri,
                         self.slot,
                         self.estate,
@@ -372,7 +372,7 @@ impl OutboxWriter {
                     token,
                 );
                 let mut spec_conflict = false;
-                pg_sys::ExecInsertIndexTuples(
+                crate::pg::compat::exec_insert_index_tuples(
                     self.rri,
                     self.slot,
                     self.estate,
@@ -410,7 +410,7 @@ impl OutboxWriter {
             pg_sys::CurrentMemoryContext = (*self.estate).es_query_cxt;
             self.store(m, Some(reason));
             pg_sys::table_tuple_insert(self.rel, self.slot, self.cid, 0, std::ptr::null_mut());
-            pg_sys::ExecInsertIndexTuples(
+            crate::pg::compat::exec_insert_index_tuples(
                 self.rri,
                 self.slot,
                 self.estate,
