@@ -3,6 +3,9 @@
 #  1. Ingestion with 10 enabled campaigns vs none: the same recent synthetic events through
 #     track_batch (batches of BATCH) and through single track() calls, alternating rounds, on
 #     top of an analyzed month of history, for two workloads (see below) (budget: ratio >= 0.7).
+#     With campaigns, each round runs twice: messages written by the direct outbox writer
+#     (src/pg/outbox_writer.rs) and by INSERT statements (personalize.outbox_direct_write =
+#     off), so its gain is measured alone on the same build and data.
 #  2. claim + ack with 4 concurrent workers (pgbench, claim_messages then ack_batch, batches
 #     of CLAIM_BATCH), messages per second (budget: >= 5,000 on 2 cores); then the same with
 #     3 recommendations rendered into every payload at claim time.
@@ -67,13 +70,15 @@ CREATE TABLE campaign_set AS SELECT * FROM (VALUES
  ('thank_you', 'purchase', NULL, NULL, '0', 'email', NULL, NULL),
  ('review_request', 'purchase', NULL, NULL, '7 days', 'whatsapp', NULL, '22:00'),
  ('refund_followup', 'refund', NULL, NULL, '1 day', 'webhook', NULL, NULL)) v(name, ev, cat, seg, delay, channel, cap, quiet);
-CREATE TABLE timings (round int, workload text, campaigns int, method text, seconds float8, events bigint, messages bigint, cancelled bigint);
+CREATE TABLE timings (round int, workload text, campaigns int, writer text, method text, seconds float8, events bigint, messages bigint, cancelled bigint);
 -- Puts the campaigns in place (or removes them), then times the workload's batches and singles.
-CREATE PROCEDURE run_round(r int, w text, with_campaigns boolean) LANGUAGE plpgsql AS $$
+-- writer: 'none' (no campaigns), 'direct' or 'statement' (personalize.outbox_direct_write).
+CREATE PROCEDURE run_round(r int, w text, writer text) LANGUAGE plpgsql AS $$
 DECLARE t0 timestamptz; n bigint; c int;
 BEGIN
+  PERFORM set_config('personalize.outbox_direct_write', CASE writer WHEN 'statement' THEN 'off' ELSE 'on' END, false);
   DELETE FROM personalize.campaigns;
-  IF with_campaigns THEN
+  IF writer <> 'none' THEN
     INSERT INTO personalize.campaigns (name, trigger_event_type, trigger_category, segment, delay, channel,
                                        cancel_on, cap_messages, cap_window, quiet_start, quiet_end, template)
     SELECT name, ev, cat, seg, delay, channel,
@@ -86,42 +91,52 @@ BEGIN
   COMMIT;
   t0 := clock_timestamp();
   SELECT sum(t.accepted) INTO n FROM batches, personalize.track_batch(events) t WHERE batches.workload = w;
-  INSERT INTO timings VALUES (r, w, c, 'track_batch', extract(epoch FROM clock_timestamp() - t0), n,
+  INSERT INTO timings VALUES (r, w, c, writer, 'track_batch', extract(epoch FROM clock_timestamp() - t0), n,
                               (SELECT count(*) FROM personalize.outbox),
                               (SELECT count(*) FROM personalize.outbox WHERE state = 'cancelled'));
   COMMIT;
   t0 := clock_timestamp();
   SELECT count(personalize.track(e)) INTO n FROM singles WHERE singles.workload = w;
-  INSERT INTO timings VALUES (r, w, c, 'track (one event per call)', extract(epoch FROM clock_timestamp() - t0), n);
+  INSERT INTO timings VALUES (r, w, c, writer, 'track (one event per call)', extract(epoch FROM clock_timestamp() - t0), n);
   COMMIT;
 END $$;
 SQL
 # Each round starts from the analyzed history alone (the measured events and messages removed
-# and vacuumed away), alternating no campaigns and ten.
+# and vacuumed away), alternating no campaigns, ten with the direct writer and ten with the
+# INSERT statements.
 reset_round() {
     sql -c "DELETE FROM personalize.events WHERE event_id > (SELECT event_id FROM history_end)" \
         -c "TRUNCATE personalize.outbox" -c "VACUUM ANALYZE personalize.events, personalize.outbox"
 }
 for r in $(seq "$ROUNDS"); do
     for w in newcomers sessions; do
-        reset_round; sql -c "CALL run_round($r, '$w', false)"
-        reset_round; sql -c "CALL run_round($r, '$w', true)"
+        for writer in none direct statement; do
+            reset_round; sql -c "CALL run_round($r, '$w', '$writer')"
+        done
     done
 done
 sql <<'SQL'
 \pset footer off
-SELECT workload, campaigns, method, max(events) AS events, round(percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)::numeric, 3) AS median_s,
+SELECT workload, writer, method, max(events) AS events, round(percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds)::numeric, 3) AS median_s,
        round((max(events) / percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds))::numeric) AS events_per_s,
        max(messages) AS messages, max(cancelled) AS cancelled
   FROM timings GROUP BY 1, 2, 3 ORDER BY 1, 3, 2;
-SELECT workload, method, round((w.rate / n.rate)::numeric, 2) AS "ratio 10 campaigns / none (budget >= 0.7)",
-       round(w.messages::numeric / w.events, 2) AS messages_per_event
+SELECT workload, method, round((d.rate / n.rate)::numeric, 2) AS "10 campaigns, direct / none (budget >= 0.7)",
+       round((s.rate / n.rate)::numeric, 2) AS "10 campaigns, statements / none",
+       round((d.rate / s.rate)::numeric, 2) AS "direct / statements",
+       round(d.messages::numeric / d.events, 2) AS messages_per_event
   FROM (SELECT workload, method, max(events) / percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS rate
-          FROM timings WHERE campaigns = 0 GROUP BY 1, 2) n
+          FROM timings WHERE writer = 'none' GROUP BY 1, 2) n
   JOIN (SELECT workload, method, max(events) / percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS rate,
                max(events) AS events, max(messages) AS messages
-          FROM timings WHERE campaigns > 0 GROUP BY 1, 2) w USING (workload, method)
+          FROM timings WHERE writer = 'direct' GROUP BY 1, 2) d USING (workload, method)
+  JOIN (SELECT workload, method, max(events) / percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) AS rate
+          FROM timings WHERE writer = 'statement' GROUP BY 1, 2) s USING (workload, method)
  ORDER BY 1, 2;
+-- Each round's own ratio direct / statements (the spread shows the noise).
+SELECT workload, method, string_agg(round((s.seconds / d.seconds)::numeric, 2)::text, ' ' ORDER BY round) AS "direct / statements per round"
+  FROM timings d JOIN timings s USING (round, workload, method)
+ WHERE d.writer = 'direct' AND s.writer = 'statement' GROUP BY 1, 2 ORDER BY 1, 2;
 SQL
 
 claim_bench() {  # claim_bench LABEL RECOMMENDATIONS PREFILL

@@ -227,6 +227,20 @@ regress_suite() {
       || { [ -f "$out/regression.diffs" ] && head -200 "$out/regression.diffs"; return 1; }
 }
 
+# The isolation specs (tests/isolation/specs, pg_isolation_regress: each interleaving of
+# concurrent sessions spelled out) in a fresh database of our cluster.
+isolation_suite() {
+    local out=$PP_RUN/isolation
+    rm -rf "$out"; mkdir -p "$out"
+    fresh_db pg_personalize_isolation
+    local specs; specs=$(cd "$ROOT/tests/isolation/specs" && ls *.spec | sed 's/\.spec$//' | sort)
+    "$("$PG_CONFIG" --pkglibdir)/pgxs/src/test/isolation/pg_isolation_regress" --bindir="$PGBIN" \
+        --use-existing --host="$PP_SOCK" --port="$PP_PORT" --user=postgres \
+        --inputdir="$ROOT/tests/isolation" --outputdir="$out" \
+        --dbname=pg_personalize_isolation $specs \
+      || { [ -f "$out/regression.diffs" ] && head -200 "$out/regression.diffs"; return 1; }
+}
+
 # model_image_sql CONDITION: the query that names the shared image file (src/pg/model_files.rs)
 # of the model versions of personalize.models m that CONDITION selects.
 model_image_sql() {

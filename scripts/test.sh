@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test: formatting and clippy, plain-Rust unit tests and #[pg_test]s (cargo pgrx test),
-# the pg_regress suite,
+# Every test: formatting, clippy and the generated function table, the core crate's unit tests
+# and #[pg_test]s (cargo pgrx test), the pg_regress suite, the isolation specs of the outbox's
+# races,
 # a pg_dump/restore round trip, the upgrade from 0.1.0, hostile objects planted before CREATE
 # EXTENSION, a streaming replica, kill -9 and immediate-restart faults, training cancel, the
 # outbox under concurrent and crashing workers, the real-data test on ../shared/data
@@ -20,12 +21,15 @@ install_prereqs
 
 lint() {
     cd "$ROOT"
-    cargo fmt --check && cargo clippy --all-targets -- -D warnings
+    cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings \
+        && python3 scripts/function_table.py --check CONTRIBUTING.md
 }
-step "lint (cargo fmt --check, cargo clippy -D warnings)" lint
+step "lint (cargo fmt --check, cargo clippy -D warnings, the SQL function table)" lint
 
 unit_and_pg_tests() {
     cd "$ROOT"
+    # The plain-Rust core first (seconds once built): its unit tests and proptest fuzzing.
+    cargo test -p personalize-core || return 1
     # An empty PGDATA parent the postgres user owns (it creates its cluster inside).
     local pgdata=$PP_RUN/pgrx-test-pgdata
     as_root rm -rf "$pgdata"
@@ -38,12 +42,13 @@ unit_and_pg_tests() {
         cargo pgrx test pg15
     fi
 }
-step "cargo pgrx test (unit tests + #[pg_test])" unit_and_pg_tests
+step "unit tests (cargo test -p personalize-core) and #[pg_test]s (cargo pgrx test)" unit_and_pg_tests
 
 PP_PROFILE=${PP_PROFILE:-dev} install_extension
 start_cluster
 
 step "pg_regress suite" regress_suite
+step "isolation specs: the outbox's races, interleaving by interleaving" isolation_suite
 step "pg_dump / restore round trip" bash "$ROOT/tests/dump_restore.sh"
 step "ALTER EXTENSION UPDATE from 0.1.0: catalogue and regression suite" bash "$ROOT/tests/upgrade.sh"
 step "hostile objects planted before CREATE EXTENSION are never called" bash "$ROOT/tests/hostile_objects.sh"

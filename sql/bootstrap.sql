@@ -1,6 +1,8 @@
 -- pg_personalize: the tables the extension owns. Runs before pgrx creates the Rust functions.
 -- Every reference is schema-qualified: extension scripts must not depend on the caller's
--- search_path.
+-- search_path. Each table's comment and, for the tables that hold the shop's data, its
+-- pg_extension_config_dump registration follow it (pg_dump skips extension tables unless
+-- registered).
 
 -- A schema named personalize that existed before CREATE EXTENSION and belongs to another role
 -- would let that role drop and replace the tables the SECURITY DEFINER functions use: refuse.
@@ -16,6 +18,8 @@ BEGIN
     END IF;
 END $$;
 
+COMMENT ON SCHEMA personalize IS 'pg_personalize: events, tracking plan, recommendations, segments, campaigns';
+
 -- The tracking plan: one row per event type.
 CREATE TABLE personalize.event_types (
     event_type        text PRIMARY KEY
@@ -30,10 +34,17 @@ CREATE TABLE personalize.event_types (
     -- A purchase: recommend() leaves out what a user bought (exclude => 'purchased').
     is_purchase       boolean NOT NULL DEFAULT false,
     -- 'default' rows come from CREATE EXTENSION; any change makes a row the shop's own, so
-    -- pg_dump keeps it (see the config-dump filter in finalize.sql).
+    -- pg_dump keeps it (see the config-dump filter below).
     origin            text NOT NULL DEFAULT 'shop' CHECK (origin IN ('default', 'shop')),
     updated_at        timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+COMMENT ON TABLE personalize.event_types IS 'The tracking plan: one row per event type with its JSON Schema for properties, interaction weight and time-decay half-life. Change it with plain SQL; every backend recompiles on commit.';
+COMMENT ON COLUMN personalize.event_types.properties_schema IS 'JSON Schema (draft 2020-12 unless $schema says otherwise) for the event''s properties object; checked on write';
+COMMENT ON COLUMN personalize.event_types.weight IS 'Interaction strength one event adds for training (view < add_to_cart < purchase)';
+COMMENT ON COLUMN personalize.event_types.half_life IS 'Time after which an event counts half as much in training';
+COMMENT ON COLUMN personalize.event_types.origin IS 'default: installed by CREATE EXTENSION; shop: added or changed by the shop (kept by pg_dump)';
+COMMENT ON COLUMN personalize.event_types.is_purchase IS 'Events of this type are purchases: recommend(exclude => ''purchased'') leaves their items out';
+SELECT pg_catalog.pg_extension_config_dump('personalize.event_types', 'WHERE origin = ''shop''');
 
 -- Accepted events. External ids are text (SKUs like 85123A are common).
 CREATE TABLE personalize.events (
@@ -47,6 +58,10 @@ CREATE TABLE personalize.events (
     client_event_id text,
     properties      jsonb NOT NULL DEFAULT '{}'
 );
+COMMENT ON TABLE personalize.events IS 'Accepted behaviour events (validated against personalize.event_types)';
+COMMENT ON COLUMN personalize.events.client_event_id IS 'The sender''s id for this event, unique per user and event type: a retry (same id, item and properties) is not stored twice; other content under a used id is quarantined as client_event_id_conflict';
+SELECT pg_catalog.pg_extension_config_dump('personalize.events', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.events_event_id_seq', '');
 -- A retry with the same client event id is not stored twice. The id is the sender's: it is
 -- unique per user and event type, so one user's id never hides another's event.
 CREATE UNIQUE INDEX events_client_event_id_key
@@ -72,6 +87,12 @@ CREATE TABLE personalize.rejected_events (
     violations      jsonb NOT NULL,
     payload         jsonb
 );
+COMMENT ON TABLE personalize.rejected_events IS 'Events that failed the tracking plan, with every violation and the original payload: nothing is silently dropped';
+COMMENT ON COLUMN personalize.rejected_events.reasons IS 'Violation codes (missing_field, wrong_type, unknown_event_type, ...), one per violation';
+COMMENT ON COLUMN personalize.rejected_events.violations IS 'Array of {code, path, message}, one per violation';
+COMMENT ON COLUMN personalize.rejected_events.batch_position IS '1-based position of the event in its batch (or row number of an import)';
+SELECT pg_catalog.pg_extension_config_dump('personalize.rejected_events', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.rejected_events_rejected_id_seq', '');
 CREATE INDEX rejected_events_received_idx ON personalize.rejected_events (received_at);
 
 -- The catalogue the recommender may filter on.
@@ -84,6 +105,8 @@ CREATE TABLE personalize.items (
     price      numeric(14, 4) CHECK (price OPERATOR(pg_catalog.>=) 0),
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+COMMENT ON TABLE personalize.items IS 'The catalogue: recommendations can be filtered by category and availability';
+SELECT pg_catalog.pg_extension_config_dump('personalize.items', '');
 CREATE INDEX items_category_idx ON personalize.items (category);
 
 -- Trained models: one row per training run. At most one active model per name; a training
@@ -105,6 +128,11 @@ CREATE TABLE personalize.models (
     write_seconds         float8,
     created_at            timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+COMMENT ON TABLE personalize.models IS 'Trained models, one row per training run; at most one active model per name';
+COMMENT ON COLUMN personalize.models.as_of IS 'Time decay was measured back from this time (default: the newest event, but never later than the training''s transaction start)';
+COMMENT ON COLUMN personalize.models.params IS 'model_type (als, ease, rp3beta, blend, popularity or trending) and its parameters; spec: what train() was asked for, which the next train() of the name without arguments reuses; selection: the validation leaderboard when the family was chosen (see personalize.model_selection)';
+SELECT pg_catalog.pg_extension_config_dump('personalize.models', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.models_model_id_seq', '');
 CREATE UNIQUE INDEX models_one_active_per_name ON personalize.models (name) WHERE status = 'active';
 
 -- Factors, one row per user / item of a model (real[] so they can be read in SQL).
@@ -118,6 +146,9 @@ CREATE TABLE personalize.model_users (
     purchased integer[],
     PRIMARY KEY (model_id, user_id)
 );
+COMMENT ON TABLE personalize.model_users IS 'Per user of each model: ALS factors (empty for item-item and popularity models, which score from the user''s history) and purchases';
+COMMENT ON COLUMN personalize.model_users.purchased IS 'model_items.item_index of the user''s purchases up to the model''s as_of, which recommend() leaves out; NULL when the model was trained with a window (serving then reads them from the events)';
+SELECT pg_catalog.pg_extension_config_dump('personalize.model_users', '');
 CREATE TABLE personalize.model_items (
     model_id   bigint NOT NULL REFERENCES personalize.models ON DELETE CASCADE,
     item_index integer NOT NULL,
@@ -133,6 +164,10 @@ CREATE TABLE personalize.model_items (
     PRIMARY KEY (model_id, item_index),
     UNIQUE (model_id, item_id)
 );
+COMMENT ON TABLE personalize.model_items IS 'Item factors of each model';
+COMMENT ON COLUMN personalize.model_items.neighbors IS 'An item-item (EASE, RP3beta or blend) model''s neighbours of the item, as item_index values, whose weights are in factors; NULL for ALS and popularity models';
+COMMENT ON COLUMN personalize.model_items.popularity IS 'Users with a positive interaction with the item in the training data (the ranking for users without history)';
+SELECT pg_catalog.pg_extension_config_dump('personalize.model_items', '');
 
 -- Offline evaluations (temporal hold-out), kept with the model name they were run for.
 CREATE TABLE personalize.evaluations (
@@ -145,6 +180,9 @@ CREATE TABLE personalize.evaluations (
     results       jsonb NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+COMMENT ON TABLE personalize.evaluations IS 'Offline evaluations (evaluate()): temporal hold-out metrics of every model family, per method';
+SELECT pg_catalog.pg_extension_config_dump('personalize.evaluations', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.evaluations_evaluation_id_seq', '');
 
 -- Named segments: structured definitions (all / any / not over predicates on the event log),
 -- checked on write and compiled to parameterised SQL when used.
@@ -155,6 +193,8 @@ CREATE TABLE personalize.segments (
     created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
     updated_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+COMMENT ON TABLE personalize.segments IS 'Named segments: definition is JSON with all / any / not over predicates (bought, viewed, viewed_without_buying, event_count, total_spend, average_order_value, last_seen, days_since_last_purchase); checked on write';
+SELECT pg_catalog.pg_extension_config_dump('personalize.segments', '');
 
 -- Campaigns: an event (with an optional category / property filter) schedules a message after
 -- a delay, unless a cancel-on event comes first; with a segment, it goes out only if the user
@@ -195,6 +235,18 @@ CREATE TABLE personalize.campaigns (
     CONSTRAINT cap_messages_and_cap_window_go_together CHECK ((cap_messages IS NULL) = (cap_window IS NULL)),
     CONSTRAINT quiet_start_and_quiet_end_go_together CHECK ((quiet_start IS NULL) = (quiet_end IS NULL))
 );
+COMMENT ON TABLE personalize.campaigns IS 'Trigger-fired campaigns: an event (type, optional category and property filter) schedules a message after delay unless a cancel_on event comes first; with a segment, it goes out only if the user is in it when due; channel, payload template, recommendations, frequency cap and quiet hours';
+COMMENT ON COLUMN personalize.campaigns.trigger_category IS 'Only events whose item is in this category (catalogue) or whose properties.category says so';
+COMMENT ON COLUMN personalize.campaigns.trigger_properties IS 'Only events whose properties contain this object (jsonb @>)';
+COMMENT ON COLUMN personalize.campaigns.cancel_on IS 'Event types that cancel the user''s pending message of this campaign when they occur after the trigger (checked on insert and again at claim)';
+COMMENT ON COLUMN personalize.campaigns.template IS 'Payload template: a JSON object whose strings may use {{user_id}}, {{item_id}}, {{item_title}}, {{category}}, {{event_type}}, {{occurred_at}}, {{campaign}}, {{channel}}, {{message_id}}, {{idempotency_key}}, {{properties.<name>}}; "{{recommendations}}" as a whole string places the recommendations';
+COMMENT ON COLUMN personalize.campaigns.recommendations IS 'How many recommendations (computed at claim time, active model named model) the payload carries';
+COMMENT ON COLUMN personalize.campaigns.cap_messages IS 'At most this many messages of this campaign per user in any cap_window (checked on insert and at claim)';
+COMMENT ON COLUMN personalize.campaigns.quiet_start IS 'Start of the daily quiet hours (local time in quiet_timezone); messages due then wait until quiet_end';
+COMMENT ON COLUMN personalize.campaigns.max_event_age IS 'Events older than this when stored (history imports) trigger nothing';
+COMMENT ON COLUMN personalize.campaigns.max_attempts IS 'Deliveries tried (claims) before a message is dead';
+SELECT pg_catalog.pg_extension_config_dump('personalize.campaigns', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.campaigns_campaign_id_seq', '');
 
 -- Caps across campaigns: at most max_messages per user in any window, on one channel or
 -- (channel NULL) on all of them.
@@ -204,6 +256,9 @@ CREATE TABLE personalize.frequency_caps (
     max_messages integer NOT NULL CHECK (max_messages OPERATOR(pg_catalog.>) 0),
     "window"     interval NOT NULL CHECK ("window" OPERATOR(pg_catalog.>) '0'::interval)
 );
+COMMENT ON TABLE personalize.frequency_caps IS 'Caps across campaigns: at most max_messages per user in any window, on one channel or (channel NULL) all';
+SELECT pg_catalog.pg_extension_config_dump('personalize.frequency_caps', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.frequency_caps_cap_id_seq', '');
 
 -- The transactional outbox: written by the events trigger in the event's transaction, polled
 -- by workers with claim_messages() / ack() / fail().
@@ -239,6 +294,13 @@ CREATE TABLE personalize.outbox (
     claimed_at       timestamptz,
     finished_at      timestamptz
 );
+COMMENT ON TABLE personalize.outbox IS 'Campaign messages, written in the triggering event''s transaction; workers poll with claim_messages() and finish with ack() / fail()';
+COMMENT ON COLUMN personalize.outbox.idempotency_key IS 'Stable for the message''s life, across redeliveries: delivery is at least once, so consumers drop repeats by this key';
+COMMENT ON COLUMN personalize.outbox.visible_at IS 'pending: not before this time; claimed: the lease ends then and the message can be claimed again';
+COMMENT ON COLUMN personalize.outbox.redeliveries IS 'Claims after a lease expired without ack or fail (a worker crashed or was too slow)';
+COMMENT ON COLUMN personalize.outbox.payload IS 'The rendered template with fresh recommendations, written at claim time';
+SELECT pg_catalog.pg_extension_config_dump('personalize.outbox', '');
+SELECT pg_catalog.pg_extension_config_dump('personalize.outbox_message_id_seq', '');
 -- The queue: what a claim scans. "visible_at IS NOT NULL" (always true) keeps it out of the
 -- campaign trigger's plans: a claim's "visible_at <= now()" implies it, the trigger's probes
 -- of pending messages do not, so a plan made while the outbox's statistics are empty cannot
@@ -255,6 +317,8 @@ CREATE INDEX outbox_user_idx ON personalize.outbox (user_id, claimed_at)
 
 -- Finished messages moved out of the queue by archive_messages().
 CREATE TABLE personalize.outbox_archive (LIKE personalize.outbox);
+COMMENT ON TABLE personalize.outbox_archive IS 'Finished messages moved here by archive_messages()';
+SELECT pg_catalog.pg_extension_config_dump('personalize.outbox_archive', '');
 ALTER TABLE personalize.outbox_archive ADD PRIMARY KEY (message_id);
 ALTER TABLE personalize.outbox_archive ADD COLUMN archived_at timestamptz NOT NULL DEFAULT pg_catalog.now();
 
@@ -285,6 +349,14 @@ CREATE TABLE personalize.experiments (
     updated_at             timestamptz NOT NULL DEFAULT pg_catalog.now(),
     CONSTRAINT ends_after_it_starts CHECK (ends_at IS NULL OR ends_at OPERATOR(pg_catalog.>) starts_at)
 );
+COMMENT ON TABLE personalize.experiments IS 'A/B experiments: variants with integer weights (the first is the control, each may name the model serving uses), a salt for the assignment hash, start/end, the click and conversion event types and the attribution window. Variants and salt are fixed once anyone was exposed.';
+COMMENT ON COLUMN personalize.experiments.variants IS 'JSON array of {"name", "weight"[, "model"]}; the first variant is the control';
+COMMENT ON COLUMN personalize.experiments.salt IS 'Hashed with the user id: SHA-256(salt || '':'' || user_id), first 8 bytes, scaled into the weights. A new salt reshuffles users';
+COMMENT ON COLUMN personalize.experiments.click_event_types IS 'Clicks: events of these types whose properties.experiment names this experiment, within the attribution window';
+COMMENT ON COLUMN personalize.experiments.conversion_event_types IS 'Conversions: events of these types by an exposed user within the attribution window of their first exposure; purchases among them carry revenue';
+COMMENT ON COLUMN personalize.experiments.attribution_window IS 'How long after a user''s first exposure their clicks and conversions count';
+COMMENT ON COLUMN personalize.experiments.confidence_level IS 'Of the report''s confidence interval for the difference of conversion rates';
+SELECT pg_catalog.pg_extension_config_dump('personalize.experiments', '');
 
 -- Exposure log: one row per time a user saw an experiment's placement (append-only, cheap).
 -- No foreign key: its check would lock the experiment's row FOR KEY SHARE on every page view,
@@ -298,5 +370,7 @@ CREATE TABLE personalize.exposures (
     placement   text,
     exposed_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
 );
+COMMENT ON TABLE personalize.exposures IS 'Exposure log: one row per log_exposure() call while the experiment runs';
+SELECT pg_catalog.pg_extension_config_dump('personalize.exposures', '');
 -- The report groups an experiment's exposures by user: first exposure and variant.
 CREATE INDEX exposures_experiment_user_idx ON personalize.exposures (experiment, user_id, exposed_at);

@@ -22,8 +22,19 @@ pub static SERVING_HISTORY_EVENTS: GucSetting<i32> = GucSetting::<i32>::new(100)
 pub static TRAINING_TIME_BUDGET: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static SESSION_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(1800);
 pub static SESSION_WEIGHT: GucSetting<f64> = GucSetting::<f64>::new(0.5);
+pub static OUTBOX_DIRECT_WRITE: GucSetting<bool> = GucSetting::<bool>::new(true);
 
 pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"personalize.outbox_direct_write",
+        c"Whether the events trigger writes campaign messages without an INSERT statement.",
+        c"On (the default), messages go into an outbox as the extension made it through the \
+          executor's own insert calls (pg::outbox_writer); off, through INSERT statements, \
+          as when the outbox has a trigger or constraint of the DBA's. The rows are the same.",
+        &OUTBOX_DIRECT_WRITE,
+        GucContext::Userset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"personalize.max_event_bytes",
         c"Largest accepted event, in bytes of JSON text.",

@@ -151,11 +151,15 @@ old=0.1.0
 say "3. the regression suite, every test installing $old and updating to $new"
 suite=$PP_RUN/upgrade-suite
 rm -rf "$suite"; mkdir -p "$suite/sql" "$suite/expected" "$suite/out"
+# Every test installs the extension in the shared setup file (tests/pg_regress/setup.psql).
+sed "s/^CREATE EXTENSION pg_personalize;\$/CREATE EXTENSION pg_personalize VERSION '$old'; ALTER EXTENSION pg_personalize UPDATE;/" \
+    "$ROOT/tests/pg_regress/setup.psql" >"$suite/setup.psql"
+grep -q "ALTER EXTENSION pg_personalize UPDATE" "$suite/setup.psql" \
+    || { echo "FAIL: setup.psql does not install the extension as expected"; exit 1; }
 for f in "$ROOT"/tests/pg_regress/sql/*.sql; do
-    sed "s/^CREATE EXTENSION pg_personalize;\$/CREATE EXTENSION pg_personalize VERSION '$old'; ALTER EXTENSION pg_personalize UPDATE;/" \
-        "$f" >"$suite/sql/$(basename "$f")"
-    grep -q "ALTER EXTENSION pg_personalize UPDATE" "$suite/sql/$(basename "$f")" \
-        || { echo "FAIL: $(basename "$f") does not install the extension as expected"; exit 1; }
+    grep -q '^\\i :abs_srcdir/setup.psql$' "$f" \
+        || { echo "FAIL: $(basename "$f") does not start with the shared setup"; exit 1; }
+    cp "$f" "$suite/sql/"
 done
 for f in "$ROOT"/tests/pg_regress/expected/*.out; do
     sed "s/^CREATE EXTENSION pg_personalize;\$/CREATE EXTENSION pg_personalize VERSION '$old'; ALTER EXTENSION pg_personalize UPDATE;/" \

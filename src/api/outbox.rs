@@ -1,13 +1,14 @@
 //! The outbox's claim: `claim_messages()` locks due messages (`FOR UPDATE SKIP LOCKED`),
 //! re-checks cancel-on events, checks the campaign's segment, re-checks attempts, quiet hours
 //! and frequency caps, renders each payload with fresh recommendations and hands the batch out
-//! under one lease token. `ack()` and `fail()` are SQL (sql/finalize.sql); the events trigger
-//! that writes the messages is `api::campaign_trigger`.
+//! under one lease token. `ack()` and `fail()` are SQL (sql/finalize.sql); the messages are
+//! written by the events trigger (`api::campaign_trigger`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use pgrx::datum::{DatumWithOid, Interval, Uuid};
 use pgrx::prelude::*;
+use pgrx::spi::SpiHeapTupleData;
 use serde_json::{json, Map, Value};
 
 use crate::core::outbox::{self, Candidate, Cap, RenderContext, Verdict};
@@ -21,6 +22,30 @@ fn _template_problem(template: Option<&str>) -> Option<String> {
         return Some("template must not be NULL".into());
     };
     outbox::check_template(text).err()
+}
+
+/// t, or the end of the quiet hours (local times of day in time zone tz) t falls in; t when
+/// either end is NULL or they are equal (no quiet hours). claim_messages() calls it per locked
+/// message. No SET clause: it reads no table, and the call stays a plain C call.
+#[pg_extern(stable, parallel_safe)]
+fn _after_quiet_hours(
+    t: Option<TimestampWithTimeZone>,
+    quiet_start: Option<pgrx::datum::Time>,
+    quiet_end: Option<pgrx::datum::Time>,
+    tz: Option<&str>,
+) -> Option<TimestampWithTimeZone> {
+    let t = t?;
+    let (Some(start), Some(end), Some(tz)) = (quiet_start, quiet_end, tz) else {
+        return Some(t);
+    };
+    let quiet = crate::pg::campaign_cache::QuietHours {
+        start: pg_sys::TimeADT::from(start),
+        end: pg_sys::TimeADT::from(end),
+        timezone: tz.to_owned(),
+    };
+    Some(crate::pg::timestamptz(
+        crate::pg::quiet_hours::after_quiet_hours(i64::from(t), &quiet),
+    ))
 }
 
 const CHANNELS: [&str; 5] = ["email", "push", "sms", "whatsapp", "webhook"];
@@ -55,8 +80,9 @@ WITH due AS (
      LIMIT $2
        FOR UPDATE OF o SKIP LOCKED
 )
-SELECT o.message_id, o.user_id, c.campaign_id, o.attempts, COALESCE(c.max_attempts, 5),
-       o.last_error, o.idempotency_key, o.campaign, o.item_id, it.title,
+SELECT o.message_id, o.user_id, c.campaign_id, o.attempts,
+       COALESCE(c.max_attempts, 5) AS max_attempts,
+       o.last_error, o.idempotency_key, o.campaign, o.item_id, it.title AS item_title,
        -- The events trigger leaves context empty; it is read from the trigger event here,
        -- once per delivery instead of once per message written.
        CAST(CASE WHEN o.context OPERATOR(pg_catalog.<>) '{}' THEN o.context
@@ -67,9 +93,10 @@ SELECT o.message_id, o.user_id, c.campaign_id, o.attempts, COALESCE(c.max_attemp
                                   'properties', e.properties)
                          FROM personalize.events e
                         WHERE e.event_id OPERATOR(pg_catalog.=) o.trigger_event_id)
-            END AS pg_catalog.text),
-       COALESCE(c.recommendations, 0), c.model, CAST(c.template AS pg_catalog.text),
-       c.cap_messages, pg_catalog.date_part('epoch', c.cap_window),
+            END AS pg_catalog.text) AS context,
+       COALESCE(c.recommendations, 0) AS recommendations, c.model,
+       CAST(c.template AS pg_catalog.text) AS template,
+       c.cap_messages, pg_catalog.date_part('epoch', c.cap_window) AS cap_window_seconds,
        (SELECT CAST(e.event_id AS pg_catalog.text) OPERATOR(pg_catalog.||) ' (' OPERATOR(pg_catalog.||)
                e.event_type OPERATOR(pg_catalog.||) ')'
           FROM personalize.events e
@@ -77,10 +104,11 @@ SELECT o.message_id, o.user_id, c.campaign_id, o.attempts, COALESCE(c.max_attemp
            AND e.occurred_at OPERATOR(pg_catalog.>=) o.triggered_at
            AND e.event_id OPERATOR(pg_catalog.<>) o.trigger_event_id
            AND e.event_type OPERATOR(pg_catalog.=) ANY (c.cancel_on)
-         ORDER BY e.occurred_at LIMIT 1),
+         ORDER BY e.occurred_at LIMIT 1) AS cancelled_by,
        pg_catalog.date_part('epoch', personalize._after_quiet_hours(pg_catalog.now(), c.quiet_start,
-                                                                    c.quiet_end, c.quiet_timezone)),
-       pg_catalog.date_part('epoch', pg_catalog.now()),
+                                                                    c.quiet_end, c.quiet_timezone))
+           AS quiet_until,
+       pg_catalog.date_part('epoch', pg_catalog.now()) AS now_seconds,
        c.segment
   FROM due o
   LEFT JOIN personalize.campaigns c ON c.campaign_id OPERATOR(pg_catalog.=) o.campaign_id
@@ -129,6 +157,58 @@ struct Locked {
     segment: Option<String>,
 }
 
+/// A column of a row by name (a column added or moved cannot shift the others).
+fn column<T: IntoDatum + FromDatum>(row: &SpiHeapTupleData<'_>, name: &str) -> Option<T> {
+    row.get_by_name::<T, _>(name)
+        .unwrap_or_else(|e| spi_failed("cannot read a locked outbox row", e))
+}
+
+impl Locked {
+    fn from_row(row: &SpiHeapTupleData<'_>, channel: &str) -> Self {
+        let text = |name: &str| column::<String>(row, name);
+        let cap = match (
+            column::<i32>(row, "cap_messages"),
+            column::<f64>(row, "cap_window_seconds"),
+        ) {
+            (Some(m), Some(w)) => Some(Cap {
+                max_messages: i64::from(m),
+                window_seconds: w,
+            }),
+            _ => None,
+        };
+        Locked {
+            candidate: Candidate {
+                message_id: column::<i64>(row, "message_id").unwrap_or(0),
+                user_id: text("user_id").unwrap_or_default(),
+                channel: channel.to_owned(),
+                campaign_id: column::<i64>(row, "campaign_id"),
+                campaign_cap: cap,
+                attempts: column::<i32>(row, "attempts").unwrap_or(0),
+                max_attempts: column::<i32>(row, "max_attempts").unwrap_or(5),
+                cancelled_by: text("cancelled_by"),
+                // Filled in by claim_messages, from one query per segment over the batch.
+                outside_segment: None,
+                quiet_until: column::<f64>(row, "quiet_until"),
+                last_error: text("last_error"),
+                // Filled in by claim_messages when the segment's query fails.
+                check_failed: None,
+            },
+            idempotency_key: column::<Uuid>(row, "idempotency_key")
+                .unwrap_or_else(|| Uuid::from_bytes([0; 16])),
+            campaign: text("campaign").unwrap_or_default(),
+            item_id: text("item_id"),
+            item_title: text("item_title"),
+            context: text("context")
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null),
+            recommendations: column::<i32>(row, "recommendations").unwrap_or(0),
+            model: text("model"),
+            template: text("template"),
+            segment: text("segment"),
+        }
+    }
+}
+
 fn check_visibility(v: Interval) {
     crate::pg::intervals::check_duration(
         "visibility",
@@ -138,31 +218,6 @@ fn check_visibility(v: Interval) {
         "visibility is how long a worker may hold the messages before they can be claimed \
          again; make it longer than a batch takes to deliver, e.g. '30 seconds'.",
     );
-}
-
-pub(crate) fn new_lease() -> Uuid {
-    uuid_v4(strong_random())
-}
-
-/// Bytes from the server's strong random source (what gen_random_uuid uses).
-pub(crate) fn strong_random<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    // SAFETY: writes exactly N bytes into an N-byte buffer.
-    if !unsafe { pg_sys::pg_strong_random(b.as_mut_ptr().cast(), N) } {
-        PersonalizeError::NotReady {
-            message: "could not read the server's random source".into(),
-            hint: "pg_strong_random failed; check the server's random source.".into(),
-        }
-        .raise();
-    }
-    b
-}
-
-/// A version 4 (random) UUID from 16 random bytes.
-pub(crate) fn uuid_v4(mut b: [u8; 16]) -> Uuid {
-    b[6] = (b[6] & 0x0f) | 0x40; // version 4
-    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-    Uuid::from_bytes(b)
 }
 
 /// Claims up to `batch` due messages of a channel for `visibility`: returns them with one
@@ -207,7 +262,7 @@ fn claim_messages(
     }
     let visibility = required(visibility, "visibility");
     check_visibility(visibility);
-    let lease = new_lease();
+    let lease = crate::pg::random::strong_uuid();
 
     Spi::connect_mut(|client| {
         let args: [DatumWithOid; 2] = [channel.into(), batch.into()];
@@ -217,51 +272,8 @@ fn claim_messages(
         let mut now = 0.0;
         let mut locked = Vec::with_capacity(table.len());
         for row in table {
-            let get_text = |i: usize| row.get::<String>(i).ok().flatten();
-            now = row.get::<f64>(19).ok().flatten().unwrap_or(0.0);
-            let cap = match (
-                row.get::<i32>(15).ok().flatten(),
-                row.get::<f64>(16).ok().flatten(),
-            ) {
-                (Some(m), Some(w)) => Some(Cap {
-                    max_messages: i64::from(m),
-                    window_seconds: w,
-                }),
-                _ => None,
-            };
-            locked.push(Locked {
-                candidate: Candidate {
-                    message_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
-                    user_id: get_text(2).unwrap_or_default(),
-                    channel: channel.to_owned(),
-                    campaign_id: row.get::<i64>(3).ok().flatten(),
-                    campaign_cap: cap,
-                    attempts: row.get::<i32>(4).ok().flatten().unwrap_or(0),
-                    max_attempts: row.get::<i32>(5).ok().flatten().unwrap_or(5),
-                    cancelled_by: get_text(17),
-                    // Filled in below, from one query per segment over the batch's users.
-                    outside_segment: None,
-                    quiet_until: row.get::<f64>(18).ok().flatten(),
-                    last_error: get_text(6),
-                    // Filled in below when the segment's query fails.
-                    check_failed: None,
-                },
-                idempotency_key: row
-                    .get::<Uuid>(7)
-                    .ok()
-                    .flatten()
-                    .unwrap_or_else(|| Uuid::from_bytes([0; 16])),
-                campaign: get_text(8).unwrap_or_default(),
-                item_id: get_text(9),
-                item_title: get_text(10),
-                context: get_text(11)
-                    .and_then(|t| serde_json::from_str(&t).ok())
-                    .unwrap_or(Value::Null),
-                recommendations: row.get::<i32>(12).ok().flatten().unwrap_or(0),
-                model: get_text(13),
-                template: get_text(14),
-                segment: get_text(20),
-            });
+            now = column::<f64>(&row, "now_seconds").unwrap_or(0.0);
+            locked.push(Locked::from_row(&row, channel));
         }
         if locked.is_empty() {
             return TableIterator::new(Vec::new());
@@ -288,9 +300,8 @@ fn claim_messages(
                 .collect();
             // SAFETY: a plain backend call (now()).
             let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-            let outbox = crate::pg::outbox_probe::OutboxProbe::open();
-            recent = outbox.recent_deliveries(users, now - (longest_window * 1e6) as i64);
-            outbox.close();
+            recent = crate::pg::outbox_probe::OutboxProbe::open()
+                .recent_deliveries(users, now - (longest_window * 1e6) as i64);
         }
 
         // Segments: the user must be in the campaign's segment when the message goes out
@@ -345,7 +356,7 @@ fn claim_messages(
             .map(|(l, v)| *v == Verdict::Claim && l.recommendations > 0)
             .collect();
         let recommend = |l: &Locked| {
-            crate::api::serving::top_items_for_user(
+            crate::pg::recommender::top_items_for_user(
                 &l.candidate.user_id,
                 l.recommendations as usize,
                 l.model.as_deref().unwrap_or("default"),
@@ -388,11 +399,11 @@ fn claim_messages(
                 .select(sql, None, args)
                 .unwrap_or_else(|e| spi_failed("cannot read personalize.items", e))
                 .filter_map(|row| {
-                    let id = row.get::<String>(1).ok()??;
+                    let id = column::<String>(&row, "item_id")?;
                     let info = json!({
-                        "title": row.get::<String>(2).ok().flatten(),
-                        "category": row.get::<String>(3).ok().flatten(),
-                        "price": row.get::<f64>(4).ok().flatten(),
+                        "title": column::<String>(&row, "title"),
+                        "category": column::<String>(&row, "category"),
+                        "price": column::<f64>(&row, "price"),
                     });
                     Some((id, info))
                 })
@@ -439,8 +450,8 @@ fn claim_messages(
             .unwrap_or_else(|e| spi_failed("cannot update personalize.outbox", e))
             .filter_map(|row| {
                 Some((
-                    row.get::<i64>(1).ok()??,
-                    row.get::<TimestampWithTimeZone>(2).ok()??,
+                    column::<i64>(&row, "message_id")?,
+                    column::<TimestampWithTimeZone>(&row, "visible_at")?,
                 ))
             })
             .collect();
@@ -475,13 +486,8 @@ fn segment_members_among(
     segment: &str,
     users: Vec<String>,
 ) -> Vec<String> {
-    use crate::api::campaign_trigger::{planned, GENERIC_PLAN_MIN_PAGES, PLANNER_SETTINGS};
-    let events = crate::pg::personalize_relid(c"events");
-    let sized = crate::pg::relation_pages(events) >= GENERIC_PLAN_MIN_PAGES;
-    crate::pg::with_settings(PLANNER_SETTINGS, || {
-        planned(sized, || {
-            crate::pg::segment_cache::members_among(client, segment, users)
-        })
+    crate::pg::probe_plans::with_probe_plans(Some(c"events"), || {
+        crate::pg::segment_cache::members_among(client, segment, users)
     })
 }
 
@@ -501,7 +507,7 @@ fn item_details(
     }
     let args: [DatumWithOid; 1] = [ids.into()];
     query(
-        "SELECT i.item_id, i.title, i.category, CAST(i.price AS pg_catalog.float8) \
+        "SELECT i.item_id, i.title, i.category, CAST(i.price AS pg_catalog.float8) AS price \
          FROM personalize.items i WHERE i.item_id OPERATOR(pg_catalog.=) ANY ($1)",
         &args,
     )

@@ -23,6 +23,33 @@ use pgrx::prelude::*;
 
 use crate::error::{spi_failed, PersonalizeError};
 
+/// The reader's functions: per-user explanations and segment checks, and every segment
+/// predicate (`core::segments::PREDICATES`: each is also a SQL function of that name).
+const READER_FUNCTIONS: [&str; 11] = concat_names(
+    ["explain_recommendation", "in_segment", "user_segments"],
+    crate::core::segments::PREDICATES,
+);
+
+/// `a` followed by `b`, as one array (checked at compile time to be of length A + B).
+const fn concat_names<const A: usize, const B: usize, const C: usize>(
+    a: [&'static str; A],
+    b: [&'static str; B],
+) -> [&'static str; C] {
+    assert!(A + B == C, "the lengths must add up");
+    let mut out = [""; C];
+    let mut i = 0;
+    while i < A {
+        out[i] = a[i];
+        i += 1;
+    }
+    let mut j = 0;
+    while j < B {
+        out[A + j] = b[j];
+        j += 1;
+    }
+    out
+}
+
 /// Each role, what it is for, and the functions it may execute (all their overloads).
 pub const ROLES: [(&str, &str, &[&str]); 4] = [
     (
@@ -41,19 +68,7 @@ pub const ROLES: [(&str, &str, &[&str]); 4] = [
     (
         "personalize_reader",
         "serving and what it can tell of one user: explanations, segment checks, predicates",
-        &[
-            "explain_recommendation",
-            "in_segment",
-            "user_segments",
-            "bought",
-            "viewed",
-            "viewed_without_buying",
-            "event_count",
-            "total_spend",
-            "average_order_value",
-            "last_seen",
-            "days_since_last_purchase",
-        ],
+        &READER_FUNCTIONS,
     ),
     (
         "personalize_writer",

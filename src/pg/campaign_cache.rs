@@ -20,10 +20,8 @@ static FREQUENCY_CAPS_TABLE: WatchedTable = WatchedTable::new("personalize.frequ
 pub struct Campaign {
     pub rule: CampaignRule,
     pub name: String,
-    pub channel: String,
     pub delay: Interval,
     pub max_event_age: Interval,
-    pub cap: Option<Cap>,
     /// No delivery in these local hours (start == end is no quiet hours at all).
     pub quiet: Option<QuietHours>,
     /// trigger_properties as JSON text, when not `{}`.
@@ -134,12 +132,12 @@ fn load(generation: (u64, u64)) -> Campaigns {
                             .into_iter()
                             .flatten()
                             .collect(),
+                        channel: text(4).unwrap_or_default(),
+                        cap,
                     },
                     name: text(3).unwrap_or_default(),
-                    channel: text(4).unwrap_or_default(),
                     delay: row.get::<Interval>(8).ok().flatten().unwrap_or(zero),
                     max_event_age: row.get::<Interval>(9).ok().flatten().unwrap_or(zero),
-                    cap,
                     quiet: match (
                         row.get::<i64>(13).ok().flatten(),
                         row.get::<i64>(14).ok().flatten(),

@@ -1,4 +1,5 @@
-//! Postgres plumbing: the compiled tracking plan per backend and bulk ingestion through SPI.
+//! Postgres plumbing below the SQL-facing `api`: caches per backend, bulk ingestion, the
+//! shared model files, the serving engine, and the outbox's readers and writers.
 
 pub mod campaign_cache;
 pub mod compat;
@@ -10,11 +11,16 @@ pub mod model_cache;
 pub mod model_files;
 pub mod model_store;
 pub mod outbox_probe;
+pub mod outbox_sink;
 pub mod outbox_writer;
 pub mod plan_cache;
+pub mod probe_plans;
 pub mod quiet_hours;
+pub mod random;
+pub mod recommender;
 pub mod segment_cache;
 pub mod subtransaction;
+pub mod transition_table;
 pub mod watched_table;
 
 /// Microseconds between the Unix epoch and Postgres's (2000-01-01).
@@ -53,8 +59,53 @@ pub fn with_settings<R>(
     result
 }
 
+/// CurrentMemoryContext switched to another context until dropped (also when an error
+/// unwinds), as MemoryContextSwitchTo and its restore in a PG_FINALLY would.
+pub struct MemoryContextSwitch {
+    previous: pgrx::pg_sys::MemoryContext,
+}
+
+impl MemoryContextSwitch {
+    /// # Safety
+    /// `context` is a valid memory context that outlives the switch; main thread only.
+    pub unsafe fn to(context: pgrx::pg_sys::MemoryContext) -> Self {
+        let previous = pgrx::pg_sys::CurrentMemoryContext;
+        pgrx::pg_sys::CurrentMemoryContext = context;
+        MemoryContextSwitch { previous }
+    }
+}
+
+impl Drop for MemoryContextSwitch {
+    fn drop(&mut self) {
+        // SAFETY: restores the context that was current when the switch was made.
+        unsafe { pgrx::pg_sys::CurrentMemoryContext = self.previous };
+    }
+}
+
+/// A timestamptz from Postgres microseconds (since 2000-01-01); 22008 when out of range.
+pub fn timestamptz(micros: i64) -> pgrx::datum::TimestampWithTimeZone {
+    pgrx::datum::TimestampWithTimeZone::try_from(micros).unwrap_or_else(|_| {
+        crate::error::PersonalizeError::invalid(
+            format!("timestamp {micros} µs after 2000-01-01 is out of range"),
+            "Check the events' occurred_at and the campaign's delay.",
+        )
+        .raise()
+    })
+}
+
+/// Sends `pg_notify(channel, payload)` without a query: NOTIFY queues it for commit.
+pub fn notify(channel: &str, payload: &str) {
+    use pgrx::IntoDatum;
+    let args = [channel.into_datum(), payload.into_datum()];
+    // SAFETY: pg_notify is a plain fmgr function of two non-null text arguments; it raises
+    // (through pgrx's guard) only for an overlong payload or a parallel worker.
+    unsafe {
+        pgrx::fcinfo::direct_function_call_as_datum(pgrx::pg_sys::pg_notify, &args);
+    }
+}
+
 /// Changes a setting inside `with_settings` (its nest level restores the caller's value).
-pub fn set_setting(name: &std::ffi::CStr, value: &std::ffi::CStr) {
+fn set_setting(name: &std::ffi::CStr, value: &std::ffi::CStr) {
     use pgrx::pg_sys;
     // SAFETY: a main-thread backend call; the names and values are valid C strings of
     // user-settable parameters.

@@ -15,7 +15,9 @@ use pgrx::datum::TimestampWithTimeZone;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::core::campaigns::PendingMessage;
+use std::collections::HashSet;
+
+use crate::core::campaigns::{OutboxLookup, PendingMessage};
 use crate::core::outbox::Delivery;
 use crate::error::PersonalizeError;
 use crate::pg::POSTGRES_EPOCH_UNIX_MICROS;
@@ -84,9 +86,8 @@ impl OutboxProbe {
         if relid == pg_sys::InvalidOid {
             not_ready("personalize.outbox is missing".into());
         }
-        // SAFETY: main-thread backend calls. The relation stays open (and locked) until
-        // close(); an error in between releases it, the snapshot and the slot with the
-        // (sub)transaction's resource owner.
+        // SAFETY: main-thread backend calls. The relation stays open (and locked), the
+        // snapshot registered and the slot allocated until the probe is dropped.
         unsafe {
             let heap = pg_sys::table_open(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE);
             let column = |name: &CStr| -> i16 {
@@ -232,7 +233,7 @@ impl OutboxProbe {
                 }
             });
         }
-        scan.close();
+        drop(scan);
         found
     }
 
@@ -269,12 +270,15 @@ impl OutboxProbe {
                 }
             });
         }
-        scan.close();
+        drop(scan);
         found
     }
+}
 
-    /// Releases the slot and the snapshot and closes the table (its lock is kept).
-    pub fn close(self) {
+/// Releases the slot and the snapshot and closes the table (its lock is kept); also when an
+/// error unwinds past the probe, before the (sub)transaction's abort.
+impl Drop for OutboxProbe {
+    fn drop(&mut self) {
         // SAFETY: opened in open(), released once.
         unsafe {
             pg_sys::ExecDropSingleTupleTableSlot(self.slot);
@@ -326,12 +330,41 @@ pub(crate) unsafe fn index_on_outbox(
     }
 }
 
-impl IndexScan {
-    fn close(self) {
+impl Drop for IndexScan {
+    fn drop(&mut self) {
         // SAFETY: opened in OutboxProbe::index(), closed once; the lock is kept.
         unsafe {
             pg_sys::index_endscan(self.scan);
             pg_sys::index_close(self.index, pg_sys::NoLock as pg_sys::LOCKMODE);
         }
+    }
+}
+
+/// The outbox as `core::campaigns::decide` asks it, opened on its first question (a statement
+/// whose events fire and cancel nothing never opens it).
+pub struct OutboxLookups {
+    probe: Option<OutboxProbe>,
+    /// The transaction's start (Postgres microseconds), the end of the caps' windows.
+    now: i64,
+}
+
+impl OutboxLookups {
+    pub fn new(now: i64) -> Self {
+        OutboxLookups { probe: None, now }
+    }
+
+    fn probe(&mut self) -> &OutboxProbe {
+        self.probe.get_or_insert_with(OutboxProbe::open)
+    }
+}
+
+impl OutboxLookup for OutboxLookups {
+    fn pending_messages(&mut self, pairs: HashSet<(i64, &str)>) -> Vec<PendingMessage> {
+        self.probe().pending_messages(pairs)
+    }
+
+    fn recent_deliveries(&mut self, users: HashSet<&str>, window_seconds: f64) -> Vec<Delivery> {
+        let since = self.now - (window_seconds * 1e6) as i64;
+        self.probe().recent_deliveries(users, since)
     }
 }

@@ -9,6 +9,15 @@
 //! mostly executor start-up (plan initialisation, the outbox's CHECK constraint parsed and
 //! planned again, the unnest of ten arrays), not the row.
 //!
+//! The executor code it mirrors (checked against PostgreSQL 15, 16 and 18, whose differing
+//! signatures `pg::compat` hides): `ExecInsert` in nodeModifyTable.c for the ON CONFLICT DO
+//! NOTHING path (`ExecCheckIndexConstraints`, `SpeculativeInsertionLockAcquire`,
+//! `table_tuple_insert_speculative`, `ExecInsertIndexTuples`, `table_tuple_complete_speculative`)
+//! and `ExecCheckTIDVisible` for the serialization check; `ExecInitModifyTable`'s setup
+//! (`InitResultRelInfo`, `ExecOpenIndices`) and `ExecEndModifyTable`'s teardown.
+//! personalize.outbox_direct_write = off skips it (`pg::outbox_sink`), and the regression
+//! suite compares the rows both paths write for the same events.
+//!
 //! Only for the outbox as the extension creates it: `open()` returns None (and the caller runs
 //! its INSERT statements instead) when the table has a trigger, row-level security, a column,
 //! CHECK or NOT NULL constraint the extension did not create, or a column of another type, so
@@ -21,6 +30,7 @@ use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 use crate::pg::outbox_probe::index_on_outbox;
+use crate::pg::MemoryContextSwitch;
 
 unsafe extern "C-unwind" {
     /// commands/sequence.h: the next value of a sequence, without a privilege check (what an
@@ -127,9 +137,9 @@ impl OutboxWriter {
         if relid == pg_sys::InvalidOid {
             return None;
         }
-        // SAFETY: main-thread backend calls. Everything opened here is closed by close(); an
-        // error in between releases it with the (sub)transaction's resource owner, and the
-        // executor state lives in the caller's memory context.
+        // SAFETY: main-thread backend calls. Everything opened here is released when the
+        // writer is dropped (also on an error unwinding past it); the executor state lives in
+        // the caller's memory context.
         unsafe {
             let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
             let Some((attnum, natts)) = Self::as_made(rel) else {
@@ -149,8 +159,7 @@ impl OutboxWriter {
                 return None;
             }
             let estate = pg_sys::CreateExecutorState();
-            let old = pg_sys::CurrentMemoryContext;
-            pg_sys::CurrentMemoryContext = (*estate).es_query_cxt;
+            let in_query_context = MemoryContextSwitch::to((*estate).es_query_cxt);
             let cid = pg_sys::GetCurrentCommandId(true);
             (*estate).es_output_cid = cid;
             let rri = pg_sys::palloc0(std::mem::size_of::<pg_sys::ResultRelInfo>())
@@ -160,7 +169,7 @@ impl OutboxWriter {
             pg_sys::ExecOpenIndices(rri, true);
             let slot = pg_sys::table_slot_create(rel, &mut (*estate).es_tupleTable);
             let arbiter = pg_sys::lappend_oid(std::ptr::null_mut(), arbiter_index);
-            pg_sys::CurrentMemoryContext = old;
+            drop(in_query_context);
             let empty_context = pgrx::fcinfo::direct_function_call_as_datum(
                 pg_sys::jsonb_in,
                 &[Some(pg_sys::Datum::from(c"{}".as_ptr()))],
@@ -339,8 +348,7 @@ impl OutboxWriter {
     pub fn insert_pending(&mut self, m: &NewMessage<'_>) -> bool {
         // SAFETY: the writer is open; the protocol is ExecInsert's for ON CONFLICT DO NOTHING.
         unsafe {
-            let old = pg_sys::CurrentMemoryContext;
-            pg_sys::CurrentMemoryContext = (*self.estate).es_query_cxt;
+            let _in_query_context = MemoryContextSwitch::to((*self.estate).es_query_cxt);
             self.store(m, None);
             let mut first_attempt = true;
             let written = loop {
@@ -396,7 +404,6 @@ impl OutboxWriter {
                 // rolled back).
             };
             self.reset_per_tuple();
-            pg_sys::CurrentMemoryContext = old;
             written
         }
     }
@@ -406,8 +413,7 @@ impl OutboxWriter {
     pub fn insert_cancelled(&mut self, m: &NewMessage<'_>, reason: &str) {
         // SAFETY: the writer is open; a plain insert as ExecInsert makes it.
         unsafe {
-            let old = pg_sys::CurrentMemoryContext;
-            pg_sys::CurrentMemoryContext = (*self.estate).es_query_cxt;
+            let _in_query_context = MemoryContextSwitch::to((*self.estate).es_query_cxt);
             self.store(m, Some(reason));
             pg_sys::table_tuple_insert(self.rel, self.slot, self.cid, 0, std::ptr::null_mut());
             crate::pg::compat::exec_insert_index_tuples(
@@ -420,7 +426,6 @@ impl OutboxWriter {
                 std::ptr::null_mut(),
             );
             self.reset_per_tuple();
-            pg_sys::CurrentMemoryContext = old;
         }
     }
 
@@ -464,9 +469,12 @@ impl OutboxWriter {
             pg_sys::MemoryContextReset((*econtext).ecxt_per_tuple_memory);
         }
     }
+}
 
-    /// Closes the indexes and the table (the lock is kept) and frees the executor state.
-    pub fn close(self) {
+/// Closes the indexes and the table (the lock is kept) and frees the executor state; also
+/// when an error unwinds past the writer, before the (sub)transaction's abort.
+impl Drop for OutboxWriter {
+    fn drop(&mut self) {
         // SAFETY: opened in open(), released once.
         unsafe {
             pg_sys::ExecCloseIndices(self.rri);

@@ -1,7 +1,7 @@
-//! `personalize._after_quiet_hours(t, quiet_start, quiet_end, tz)` (sql/finalize.sql) for the
-//! campaign trigger, which writes its messages without a statement: the same steps, with
-//! Postgres's own time zone functions called directly. The SQL function stays the definition
-//! (claims use it); the regress test checks that both agree.
+//! Quiet hours: when a message due at t may go out. The one definition, used by the events
+//! trigger (which writes its messages without a statement) and, as the SQL function
+//! `personalize._after_quiet_hours(t, quiet_start, quiet_end, tz)`, by the claims; Postgres's
+//! own time zone functions are called directly.
 
 use pgrx::pg_sys;
 use pgrx::prelude::*;

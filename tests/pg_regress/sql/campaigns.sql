@@ -1,13 +1,8 @@
 -- Campaigns and the outbox: messages written in the event's transaction, delay, filters,
 -- segment, cancel-on, frequency caps, quiet hours, leases, retries to dead, visibility
 -- timeouts and NOTIFY. Times are checked relative to now(), ids and tokens only by equality.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS pg_personalize CASCADE;
-CREATE EXTENSION pg_personalize;
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
 CREATE FUNCTION pg_temp.ev(t text, u text, i text, props jsonb DEFAULT '{}') RETURNS bigint
 LANGUAGE sql AS $$
   SELECT personalize.track(jsonb_build_object('type', t, 'user_id', u, 'item_id', i, 'properties', props), true)
@@ -335,6 +330,26 @@ SELECT user_id, campaign, channel, item_id, state, context, payload, attempts, r
 DROP TRIGGER outbox_audit ON personalize.outbox;
 DROP FUNCTION public.outbox_audit_row();
 DROP TABLE public.outbox_audit;
+
+-- personalize.outbox_direct_write = off makes the events trigger use its INSERT statements on
+-- the outbox as the extension made it too; the DEBUG1 line says which path wrote (u21: the
+-- statements, u22: the direct writer), and the rows agree with u17's column by column.
+SET client_min_messages = debug1;
+SET personalize.outbox_direct_write = off;
+SELECT accepted FROM personalize.track_batch(ARRAY(
+  SELECT jsonb_build_object('type', t, 'user_id', 'u21', 'item_id', i, 'occurred_at', now() - m * interval '1 minute')
+    FROM (VALUES ('view', 'cam1', 30), ('purchase', 'cam1', 20), ('view', 'cam2', 10)) v(t, i, m)));
+RESET personalize.outbox_direct_write;
+SELECT accepted FROM personalize.track_batch(ARRAY(
+  SELECT jsonb_build_object('type', t, 'user_id', 'u22', 'item_id', i, 'occurred_at', now() - m * interval '1 minute')
+    FROM (VALUES ('view', 'cam1', 30), ('purchase', 'cam1', 20), ('view', 'cam2', 10)) v(t, i, m)));
+SET client_min_messages = warning;
+SELECT count(DISTINCT (campaign, channel, item_id, state, context, payload, attempts, redeliveries,
+                       lease_token IS NULL, claimed_at IS NULL, finished_at IS NOT NULL,
+                       round(date_part('epoch', visible_at - triggered_at)),
+                       regexp_replace(last_error, '\d+', 'N'))) AS distinct_rows,
+       count(*) AS messages
+  FROM personalize.outbox WHERE user_id IN ('u17', 'u21', 'u22');
 
 -- Quiet hours as the trigger computes them (without a statement) agree with
 -- personalize._after_quiet_hours for deliveries all around the clock: a window that wraps

@@ -1,12 +1,7 @@
 -- A/B experiments: assignment (uniform, proportional, stable, reproducible in plain SQL),
 -- exposure logging, the report on a hand-computed fixture, sample-ratio mismatch, errors.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS pg_personalize CASCADE;
-CREATE EXTENSION pg_personalize;
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
 -- The assignment rule in plain SQL: the first 8 bytes of SHA-256(salt ':' user) as an unsigned
 -- 64-bit number, scaled into [0, total weight), then the cumulative weights.
 CREATE FUNCTION pg_temp.sql_bucket(salt text, user_id text, total bigint) RETURNS bigint

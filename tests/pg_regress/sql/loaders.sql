@@ -1,12 +1,7 @@
 -- Loaders and the synthetic shop: every input row is accounted for.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS pg_personalize CASCADE;
-CREATE EXTENSION pg_personalize;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
 SET TimeZone = 'UTC';
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
 
 -- Generic: a table of envelope columns (what COPY from a CSV gives you).
 CREATE TABLE staging (type text, user_id text, item_id text, occurred_at timestamptz, properties jsonb, client_event_id text);

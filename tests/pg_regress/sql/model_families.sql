@@ -1,13 +1,8 @@
 -- Model families and automatic selection: train() with no arguments picks the best of
 -- popularity, trending, RP3beta, EASE and a small ALS grid on a temporal validation split; every serving path
 -- works for an item-item model; a model name remembers how it was trained.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS pg_personalize CASCADE;
-CREATE EXTENSION pg_personalize;
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
 
 -- The small category shop: 300 users, 200 items in 10 categories of 20; each user bought 12
 -- items of their category, one a day. A sane model fills a user's top 10 with the 8 items of

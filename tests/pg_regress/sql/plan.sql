@@ -1,11 +1,6 @@
 -- The tracking plan: defaults, changes applied immediately, schemas checked on write.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS pg_personalize CASCADE;
-CREATE EXTENSION pg_personalize;
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
 
 SELECT event_type, requires_item, weight, half_life, origin FROM personalize.event_types ORDER BY weight, event_type;
 

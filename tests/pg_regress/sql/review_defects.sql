@@ -1,13 +1,8 @@
 -- Defects a hostile review of 0.6.0 found, one section each, checked with its reproductions.
 -- (Restores of a live shop and COPY of history: tests/dump_restore.sh; client_event_id per
 -- sender: also the #[pg_test]s of src/api/tracking.rs.)
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS pg_personalize CASCADE;
-CREATE EXTENSION pg_personalize;
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
 
 -- 1. client_event_id is the sender's: one user's id never hides another user's purchase, and
 -- a reuse with other content is quarantined with its reason (strict: raised), not dropped.

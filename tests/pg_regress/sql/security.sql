@@ -1,12 +1,7 @@
 -- Security: pinned search_path everywhere, SECURITY DEFINER only where a role needs it,
 -- nothing for PUBLIC, least-privilege roles checked by acting as each of them, hostile values.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS pg_personalize CASCADE;
-CREATE EXTENSION pg_personalize;
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
 GRANT EXECUTE ON FUNCTION pg_temp.err(text) TO PUBLIC;
 
 -- Every function pins search_path, except _event_value and _after_quiet_hours: inlinable SQL

@@ -1,12 +1,7 @@
 -- Segments: the predicate functions on a small log with known answers, named segments over
 -- them, their two compiled forms agreeing, precise errors, and hostile values staying data.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS pg_personalize CASCADE;
-CREATE EXTENSION pg_personalize;
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
 -- An event at now() minus some days.
 CREATE FUNCTION pg_temp.ev(t text, u text, i text, days float8, props jsonb DEFAULT '{}') RETURNS bigint
 LANGUAGE sql AS $$

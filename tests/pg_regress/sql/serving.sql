@@ -1,12 +1,7 @@
 -- Serving on hand-made factors where the right answers are known, then on a trained model
 -- checked against the same top-k computed in plain SQL.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS pg_personalize CASCADE;
-CREATE EXTENSION pg_personalize;
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
 
 -- Six items in two dimensions. For the user (1, 0) the scores are
 -- a 1, b 0.9, c 0, d 0.5, e 1 (ties with a; a sorts first), f -1.

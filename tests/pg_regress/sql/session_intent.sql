@@ -2,9 +2,8 @@
 -- personalize.session_window of now) moves their list without erasing long-term taste.
 -- 200 customers each bought 12 of the 20 items of their category weeks ago. Customer "lens"
 -- bought 12 lenses (c0); today they view four garden items (c3).
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS pg_personalize CASCADE;
-CREATE EXTENSION pg_personalize;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
 
 INSERT INTO personalize.items (item_id, category, title)
 SELECT 'i' || i, 'c' || (i / 20), 'item ' || i FROM generate_series(0, 199) i;

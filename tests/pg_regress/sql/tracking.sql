@@ -1,12 +1,6 @@
 -- Tracking: validation, ingestion, dedup, quarantine, strict mode, hostile input.
-SET client_min_messages = warning;
-DROP EXTENSION IF EXISTS pg_personalize CASCADE;
-CREATE EXTENSION pg_personalize;
--- Shows an error's SQLSTATE and message instead of aborting the script.
-CREATE FUNCTION pg_temp.err(q text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN EXECUTE q; RETURN 'no error';
-EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
 
 -- A valid event has no violations; every violation carries its path and code.
 SELECT personalize.validate_event('{"type":"view","user_id":"u1","item_id":"85123A","properties":{"price":2.55}}');

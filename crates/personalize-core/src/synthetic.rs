@@ -366,7 +366,7 @@ impl Iterator for EventStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::tracking::{check_event, Limits, TrackingPlan, Verdict};
+    use crate::tracking::{check_event, Limits, TrackingPlan, Verdict};
 
     fn spec(events: u64) -> ShopSpec {
         ShopSpec {
@@ -464,7 +464,7 @@ mod tests {
             plan.add_type(t, item, &json!({"type": "object"})).unwrap();
         }
         let shop = Arc::new(SyntheticShop::new(spec(3_000)));
-        let now = crate::core::tracking::now_utc();
+        let now = crate::tracking::now_utc();
         for e in shop.events() {
             match check_event(&e.to_json(), &plan, &Limits::default(), now) {
                 Verdict::Valid(_) => {}

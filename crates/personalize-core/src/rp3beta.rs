@@ -12,8 +12,8 @@
 
 use rayon::prelude::*;
 
-use crate::core::csr::Csr;
-use crate::core::serving::TopK;
+use crate::csr::Csr;
+use crate::serving::TopK;
 
 /// The random walk's transition probabilities, computed once per interaction matrix; rows of
 /// the weight matrix are then computed in blocks (`rows`), so a caller can stop between them.
@@ -107,8 +107,8 @@ pub fn fit_bytes(m: &Csr, neighbors: usize, threads: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ease::tests::{assert_top_10_holds_the_category, category_shop};
-    use crate::core::item_item::ItemItem;
+    use crate::ease::tests::{assert_top_10_holds_the_category, category_shop};
+    use crate::item_item::ItemItem;
 
     fn fit(m: &Csr, beta: f32, neighbors: usize) -> ItemItem {
         let walk = Walk::new(m, beta);

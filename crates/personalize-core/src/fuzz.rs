@@ -12,6 +12,7 @@ use proptest::strategy::ValueTree;
 use serde_json::{json, Map, Value};
 
 use super::{experiments, outbox, segments, tracking};
+use crate::segments::PREDICATES;
 
 /// Strings a hostile caller would try: quotes, comment and statement breakers, placeholders,
 /// NUL escapes, huge numbers, non-ASCII, and each parser's own keywords.
@@ -53,14 +54,7 @@ const KEYS: &[&str] = &[
     "all",
     "any",
     "not",
-    "bought",
-    "viewed",
-    "viewed_without_buying",
-    "event_count",
-    "total_spend",
-    "average_order_value",
-    "last_seen",
-    "days_since_last_purchase",
+    // (and every predicate: `keys()`)
     "category",
     "within",
     "not_within",
@@ -80,9 +74,14 @@ const KEYS: &[&str] = &[
     "enum",
 ];
 
+/// KEYS and the segment predicates' names.
+fn keys() -> Vec<&'static str> {
+    KEYS.iter().copied().chain(PREDICATES).collect()
+}
+
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
-        4 => proptest::sample::select(KEYS).prop_map(str::to_string),
+        4 => proptest::sample::select(keys()).prop_map(str::to_string),
         1 => hostile_word(),
     ]
 }
@@ -238,7 +237,8 @@ proptest! {
 
 /// Some valid, some not: arguments a predicate takes, with hostile or plausible values.
 fn segment_predicate() -> impl Strategy<Value = Value> {
-    let name = proptest::sample::select(&KEYS[8..18]);
+    let names: Vec<&str> = ["any", "not"].into_iter().chain(PREDICATES).collect();
+    let name = proptest::sample::select(names);
     let arg = prop_oneof![
         Just("category"),
         Just("within"),

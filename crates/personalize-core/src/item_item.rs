@@ -4,8 +4,8 @@
 
 use rayon::prelude::*;
 
-use crate::core::csr::Csr;
-use crate::core::serving::{sum_by_item, TopK};
+use crate::csr::Csr;
+use crate::serving::{sum_by_item, TopK};
 
 /// Sparse item-item weights: row h holds (item, weight) pairs, largest magnitude first.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::core::tracking::json_kind;
+use crate::tracking::json_kind;
 use std::fmt::Write;
 
 /// Deepest nesting of `all` / `any` / `not` accepted.

@@ -1,5 +1,6 @@
-//! Plain Rust, no pgrx: everything here is tested with `cargo test` and knows nothing of
-//! Postgres.
+//! pg_personalize's core: plain Rust with no pgrx dependency (a crate of its own, so the
+//! compiler keeps Postgres out), tested with `cargo test -p personalize-core`. The extension
+//! uses it as `crate::core`.
 
 pub mod als;
 #[cfg(target_arch = "x86_64")]
@@ -12,6 +13,7 @@ pub mod experiments;
 mod fuzz;
 pub mod intervals;
 pub mod item_item;
+pub mod kernels;
 pub mod loaders;
 pub mod metrics;
 pub mod model_image;

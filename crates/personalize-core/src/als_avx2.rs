@@ -8,7 +8,7 @@
 //! The two passes have no dependency between nonzeros, so consecutive rows overlap in the
 //! pipeline instead of waiting on each dot product's horizontal sum.
 //!
-//! Callers check for AVX2 and FMA first (`als::has_avx2_fma`). A row's result depends only on
+//! Callers check for AVX2 and FMA first (`kernels::has_avx2_fma`). A row's result depends only on
 //! its inputs, never on the thread that computes it, so training stays deterministic.
 
 use std::arch::x86_64::*;

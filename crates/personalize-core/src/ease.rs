@@ -16,9 +16,9 @@ use faer::linalg::triangular_solve::solve_lower_triangular_in_place;
 use faer::{Accum, Mat, Side};
 use rayon::prelude::*;
 
-use crate::core::csr::Csr;
-use crate::core::item_item::ItemItem;
-use crate::core::serving::TopK;
+use crate::csr::Csr;
+use crate::item_item::ItemItem;
+use crate::serving::TopK;
 
 /// Memory the dense solve is allowed to need for `n` items: four n × n f64 matrices. Its peak
 /// holds two or three at a time (the Gram matrix and its copy; the copy and the Cholesky

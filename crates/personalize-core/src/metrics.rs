@@ -15,8 +15,8 @@ use std::collections::{BinaryHeap, HashSet};
 
 use rayon::prelude::*;
 
-use crate::core::als::dot;
-use crate::core::csr::Csr;
+use crate::csr::Csr;
+use crate::kernels::dot;
 
 pub fn precision_at_k(ranked: &[u32], relevant: &HashSet<u32>, k: usize) -> f64 {
     if k == 0 {

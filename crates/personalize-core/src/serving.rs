@@ -5,7 +5,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::core::als;
+use crate::als;
+use crate::kernels;
 
 /// A scored item. `Ord` puts the *worse* entry first (lower score, then higher index), so a
 /// max-heap of entries has the worst of the current top k on top.
@@ -98,7 +99,7 @@ pub fn top_k_by_dot(
     let mut scores = [0f32; BLOCK];
     for (b, rows) in y.chunks(BLOCK * user.len()).enumerate() {
         let scores = &mut scores[..rows.len() / user.len()];
-        als::score_all(rows, user, scores);
+        kernels::score_all(rows, user, scores);
         for (j, &s) in scores.iter().enumerate() {
             // Cheap reject before the filter: most items fall below the current k-th score.
             if let Some(t) = top.threshold() {
@@ -367,7 +368,7 @@ mod tests {
         let top = top_k_by_dot(&y, &user, 25, |i| i % 3 != 0);
         // The selection is under test, so the scores come from the same kernel.
         let mut scores = vec![0f32; n];
-        als::score_all(&y, &user, &mut scores);
+        kernels::score_all(&y, &user, &mut scores);
         let mut all: Vec<(u32, f32)> = (0..n as u32)
             .filter(|i| i % 3 != 0)
             .map(|i| (i, scores[i as usize]))
@@ -489,7 +490,7 @@ mod tests {
         let x = als::fold_in(&cols, &conf, &Y, &yty, k, 0.4).unwrap();
         for target in 0..4u32 {
             let (score, terms) = explain(&cols, &conf, &Y, &yty, k, target, 0.4).unwrap();
-            let direct = als::dot(&Y[target as usize * k..(target as usize + 1) * k], &x);
+            let direct = kernels::dot(&Y[target as usize * k..(target as usize + 1) * k], &x);
             assert!((score - direct).abs() < 1e-4, "{score} vs {direct}");
             assert_eq!(terms.len(), 2);
             assert!(terms[0].1 >= terms[1].1);

@@ -13,8 +13,8 @@ use std::io::{self, Write};
 
 use bytemuck::Pod;
 
-use crate::core::item_item::{ItemItem, ItemItemRef};
-use crate::core::serving::normalize_rows;
+use crate::item_item::{ItemItem, ItemItemRef};
+use crate::serving::normalize_rows;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"PPMODEL1");
 /// Bumped whenever the layout changes: an older file is rebuilt, never misread.
