@@ -101,9 +101,12 @@ fetch_postgres() {
         rm -rf "$tmp"
         # Zip files keep no modes: programs executable, everything readable by the server's user.
         chmod -R a+rX "$dir.part"
-        chmod a+x "$dir.part"/pgserver/pginstall/bin/* "$(dirname "$(find "$dir.part" -name pg_regress -type f)")"/pg_regress
+        chmod a+x "$dir.part"/pgserver/pginstall/bin/*
         mv "$dir.part" "$dir"
     fi
+    # The test drivers (pg_regress, pg_isolation_regress, isolationtester), also in a cache
+    # unpacked before they were all used.
+    find "$dir" -path "*/pgxs/src/test/*" -type f ! -perm -a+x -exec chmod a+x {} +
     pgrx_init
     echo "$dir/pgserver/pginstall/bin"
 }
