@@ -11,8 +11,10 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiHeapTupleData;
 use serde_json::{json, Map, Value};
 
+use crate::core::campaigns::OutboxLookup;
 use crate::core::outbox::{self, Candidate, Cap, RenderContext, Verdict};
 use crate::error::{required, spi_failed, PersonalizeError};
+use crate::pg::outbox_probe::OutboxLookups;
 
 /// Why a campaign template (JSON text) is refused, or NULL when it is valid.
 #[pg_extern(immutable, parallel_safe)]
@@ -283,15 +285,12 @@ fn claim_messages(
         // users were sent lately.
         let campaigns = crate::pg::campaign_cache::current();
         let global_caps = &campaigns.global_caps;
-        let longest_window = global_caps
-            .iter()
-            .map(|g| g.cap.window_seconds)
-            .chain(
-                locked
-                    .iter()
-                    .filter_map(|l| l.candidate.campaign_cap.map(|c| c.window_seconds)),
-            )
-            .fold(0.0, f64::max);
+        let longest_window = outbox::longest_cap_window(
+            global_caps,
+            locked
+                .iter()
+                .filter_map(|l| l.candidate.campaign_cap.as_ref()),
+        );
         let mut recent = Vec::new();
         if longest_window > 0.0 {
             let users: HashSet<&str> = locked
@@ -300,8 +299,7 @@ fn claim_messages(
                 .collect();
             // SAFETY: a plain backend call (now()).
             let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-            recent = crate::pg::outbox_probe::OutboxProbe::open()
-                .recent_deliveries(users, now - (longest_window * 1e6) as i64);
+            recent = OutboxLookups::new(now).recent_deliveries(users, longest_window);
         }
 
         // Segments: the user must be in the campaign's segment when the message goes out

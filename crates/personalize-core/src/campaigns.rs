@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::outbox::{cap_reason, Cap, Delivery, GlobalCap, Recipient};
+use crate::outbox::{cap_reason, longest_cap_window, Cap, Delivery, GlobalCap, Recipient};
 
 /// A campaign as the trigger needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -261,15 +261,12 @@ pub fn decide(
         });
     }
 
-    let longest_window = global_caps
-        .iter()
-        .map(|g| g.cap.window_seconds)
-        .chain(
-            firings
-                .iter()
-                .filter_map(|f| rules[f.campaign].cap.map(|c| c.window_seconds)),
-        )
-        .fold(0.0, f64::max);
+    let longest_window = longest_cap_window(
+        global_caps,
+        firings
+            .iter()
+            .filter_map(|f| rules[f.campaign].cap.as_ref()),
+    );
     if longest_window > 0.0 && !firings.is_empty() {
         let users: HashSet<&str> = firings
             .iter()

@@ -300,6 +300,20 @@ pub fn decide(
         .collect()
 }
 
+/// How far back the frequency caps reach, in seconds: the longest window among the global caps
+/// and `campaign_caps` (0: no cap applies, so no delivery needs reading).
+pub fn longest_cap_window<'a>(
+    global_caps: &'a [GlobalCap],
+    campaign_caps: impl IntoIterator<Item = &'a Cap>,
+) -> f64 {
+    global_caps
+        .iter()
+        .map(|g| &g.cap)
+        .chain(campaign_caps)
+        .map(|c| c.window_seconds)
+        .fold(0.0, f64::max)
+}
+
 /// Who a message would go to, for the frequency caps.
 pub struct Recipient<'a> {
     /// Left out of the counts (the message itself, if it was handed out before); 0 for none.
@@ -647,5 +661,23 @@ mod tests {
             at: now - 30.0,
         }];
         assert_eq!(decide(now, &[c], &mut recent, &[]), vec![Verdict::Claim]);
+    }
+
+    #[test]
+    fn the_longest_cap_window_covers_every_cap() {
+        let cap = |w: f64| Cap {
+            max_messages: 1,
+            window_seconds: w,
+        };
+        let global = vec![GlobalCap {
+            channel: None,
+            cap: cap(600.0),
+        }];
+        assert_eq!(longest_cap_window(&[], []), 0.0);
+        assert_eq!(longest_cap_window(&global, []), 600.0);
+        assert_eq!(
+            longest_cap_window(&global, [&cap(3600.0), &cap(60.0)]),
+            3600.0
+        );
     }
 }
