@@ -122,6 +122,11 @@ pgrx::extension_sql_file!(
         api::experiments::variant_model
     ]
 );
+pgrx::extension_sql_file!(
+    "../sql/privacy.sql",
+    name = "privacy",
+    requires = ["experiments"]
+);
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 
 #[pg_guard]

@@ -15,7 +15,7 @@ use crate::core::serving;
 use crate::error::{required, PersonalizeError};
 use crate::gucs;
 use crate::pg::model_cache::{self, ServingModel};
-use crate::pg::recommender::{catalogue_filter, top_k, user_state, Exclude};
+use crate::pg::recommender::{catalogue_filter, still_listed, top_k, user_state, Exclude};
 
 fn k_arg(k: Option<i32>) -> usize {
     count_arg(k, "k")
@@ -287,7 +287,8 @@ fn similar_items(
 
 /// Re-ranks candidate items (a category page) by the user's affinity: items the model knows,
 /// best first (ties keep the given order), then the others in the given order with a NULL
-/// score. Users without history get the model's popularity as the score.
+/// score. Users without history get the model's popularity as the score. Items a shop's
+/// catalogue no longer lists are left out.
 #[allow(clippy::type_complexity)]
 #[pg_extern(stable, parallel_safe)]
 #[search_path(pg_catalog, pg_temp)]
@@ -308,6 +309,7 @@ fn rank_items(
     let items = item_list(item_ids, "item_ids");
     let fold_in = required(fold_in, "fold_in");
     let model = model_cache::active_model(required(model, "model"));
+    let items = still_listed(&model, items);
     let state = user_state(&model, user_id, fold_in, Exclude::Nothing, false);
     let scores: Vec<Option<f32>> = items
         .iter()

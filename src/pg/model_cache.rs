@@ -5,8 +5,9 @@
 //!   shares (`model_files`), keyed by model version (model_id + created_at, so a re-created
 //!   extension's reused ids cannot hit a stale entry); a newly activated model is a new key,
 //!   picked up by the next call;
-//! - per model, the catalogue's unavailable items and the items of each category asked for,
-//!   as bitsets over its items, dropped when `personalize.items` changes (see `watched_table`);
+//! - per model, the catalogue's unavailable items (flagged not available, or not listed at all
+//!   once the shop has a catalogue) and the items of each category asked for, as bitsets over
+//!   its items, dropped when `personalize.items` changes (see `watched_table`);
 //! - the per-call queries, prepared once (SPI_keepplan).
 
 use std::cell::{OnceCell, RefCell};
@@ -40,13 +41,18 @@ pub struct ServingModel {
     name: String,
     image: SharedImage,
     filters: RefCell<Option<ItemFilters>>,
+    /// The model's items missing from the catalogue, with the fingerprint of the catalogue's
+    /// item ids they were computed for: kept across changes that only flip flags.
+    unlisted: RefCell<Option<(String, Rc<ItemSet>)>>,
 }
 
 /// The catalogue's serving fields over one model's items, as of one catalogue generation: the
-/// items that are not available, and the items of each category asked for so far. Sets of
-/// model item indexes, a bit per item (12.5 kB per set at 100k items).
+/// items not listed (once the catalogue has any row), those not listed or not available, and
+/// the items of each category asked for so far. Sets of model item indexes, a bit per item
+/// (12.5 kB per set at 100k items).
 struct ItemFilters {
     generation: u64,
+    unlisted: Rc<ItemSet>,
     unavailable: Rc<ItemSet>,
     categories: HashMap<String, Rc<ItemSet>>,
 }
@@ -113,22 +119,77 @@ impl ServingModel {
         let generation = ITEMS.generation();
         let mut slot = self.filters.borrow_mut();
         if slot.as_ref().is_none_or(|x| x.generation != generation) {
-            let unavailable = Rc::new(self.items_where(
-                "SELECT item_id FROM personalize.items WHERE NOT available",
-                None,
-            ));
+            let (unlisted, flagged) = self.read_catalogue();
+            let mut unavailable = flagged;
+            unavailable.union_with(&unlisted);
             *slot = Some(ItemFilters {
                 generation,
-                unavailable,
+                unlisted,
+                unavailable: Rc::new(unavailable),
                 categories: HashMap::new(),
             });
         }
         f(slot.as_mut().expect("just set"))
     }
 
-    /// The model's items the catalogue lists as not available.
+    /// The model's items missing from the catalogue (none while the catalogue is empty) and
+    /// those it flags not available. One scan of the catalogue answers the flags, whether it
+    /// is empty and a fingerprint of its item ids; the ids themselves are read only when the
+    /// fingerprint changed (rows added or deleted), not on a stock update.
+    fn read_catalogue(&self) -> (Rc<ItemSet>, ItemSet) {
+        let n = self.n_items();
+        let (listed, fingerprint, flagged_ids) = Spi::connect(|client| {
+            ITEMS.note_relid(client);
+            let table = client
+                .select(
+                    "SELECT pg_catalog.count(*), \
+                            coalesce(pg_catalog.sum(pg_catalog.hashtextextended(item_id, 0)), 0)::pg_catalog.text, \
+                            coalesce(pg_catalog.array_agg(item_id) FILTER (WHERE NOT available), '{}') \
+                       FROM personalize.items",
+                    None,
+                    &[],
+                )
+                .unwrap_or_else(|e| spi_failed("cannot read personalize.items", e));
+            let row = table.first();
+            (
+                row.get::<i64>(1).ok().flatten().unwrap_or(0),
+                row.get::<String>(2).ok().flatten().unwrap_or_default(),
+                row.get::<Vec<String>>(3).ok().flatten().unwrap_or_default(),
+            )
+        });
+        let mut flagged = ItemSet::new(n);
+        for i in flagged_ids.iter().filter_map(|id| self.item_index(id)) {
+            flagged.insert(i);
+        }
+        if listed == 0 {
+            // A shop without a catalogue: every item counts as available.
+            *self.unlisted.borrow_mut() = None;
+            return (Rc::new(ItemSet::new(n)), flagged);
+        }
+        let fingerprint = format!("{listed}:{fingerprint}");
+        if let Some((seen, set)) = self.unlisted.borrow().as_ref() {
+            if *seen == fingerprint {
+                return (Rc::clone(set), flagged);
+            }
+        }
+        let unlisted = Rc::new(
+            self.items_where("SELECT item_id FROM personalize.items", None)
+                .complement(n),
+        );
+        *self.unlisted.borrow_mut() = Some((fingerprint, Rc::clone(&unlisted)));
+        (unlisted, flagged)
+    }
+
+    /// The model's items the catalogue flags not available or does not list (once it lists
+    /// any item).
     pub fn unavailable(&self) -> Rc<ItemSet> {
         self.current_filters(|f| Rc::clone(&f.unavailable))
+    }
+
+    /// The model's items the catalogue does not list, once it lists any: deleted products,
+    /// never served.
+    pub fn unlisted(&self) -> Rc<ItemSet> {
+        self.current_filters(|f| Rc::clone(&f.unlisted))
     }
 
     /// The model's items of a catalogue category.
@@ -382,6 +443,7 @@ pub fn find_active_model(name: &str) -> Option<Rc<ServingModel>> {
         name: name.to_owned(),
         image: model_files::open_or_build(model_id, stamp, || read_model(model_id, stamp)),
         filters: RefCell::new(None),
+        unlisted: RefCell::new(None),
     });
     MODELS.with(|m| {
         let mut models = m.borrow_mut();

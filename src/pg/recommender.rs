@@ -264,13 +264,18 @@ pub fn user_state(
 }
 
 /// Catalogue filters as one predicate over model item indexes. `None`: nothing can pass
-/// (a category no model item has).
+/// (a category no model item has). Items missing from a shop's catalogue never pass; those
+/// it flags not available pass only when `available_only` is off.
 pub fn catalogue_filter(
     model: &ServingModel,
     category: Option<&str>,
     available_only: bool,
 ) -> Option<impl Fn(u32) -> bool> {
-    let unavailable = available_only.then(|| model.unavailable());
+    let hidden = if available_only {
+        model.unavailable()
+    } else {
+        model.unlisted()
+    };
     let in_category = match category {
         Some(c) => {
             let set = model.in_category(c);
@@ -281,10 +286,47 @@ pub fn catalogue_filter(
         }
         None => None,
     };
-    Some(move |i: u32| {
-        unavailable.as_ref().is_none_or(|u| !u.contains(i))
-            && in_category.as_ref().is_none_or(|c| c.contains(i))
-    })
+    Some(move |i: u32| !hidden.contains(i) && in_category.as_ref().is_none_or(|c| c.contains(i)))
+}
+
+/// The given items a shop's catalogue still lists: all of them while it lists nothing, else
+/// the model items not `unlisted` and, asked of the catalogue, the ids the model does not know.
+pub fn still_listed(model: &ServingModel, item_ids: Vec<String>) -> Vec<String> {
+    let unlisted = model.unlisted();
+    let unknown: Vec<String> = item_ids
+        .iter()
+        .filter(|id| model.item_index(id).is_none())
+        .cloned()
+        .collect();
+    if unknown.is_empty() && unlisted.is_empty() {
+        return item_ids;
+    }
+    let listed_unknown: HashSet<String> = if unknown.is_empty() {
+        HashSet::new()
+    } else {
+        pgrx::Spi::connect(|client| {
+            let args = [pgrx::datum::DatumWithOid::from(unknown)];
+            client
+                .select(
+                    "SELECT u FROM pg_catalog.unnest($1::pg_catalog.text[]) u \
+                      WHERE NOT EXISTS (SELECT FROM personalize.items) \
+                         OR EXISTS (SELECT FROM personalize.items i \
+                                     WHERE i.item_id OPERATOR(pg_catalog.=) u)",
+                    None,
+                    &args,
+                )
+                .unwrap_or_else(|e| crate::error::spi_failed("cannot read personalize.items", e))
+                .filter_map(|row| row.get::<String>(1).ok().flatten())
+                .collect()
+        })
+    };
+    item_ids
+        .into_iter()
+        .filter(|id| match model.item_index(id) {
+            Some(i) => !unlisted.contains(i),
+            None => listed_unknown.contains(id),
+        })
+        .collect()
 }
 
 pub fn top_k(

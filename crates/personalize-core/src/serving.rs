@@ -163,6 +163,30 @@ impl ItemSet {
     pub fn is_empty(&self) -> bool {
         self.bits.iter().all(|&w| w == 0)
     }
+
+    /// Items 0..n that are not in the set.
+    pub fn complement(&self, n: usize) -> ItemSet {
+        let mut out = ItemSet::new(n);
+        for (o, w) in out.bits.iter_mut().zip(&self.bits) {
+            *o = !w;
+        }
+        for w in out.bits.iter_mut().skip(self.bits.len()) {
+            *w = !0;
+        }
+        if !n.is_multiple_of(64) {
+            if let Some(last) = out.bits.last_mut() {
+                *last &= (1u64 << (n % 64)) - 1;
+            }
+        }
+        out
+    }
+
+    /// Adds every item of `other`.
+    pub fn union_with(&mut self, other: &ItemSet) {
+        for (w, o) in self.bits.iter_mut().zip(&other.bits) {
+            *w |= o;
+        }
+    }
 }
 
 /// One event of a user's history, with its type's weight and half-life.
@@ -331,6 +355,26 @@ pub fn rerank(scores: &[Option<f32>]) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn item_set_complement_and_union() {
+        use super::ItemSet;
+        for n in [0usize, 1, 63, 64, 65, 130] {
+            let mut a = ItemSet::new(n);
+            for i in (0..n as u32).step_by(3) {
+                a.insert(i);
+            }
+            let c = a.complement(n);
+            for i in 0..n as u32 {
+                assert_eq!(c.contains(i), i % 3 != 0, "n {n} item {i}");
+            }
+            assert!(!c.contains(n as u32), "n {n}: nothing beyond the bound");
+            let mut u = a.clone();
+            u.union_with(&c);
+            assert_eq!(u, ItemSet::new(n).complement(n));
+            assert_eq!(ItemSet::new(n).complement(n).is_empty(), n == 0);
+        }
+    }
+
     use super::*;
 
     // Four items, two factors: scores for user (1, 0) are 3, 1, 3, -2.

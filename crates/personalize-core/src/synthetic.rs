@@ -8,6 +8,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 const CATEGORY_NAMES: [&str; 24] = [
@@ -220,12 +222,19 @@ impl SyntheticShop {
             span_us,
             clock_us: self.spec.start_unix as f64 * 1e6,
             gap_us: span_us / sessions_expected,
-            pending: Vec::new(),
+            generated: 0,
+            open: BinaryHeap::new(),
+            staged: Vec::new(),
+            staged_start_us: self.spec.start_unix as f64 * 1e6,
         }
     }
 }
 
 /// Events in time order, exactly `spec.events` of them.
+///
+/// A quiet shop's sessions follow one another. A busy one (many events in few days) has more
+/// sessions than fit end to end, so they overlap: sessions are generated one ahead ("staged")
+/// and their events merged by time through a heap, which keeps the stream in time order.
 pub struct EventStream {
     shop: Arc<SyntheticShop>,
     rng: ChaCha8Rng,
@@ -233,11 +242,46 @@ pub struct EventStream {
     session: u64,
     start_us: f64,
     span_us: f64,
-    /// When the current session ends (its last event).
+    /// When the last generated session ends (its last event).
     clock_us: f64,
     gap_us: f64,
-    /// The rest of the current session, reversed (we pop from the end).
-    pending: Vec<SyntheticEvent>,
+    /// Events generated so far (sessions are placed by this share of the total).
+    generated: u64,
+    /// Events of sessions already started, earliest first.
+    open: BinaryHeap<Reverse<Queued>>,
+    /// The next session, not yet started, reversed (its first event is last).
+    staged: Vec<SyntheticEvent>,
+    /// When the staged session starts: every event of it and of later sessions comes after.
+    staged_start_us: f64,
+}
+
+/// An event waiting in the merge, ordered by time and then by generation order.
+struct Queued {
+    seq: u64,
+    event: SyntheticEvent,
+}
+
+impl Queued {
+    fn key(&self) -> (i64, u64) {
+        (self.event.occurred_at_us, self.seq)
+    }
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key().cmp(&other.key())
+    }
 }
 
 impl EventStream {
@@ -246,12 +290,22 @@ impl EventStream {
         let shop = &*shop;
         let rng = &mut self.rng;
         self.session += 1;
-        // Sessions start where the share of events emitted so far puts them in the span (a
+        // Sessions start where the share of events generated so far puts them in the span (a
         // session's length varies, so a fixed gap per session drifted: 90 days ran to 110),
-        // with a jitter of up to half a mean gap, and never before the last session ended.
-        let share = self.emitted as f64 / shop.spec.events.max(1) as f64;
+        // with a jitter of up to half a mean gap. A session waits for the last one to end
+        // when that is a short wait; when the shop is too busy for sessions to follow one
+        // another (waiting would push the stream past `days`: 100,000 events in one day
+        // ran to 80 days), they overlap.
+        let share = self.generated as f64 / shop.spec.events.max(1) as f64;
         let at = self.start_us + self.span_us * share + self.gap_us * 0.5 * rng.random::<f64>();
-        self.clock_us = at.max(self.clock_us);
+        // Starts never go back in time, so no later session has an event before this start.
+        let at = at.max(self.staged_start_us);
+        if self.clock_us - at < self.gap_us {
+            self.clock_us = at.max(self.clock_us);
+        } else {
+            self.clock_us = at;
+        }
+        self.staged_start_us = self.clock_us;
         let users = shop.spec.users;
         // Power-law activity: low user numbers are the regulars.
         let user = ((users as f64) * rng.random::<f64>().powf(2.0)) as u32 % users;
@@ -335,9 +389,19 @@ impl EventStream {
                 );
             }
         }
-        self.clock_us = t;
+        self.clock_us = self.clock_us.max(t);
+        self.generated += out.len() as u64;
         out.reverse();
-        self.pending = out;
+        self.staged = out;
+    }
+
+    /// Moves the staged session into the merge.
+    fn start_staged(&mut self) {
+        let session = self.session << 20;
+        for (i, event) in self.staged.drain(..).rev().enumerate() {
+            let seq = session + i as u64;
+            self.open.push(Reverse(Queued { seq, event }));
+        }
     }
 }
 
@@ -348,10 +412,16 @@ impl Iterator for EventStream {
         if self.emitted >= self.shop.spec.events {
             return None;
         }
-        while self.pending.is_empty() {
-            self.next_session();
+        loop {
+            while self.staged.is_empty() {
+                self.next_session();
+            }
+            match self.open.peek() {
+                Some(Reverse(q)) if (q.event.occurred_at_us as f64) < self.staged_start_us => break,
+                _ => self.start_staged(),
+            }
         }
-        let mut e = self.pending.pop().expect("non-empty");
+        let Reverse(Queued { event: mut e, .. }) = self.open.pop().expect("non-empty");
         e.client_event_id = format!("syn:{}:{}", self.shop.spec.seed, self.emitted);
         self.emitted += 1;
         Some(e)
@@ -400,7 +470,14 @@ mod tests {
 
     #[test]
     fn the_events_fill_the_days_and_end_within_them() {
-        for (events, days) in [(5_000u64, 60u32), (20_000, 30), (300, 1), (50_000, 90)] {
+        // 100,000 events in one day need overlapping sessions.
+        for (events, days) in [
+            (5_000u64, 60u32),
+            (20_000, 30),
+            (300, 1),
+            (50_000, 90),
+            (100_000, 1),
+        ] {
             let s = ShopSpec {
                 days,
                 ..spec(events)
@@ -409,7 +486,13 @@ mod tests {
             let end = start + i64::from(days) * 86_400_000_000;
             let a: Vec<_> = Arc::new(SyntheticShop::new(s)).events().collect();
             let last = a.last().unwrap().occurred_at_us;
+            assert_eq!(a.len() as u64, events);
             assert!(a[0].occurred_at_us >= start);
+            assert!(
+                a.windows(2)
+                    .all(|w| w[0].occurred_at_us <= w[1].occurred_at_us),
+                "{events}/{days}: out of time order"
+            );
             assert!(
                 last <= end,
                 "{events} events over {days} days end after them"

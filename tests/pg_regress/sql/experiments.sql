@@ -55,7 +55,7 @@ SELECT personalize.log_exposure('fixture', user_id, 'home') = variant AS logged_
 --   a: users 1-2 buy (price 10 each, one of them twice), user 3 clicks the placement;
 --   b: users 1-4 buy (price 20), users 1-3 click; user 5 buys 2 hours later (outside the window);
 --   b user 6 views an item without the experiment property (not a click).
-INSERT INTO personalize.items (item_id, category, price) VALUES ('sku', 'x', 10);
+INSERT INTO personalize.items (item_id, category, price) VALUES ('sku', 'x', 10), ('from_default', 'x', 1), ('from_bpr', 'x', 1);
 SELECT count(personalize.track(jsonb_build_object('type', ev.t, 'user_id', fx.user_id, 'item_id', 'sku',
          'occurred_at', now() + ev.after, 'properties', ev.props))) AS tracked
   FROM fx JOIN (VALUES

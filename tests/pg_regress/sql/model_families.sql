@@ -168,6 +168,7 @@ SELECT pg_temp.err($$SELECT * FROM personalize.evaluate(min_sessions => 1000)$$)
 -- Trending: items by the sum of their decayed strengths. A new item that 15 shoppers bought
 -- today (against purchases half a year old, 180-day half-life) comes first; the count-based
 -- popularity model still puts the items with the most users first.
+INSERT INTO personalize.items (item_id, category) VALUES ('i-new', 'c0');
 SELECT count(*) AS fresh_purchases FROM (
   SELECT personalize.track(jsonb_build_object('type', 'purchase', 'user_id', 'fan' || g, 'item_id', 'i-new'))
     FROM generate_series(1, 15) g) t;

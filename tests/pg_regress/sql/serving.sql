@@ -14,10 +14,11 @@ INSERT INTO personalize.model_items (model_id, item_index, item_id, factors, pop
  (1, 3, 'd', '{0.5, 0.5}', 2), (1, 4, 'e', '{1, 0}', 1), (1, 5, 'f', '{-1, 0}', 0);
 INSERT INTO personalize.model_users (model_id, user_id, factors) VALUES
  (1, 'u1', '{1, 0}'), (1, 'u2', '{0, 1}');
--- The catalogue: d is sold out; e has no catalogue row (counts as available, no category).
+-- The catalogue: d is sold out; e has no category; zz and yy are new products no model knows
+-- yet. (Items a catalogue does not list are never served: tests/pg_regress/sql/shop_data.sql.)
 SELECT personalize.upsert_items('[{"item_id": "a", "category": "x"}, {"item_id": "b", "category": "x"},
   {"item_id": "c", "category": "y"}, {"item_id": "d", "category": "y", "available": false},
-  {"item_id": "f", "category": "x"}]');
+  {"item_id": "e"}, {"item_id": "f", "category": "x"}, {"item_id": "zz"}, {"item_id": "yy"}]');
 -- u1 bought a and viewed b, both before the model's as_of: the stored vector is used.
 SELECT personalize.track(e) FROM (VALUES
  ('{"type": "purchase", "user_id": "u1", "item_id": "a", "occurred_at": "2025-12-01T10:00:00Z"}'::jsonb),
