@@ -85,12 +85,17 @@ CREATE TABLE personalize.rejected_events (
     client_event_id text,
     reasons         text[] NOT NULL,
     violations      jsonb NOT NULL,
-    payload         jsonb
+    payload         jsonb,
+    -- replay_rejected() (added in 0.9.0, last so an updated table has the same column order).
+    resolved_at     timestamptz,
+    replayed_at     timestamptz
 );
 COMMENT ON TABLE personalize.rejected_events IS 'Events that failed the tracking plan, with every violation and the original payload: nothing is silently dropped';
 COMMENT ON COLUMN personalize.rejected_events.reasons IS 'Violation codes (missing_field, wrong_type, unknown_event_type, ...), one per violation';
 COMMENT ON COLUMN personalize.rejected_events.violations IS 'Array of {code, path, message}, one per violation';
 COMMENT ON COLUMN personalize.rejected_events.batch_position IS '1-based position of the event in its batch (or row number of an import)';
+COMMENT ON COLUMN personalize.rejected_events.resolved_at IS 'When replay_rejected() stored the event (or found it already stored); NULL while the event is open';
+COMMENT ON COLUMN personalize.rejected_events.replayed_at IS 'When replay_rejected() last checked the event; reasons and violations are from that check';
 SELECT pg_catalog.pg_extension_config_dump('personalize.rejected_events', '');
 SELECT pg_catalog.pg_extension_config_dump('personalize.rejected_events_rejected_id_seq', '');
 CREATE INDEX rejected_events_received_idx ON personalize.rejected_events (received_at);
@@ -374,6 +379,17 @@ COMMENT ON TABLE personalize.exposures IS 'Exposure log: one row per log_exposur
 SELECT pg_catalog.pg_extension_config_dump('personalize.exposures', '');
 -- The report groups an experiment's exposures by user: first exposure and variant.
 CREATE INDEX exposures_experiment_user_idx ON personalize.exposures (experiment, user_id, exposed_at);
+
+-- Anonymous visitors identified as customers by identify(): the last customer each anonymous
+-- id was linked to.
+CREATE TABLE personalize.identities (
+    anonymous_id  text PRIMARY KEY,
+    user_id       text NOT NULL,
+    identified_at timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+COMMENT ON TABLE personalize.identities IS 'identify(): each anonymous id and the customer its events were moved to';
+SELECT pg_catalog.pg_extension_config_dump('personalize.identities', '');
+CREATE INDEX identities_user_idx ON personalize.identities (user_id);
 
 -- Erasures done by forget_user(): when, by whom, how many rows of each table. No user id and
 -- nothing else about the person: the log proves the erasure without keeping what was erased.

@@ -36,14 +36,17 @@ BEGIN
                   HINT = 'Example: [{"item_id": "85123A", "category": "decor", "price": 2.55}]';
     END IF;
     SELECT e INTO bad FROM jsonb_array_elements(items) e
-     WHERE jsonb_typeof(e) <> 'object' OR jsonb_typeof(e -> 'item_id') IS DISTINCT FROM 'string'
+     WHERE jsonb_typeof(e) <> 'object'
+        -- A string or an integer (a shop's product ids are often integers): 7 is stored as '7'.
+        OR NOT (jsonb_typeof(e -> 'item_id') = 'string'
+                OR (jsonb_typeof(e -> 'item_id') = 'number' AND (e ->> 'item_id') ~ '^-?[0-9]{1,19}$'))
         OR EXISTS (SELECT 1 FROM jsonb_object_keys(e) k
                     WHERE k NOT IN ('item_id', 'category', 'title', 'attributes', 'available', 'price'))
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'invalid item %', left(bad::text, 200)
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Each item is an object with a string item_id and optionally category, '
+                  HINT = 'Each item is an object with a string or integer item_id and optionally category, '
                       || 'title, attributes (object), available (boolean), price (number >= 0).';
     END IF;
     -- Keys an object leaves out keep their stored values; the last object for an id wins.

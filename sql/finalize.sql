@@ -11,11 +11,14 @@ SELECT 'events'::text AS section, e.event_type AS name, pg_catalog.count(*) AS v
   FROM personalize.events e GROUP BY e.event_type
 UNION ALL
 SELECT 'rejections', r.reason, pg_catalog.count(*)
-  FROM personalize.rejected_events j, pg_catalog.unnest(j.reasons) AS r(reason) GROUP BY r.reason
+  FROM personalize.rejected_events j, pg_catalog.unnest(j.reasons) AS r(reason)
+ WHERE j.resolved_at IS NULL GROUP BY r.reason
 UNION ALL
 SELECT 'totals', 'events', (SELECT pg_catalog.count(*) FROM personalize.events)
 UNION ALL
-SELECT 'totals', 'rejected events', (SELECT pg_catalog.count(*) FROM personalize.rejected_events)
+SELECT 'totals', 'rejected events', (SELECT pg_catalog.count(*) FROM personalize.rejected_events j WHERE j.resolved_at IS NULL)
+UNION ALL
+SELECT 'totals', 'rejected events resolved by replay', (SELECT pg_catalog.count(*) FROM personalize.rejected_events j WHERE j.resolved_at IS NOT NULL)
 UNION ALL
 SELECT 'totals', 'items', (SELECT pg_catalog.count(*) FROM personalize.items)
 UNION ALL
@@ -44,7 +47,7 @@ SELECT 'totals', 'running experiments',
        (SELECT pg_catalog.count(*) FROM personalize.experiments x
          WHERE x.starts_at OPERATOR(pg_catalog.<=) pg_catalog.now()
            AND (x.ends_at IS NULL OR x.ends_at OPERATOR(pg_catalog.>) pg_catalog.now()));
-COMMENT ON VIEW personalize.status IS 'Counts of events by type, rejections by reason, catalogue size and the active models';
+COMMENT ON VIEW personalize.status IS 'Counts of events by type, open rejections by reason (open and resolved totals), catalogue size, the active models, the outbox, segments, campaigns and experiments';
 
 ------------------------------------------------------------------------------------------
 -- Privileges (last: every object above exists). See src/api/privileges.rs.

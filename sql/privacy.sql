@@ -11,6 +11,8 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     u CONSTANT text := forget_user.user_id;
+    -- The user and every anonymous id identify() linked to them.
+    ids text[];
     counts jsonb := '{}';
     n bigint;
 BEGIN
@@ -21,40 +23,45 @@ BEGIN
     END IF;
     -- Events committed for the user after this runs are new data: callers stop tracking the
     -- user first (the README's erasure section says so).
-    DELETE FROM personalize.events e WHERE e.user_id = u;
+    ids := ARRAY[u] || ARRAY(SELECT i.anonymous_id FROM personalize.identities i WHERE i.user_id = u);
+    DELETE FROM personalize.events e WHERE e.user_id = ANY (ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('events', n);
 
     -- The quarantine: by the envelope's user id, also when it was sent as a number or the
     -- rejection could not read it (then only the payload has it).
     DELETE FROM personalize.rejected_events r
-     WHERE r.user_id = u
-        OR r.payload ->> 'user_id' = u
-        OR r.payload ->> 'anonymous_id' = u;
+     WHERE r.user_id = ANY (ids)
+        OR r.payload ->> 'user_id' = ANY (ids)
+        OR r.payload ->> 'anonymous_id' = ANY (ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('rejected_events', n);
 
     -- Every model version's row of the user (factors and purchases): the next recommend()
     -- treats them as a stranger. Item rows are aggregates over all users and stay.
     DELETE FROM personalize.model_users m
-     WHERE m.model_id IN (SELECT model_id FROM personalize.models) AND m.user_id = u;
+     WHERE m.model_id IN (SELECT model_id FROM personalize.models) AND m.user_id = ANY (ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('model_users', n);
 
-    DELETE FROM personalize.outbox o WHERE o.user_id = u;
+    DELETE FROM personalize.outbox o WHERE o.user_id = ANY (ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('outbox', n);
 
-    DELETE FROM personalize.outbox_archive a WHERE a.user_id = u;
+    DELETE FROM personalize.outbox_archive a WHERE a.user_id = ANY (ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('outbox_archive', n);
 
-    DELETE FROM personalize.exposures x WHERE x.user_id = u;
+    DELETE FROM personalize.exposures x WHERE x.user_id = ANY (ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('exposures', n);
+
+    DELETE FROM personalize.identities i WHERE i.user_id = u OR i.anonymous_id = ANY (ids);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    counts := counts || jsonb_build_object('identities', n);
 
     INSERT INTO personalize.erasures (rows_deleted) VALUES (counts);
     RETURN QUERY SELECT c.key, c.value::bigint FROM jsonb_each_text(counts) c ORDER BY c.key;
 END
 $$;
-COMMENT ON FUNCTION personalize.forget_user(text) IS 'Right to be forgotten: deletes the user''s events, quarantined events, model rows of every model version, outbox and archived messages and experiment exposures in this transaction, and logs the erasure (time, role, rows per table; no user id) in personalize.erasures. The next recommend() treats the user as a stranger. Stop tracking the user first: events stored after it are new data.';
+COMMENT ON FUNCTION personalize.forget_user(text) IS 'Right to be forgotten: deletes the events, quarantined events, model rows of every model version, outbox and archived messages, experiment exposures and identity links of the user and of the anonymous ids identify() linked to them, in this transaction, and logs the erasure (time, role, rows per table; no user id) in personalize.erasures. The next recommend() treats the user as a stranger. Stop tracking the user first: events stored after it are new data.';

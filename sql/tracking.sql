@@ -68,7 +68,7 @@ VALUES
     "price": {"type": "number", "minimum": 0},
     "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
     "source": {"type": "string", "maxLength": 200},
-    "list_id": {"type": "string", "maxLength": 200},
+    "list_id": {"type": ["string", "integer"], "maxLength": 200},
     "position": {"type": "integer", "minimum": 0},
     "experiment": {"type": "string"}, "variant": {"type": "string"}, "placement": {"type": "string"}}}'),
 ('add_to_cart', 'A product added to the cart', true, 4, '30 days', 'default', false,
@@ -77,21 +77,21 @@ VALUES
     "price": {"type": "number", "minimum": 0},
     "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
     "quantity": {"type": "integer", "minimum": 1, "maximum": 100000},
-    "cart_id": {"type": "string", "maxLength": 200},
+    "cart_id": {"type": ["string", "integer"], "maxLength": 200},
     "experiment": {"type": "string"}, "variant": {"type": "string"}, "placement": {"type": "string"}}}'),
 ('remove_from_cart', 'A product removed from the cart', true, 0, '30 days', 'default', false,
  '{"type": "object", "additionalProperties": false, "properties": {
     "quantity": {"type": "integer", "minimum": 1, "maximum": 100000},
-    "cart_id": {"type": "string", "maxLength": 200}}}'),
+    "cart_id": {"type": ["string", "integer"], "maxLength": 200}}}'),
 ('checkout', 'Checkout started for the whole cart', false, 0, '30 days', 'default', false,
  '{"type": "object", "additionalProperties": false, "properties": {
-    "order_id": {"type": "string", "maxLength": 200},
+    "order_id": {"type": ["string", "integer"], "maxLength": 200},
     "value": {"type": "number", "minimum": 0},
     "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
-    "cart_id": {"type": "string", "maxLength": 200}}}'),
+    "cart_id": {"type": ["string", "integer"], "maxLength": 200}}}'),
 ('purchase', 'One purchased line (one item) of an order', true, 10, '180 days', 'default', true,
  '{"type": "object", "additionalProperties": false, "properties": {
-    "order_id": {"type": "string", "maxLength": 200},
+    "order_id": {"type": ["string", "integer"], "maxLength": 200},
     "category": {"type": "string", "maxLength": 200},
     "price": {"type": "number", "minimum": 0},
     "quantity": {"type": "integer", "minimum": 1, "maximum": 1000000},
@@ -100,7 +100,7 @@ VALUES
     "experiment": {"type": "string"}, "variant": {"type": "string"}, "placement": {"type": "string"}}}'),
 ('refund', 'A purchased line cancelled or refunded', true, 0, '180 days', 'default', false,
  '{"type": "object", "additionalProperties": false, "properties": {
-    "order_id": {"type": "string", "maxLength": 200},
+    "order_id": {"type": ["string", "integer"], "maxLength": 200},
     "price": {"type": "number"},
     "quantity": {"type": "integer", "minimum": 1, "maximum": 1000000},
     "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
@@ -136,6 +136,7 @@ COMMENT ON FUNCTION personalize.validate_event(jsonb) IS 'Checks one event again
 -- The Rust functions' comments (their code: see CONTRIBUTING.md's function table).
 COMMENT ON FUNCTION personalize._track_one(text, boolean) IS 'Internal: track() on the event''s JSON text';
 COMMENT ON FUNCTION personalize._track_many(anyarray, text[], boolean) IS 'Internal: track_batch() on the events'' JSON texts';
+COMMENT ON FUNCTION personalize.replay_rejected(text, text, timestamptz, timestamptz) IS 'Checks open quarantined events (all, or those with this reason, event type, received since / before) again against the current tracking plan, as of when each arrived: those that pass are stored once (campaigns fire as for track(); a client_event_id already stored makes a duplicate) and marked resolved; the rest keep their row with fresh reasons. Returns replayed, stored, duplicates, still_rejected. NULL events, text that was not JSON and oversize events are never replayed.';
 COMMENT ON FUNCTION personalize._validate_one(text) IS 'Internal: validate_event() on the event''s JSON text';
 COMMENT ON FUNCTION personalize._plan_schema_problem(text) IS 'Internal: why a properties schema cannot be compiled, NULL when it can';
 COMMENT ON FUNCTION personalize._invalidate_plan_cache() IS 'Internal: makes every backend recompile the tracking plan at commit';

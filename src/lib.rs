@@ -37,7 +37,8 @@ pgrx::extension_sql_file!(
         api::plan::_plan_schema_problem,
         api::tracking::_track_many,
         api::tracking::_track_one,
-        api::tracking::_validate_one
+        api::tracking::_validate_one,
+        api::tracking::replay_rejected
     ]
 );
 pgrx::extension_sql_file!(
@@ -123,9 +124,14 @@ pgrx::extension_sql_file!(
     ]
 );
 pgrx::extension_sql_file!(
+    "../sql/identity.sql",
+    name = "identity",
+    requires = ["campaigns"]
+);
+pgrx::extension_sql_file!(
     "../sql/privacy.sql",
     name = "privacy",
-    requires = ["experiments"]
+    requires = ["experiments", "identity"]
 );
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 

@@ -489,6 +489,8 @@ SELECT m.model_id, g, 'F' || lpad(g::text, 6, '0'),
 INSERT INTO personalize.model_users (model_id, user_id, factors)
 SELECT model_id, 'file-user', ARRAY(SELECT CAST(random() - 0.5 AS real) FROM generate_series(1, 64))
   FROM personalize.models WHERE name = 'files';
+-- The shop's catalogue lists them (an item it does not list is never served).
+INSERT INTO personalize.items (item_id) SELECT 'F' || lpad(g::text, 6, '0') FROM generate_series(0, 99999) g;
 SQL
 fm=$(sql -c "SELECT model_id FROM personalize.models WHERE name = 'files'")
 image=$(sql -c "$(model_image_sql "m.model_id = $fm")")

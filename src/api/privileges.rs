@@ -72,8 +72,8 @@ pub const ROLES: [(&str, &str, &[&str]); 4] = [
     ),
     (
         "personalize_writer",
-        "tracking: events through the tracking plan",
-        &["track", "track_batch", "validate_event"],
+        "tracking: events through the tracking plan, and identify() at login",
+        &["track", "track_batch", "validate_event", "identify"],
     ),
     (
         "personalize_worker",
@@ -157,6 +157,18 @@ fn signatures(client: &pgrx::spi::SpiClient<'_>, name: &str) -> Vec<String> {
 #[search_path(pg_catalog, pg_temp)]
 fn _apply_privileges() {
     Spi::connect_mut(|client| {
+        // ALTER EXTENSION … UPDATE from an old version runs each step's script (each ends
+        // by calling this) with this library, and records the step's version first: a step
+        // before this library's version may lack functions added later.
+        let final_step = client
+            .select(
+                "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_personalize'",
+                None,
+                &[],
+            )
+            .ok()
+            .and_then(|t| t.first().get::<String>(1).ok().flatten())
+            .is_none_or(|v| v == env!("CARGO_PKG_VERSION"));
         for statement in statements() {
             client
                 .update(&statement, None, &[])
@@ -166,6 +178,9 @@ fn _apply_privileges() {
             for function in functions {
                 let found = signatures(client, function);
                 // A renamed function must fail the install, not silently lose its grant.
+                if found.is_empty() && !final_step {
+                    continue;
+                }
                 if found.is_empty() {
                     PersonalizeError::NotReady {
                         message: format!(

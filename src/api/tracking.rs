@@ -1,5 +1,5 @@
 //! Tracking: `track`, `track_batch` and `validate_event` (public jsonb wrappers in
-//! sql/finalize.sql call these with the jsonb printed as text).
+//! sql/tracking.sql call these with the jsonb printed as text), and `replay_rejected`.
 
 use pgrx::datum::AnyArray;
 use pgrx::prelude::*;
@@ -102,6 +102,30 @@ fn _validate_one(event: Option<&str>) -> Vec<String> {
     .iter()
     .map(|v| v.to_string())
     .collect()
+}
+
+/// Checks quarantined events again against the current tracking plan (all, or those with a
+/// reason, an event type, received in a time range): those that pass are stored once and
+/// marked resolved, the rest keep fresh reasons. See `pg::ingest::replay_rejected`.
+#[pg_extern(volatile, parallel_unsafe)]
+#[search_path(pg_catalog, pg_temp)]
+fn replay_rejected(
+    reason: default!(Option<&str>, "NULL"),
+    event_type: default!(Option<&str>, "NULL"),
+    since: default!(Option<TimestampWithTimeZone>, "NULL"),
+    until: default!(Option<TimestampWithTimeZone>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(replayed, i64),
+        name!(stored, i64),
+        name!(duplicates, i64),
+        name!(still_rejected, i64),
+    ),
+> {
+    crate::pg::require_writable(c"replay_rejected()");
+    let t = crate::pg::ingest::replay_rejected(reason, event_type, since, until);
+    TableIterator::once((t.replayed, t.stored, t.duplicates, t.still_rejected))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -118,6 +118,9 @@ pub struct Ingest {
     limits: Limits,
     now: DateTime<Utc>,
     pub tally: Tally,
+    /// When replaying the quarantine: the chunk's events that fail again, as (position,
+    /// violation codes separated by spaces, violations JSON), instead of new quarantine rows.
+    kept_rejections: Option<Vec<(i32, String, String)>>,
 }
 
 /// Salvaged text for the quarantine row: no NUL bytes, bounded length.
@@ -164,6 +167,7 @@ impl Ingest {
             limits: crate::gucs::limits(),
             now: crate::core::tracking::now_utc(),
             tally: Tally::default(),
+            kept_rejections: None,
         }
     }
 
@@ -182,7 +186,19 @@ impl Ingest {
                 check_event_text(text, &self.plan, &self.limits, self.now)
             })
             .collect();
+        self.store(client, events, verdicts, original);
+    }
 
+    /// Stores one chunk whose events were already checked (`verdicts`, in order): the valid
+    /// ones as events, the rest in the quarantine (or, when replaying, handed back in
+    /// `kept_rejections`).
+    fn store<S: AsRef<str>>(
+        &mut self,
+        client: &mut SpiClient<'_>,
+        events: &[(i64, Option<S>)],
+        verdicts: Vec<Verdict>,
+        original: Option<&AnyArray>,
+    ) {
         if self.strict {
             if let Some(((pos, _), verdict)) = events
                 .iter()
@@ -350,6 +366,12 @@ impl Ingest {
         if !rp.is_empty() {
             self.tally.rejected += rp.len() as i64;
             self.tally.rejected_positions.extend_from_slice(&rp);
+            if let Some(kept) = self.kept_rejections.as_mut() {
+                for ((p, codes), v) in rp.iter().zip(rs).zip(rv) {
+                    kept.push((*p, codes.unwrap_or_default(), v.unwrap_or_default()));
+                }
+                return;
+            }
             let args: [DatumWithOid; 8] = [
                 self.source.into(),
                 rp.into(),
@@ -518,4 +540,133 @@ pub fn ingest_query(
         }
     });
     ingest.tally
+}
+
+/// What a replay of the quarantine did.
+#[derive(Debug, Default)]
+pub struct ReplayTally {
+    /// Quarantined events checked again.
+    pub replayed: i64,
+    /// Of them, stored as events now.
+    pub stored: i64,
+    /// Of them, already stored (a retry under the same client_event_id): resolved, not stored.
+    pub duplicates: i64,
+    /// Of them, still failing: left in the quarantine with their fresh reasons.
+    pub still_rejected: i64,
+}
+
+/// The open quarantine rows a replay takes, in id order, a chunk at a time, locked so that a
+/// concurrent replay skips them once they are resolved. Payloads that can never pass are left
+/// out: NULL events, text that was not JSON (kept as a JSON string) and oversize evidence.
+const SELECT_OPEN_REJECTIONS: &str = "\
+SELECT r.rejected_id, extract(epoch FROM r.received_at)::float8, CAST(r.payload AS text)
+  FROM personalize.rejected_events r
+ WHERE r.resolved_at IS NULL AND r.rejected_id > $5
+   AND ($1::text IS NULL OR $1 = ANY (r.reasons))
+   AND ($2::text IS NULL OR r.event_type = $2)
+   AND ($3::timestamptz IS NULL OR r.received_at >= $3)
+   AND ($4::timestamptz IS NULL OR r.received_at < $4)
+   AND jsonb_typeof(r.payload) = 'object'
+   AND NOT ('oversize' = ANY (r.reasons))
+ ORDER BY r.rejected_id
+ LIMIT 1000
+   FOR UPDATE";
+
+const RESOLVE_REJECTIONS: &str = "\
+UPDATE personalize.rejected_events SET resolved_at = now(), replayed_at = now()
+ WHERE rejected_id = ANY ($1::bigint[])";
+
+const REFRESH_REJECTIONS: &str = "\
+UPDATE personalize.rejected_events r
+   SET reasons = string_to_array(x.rs, ' '), violations = CAST(x.v AS jsonb), replayed_at = now()
+  FROM unnest($1::bigint[], $2::text[], $3::text[]) AS x(id, rs, v)
+ WHERE r.rejected_id = x.id";
+
+/// Checks the open quarantine rows that match the filters against the current tracking plan,
+/// as of when each arrived (its `received_at` is the clock for the future-skew check and the
+/// time of an event that gave none). Those that pass are stored once, through the same path
+/// as `track_batch` (campaign triggers included) and marked resolved; a client_event_id that
+/// is already stored makes a duplicate, also resolved. The rest keep their row with fresh
+/// reasons and violations.
+pub fn replay_rejected(
+    reason: Option<&str>,
+    event_type: Option<&str>,
+    since: Option<TimestampWithTimeZone>,
+    until: Option<TimestampWithTimeZone>,
+) -> ReplayTally {
+    let mut out = ReplayTally::default();
+    let mut last_id = 0i64;
+    Spi::connect_mut(|client| loop {
+        pgrx::check_for_interrupts!();
+        let args: [DatumWithOid; 5] = [
+            reason.into(),
+            event_type.into(),
+            since.into(),
+            until.into(),
+            last_id.into(),
+        ];
+        let rows = client
+            .update(SELECT_OPEN_REJECTIONS, None, &args)
+            .unwrap_or_else(|e| spi_failed("cannot read personalize.rejected_events", e));
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut events: Vec<(i64, Option<String>)> = Vec::with_capacity(rows.len());
+        let mut arrived = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id = row.get::<i64>(1).ok().flatten().unwrap_or_default();
+            let received = row.get::<f64>(2).ok().flatten().unwrap_or_default();
+            let payload = row.get::<String>(3).ok().flatten();
+            events.push((ids.len() as i64, payload));
+            ids.push(id);
+            arrived.push(received);
+        }
+        let Some(&max_id) = ids.last() else {
+            return;
+        };
+        last_id = max_id;
+        let mut ingest = Ingest::new("replay", false);
+        ingest.kept_rejections = Some(Vec::new());
+        let verdicts: Vec<Verdict> = events
+            .iter()
+            .zip(&arrived)
+            .map(|((_, text), &received)| {
+                let received_us = (received * 1e6).round() as i64;
+                let now = DateTime::<Utc>::from_timestamp_micros(received_us).unwrap_or(ingest.now);
+                let mut verdict =
+                    check_event_text(text.as_deref(), &ingest.plan, &ingest.limits, now);
+                if let Verdict::Valid(e) = &mut verdict {
+                    e.occurred_at_us.get_or_insert(received_us);
+                }
+                verdict
+            })
+            .collect();
+        ingest.store(client, &events, verdicts, None);
+        let failed = ingest.kept_rejections.take().unwrap_or_default();
+        let failed_positions: std::collections::HashSet<i32> = failed.iter().map(|f| f.0).collect();
+        let resolved: Vec<i64> = ids
+            .iter()
+            .enumerate()
+            .filter(|(p, _)| !failed_positions.contains(&(*p as i32)))
+            .map(|(_, &id)| id)
+            .collect();
+        if !resolved.is_empty() {
+            client
+                .update(RESOLVE_REJECTIONS, None, &[resolved.into()])
+                .unwrap_or_else(|e| spi_failed("cannot resolve replayed rejections", e));
+        }
+        if !failed.is_empty() {
+            let (fid, (codes, violations)): (Vec<i64>, (Vec<String>, Vec<String>)) = failed
+                .into_iter()
+                .map(|(p, c, v)| (ids[p as usize], (c, v)))
+                .unzip();
+            let args: [DatumWithOid; 3] = [fid.into(), codes.into(), violations.into()];
+            client
+                .update(REFRESH_REJECTIONS, None, &args)
+                .unwrap_or_else(|e| spi_failed("cannot update replayed rejections", e));
+        }
+        out.replayed += ids.len() as i64;
+        out.stored += ingest.tally.accepted;
+        out.duplicates += ingest.tally.duplicates;
+        out.still_rejected += ingest.tally.rejected;
+    });
+    out
 }

@@ -95,3 +95,61 @@ SELECT count(*) AS erasures, bool_and(e::text NOT LIKE '%U0000002%') AS log_hold
 SELECT sum(rows_deleted) AS second_time FROM personalize.forget_user('U0000002');
 SELECT pg_temp.err($$SELECT * FROM personalize.forget_user(NULL)$$);
 SELECT pg_temp.err($$SELECT * FROM personalize.forget_user('')$$);
+
+-- 3. Quarantine replay: after the plan is fixed, quarantined events are stored exactly once.
+SELECT personalize.track('{"type": "wishlist", "user_id": "R1", "item_id": "P0000001", "client_event_id": "w-1", "occurred_at": "2026-11-30T10:00:00Z"}') IS NULL AS w1_quarantined;
+SELECT personalize.track('{"type": "wishlist", "user_id": "R1", "item_id": "P0000002"}') IS NULL AS w2_quarantined_no_time;
+SELECT personalize.track('{"type": "wishlist", "user_id": "R2", "item_id": "P0000003", "client_event_id": "w-3"}') IS NULL AS w3_quarantined;
+SELECT personalize.track('{"type": "view", "user_id": "R1", "item_id": "P0000001", "properties": {"colour": "red"}}') IS NULL AS colour_quarantined;
+SELECT name, value FROM personalize.status WHERE section = 'rejections' OR name LIKE 'rejected events%' ORDER BY 1;
+-- Nothing passes before the plan changes: reasons stay, nothing is stored.
+SELECT * FROM personalize.replay_rejected();
+SELECT count(*) FILTER (WHERE replayed_at IS NOT NULL) AS checked, count(*) FILTER (WHERE resolved_at IS NOT NULL) AS resolved
+  FROM personalize.rejected_events WHERE user_id LIKE 'R%';
+-- The shop adds the event type; R2's event was meanwhile sent again and stored.
+INSERT INTO personalize.event_types (event_type, requires_item, weight) VALUES ('wishlist', true, 3);
+SELECT personalize.track('{"type": "wishlist", "user_id": "R2", "item_id": "P0000003", "client_event_id": "w-3"}') > 0 AS w3_resent;
+SELECT * FROM personalize.replay_rejected(reason => 'unknown_event_type');
+SELECT * FROM personalize.replay_rejected(reason => 'unknown_event_type');
+SELECT user_id, item_id, occurred_at = '2026-11-30T10:00:00Z' AS sent_time,
+       occurred_at = (SELECT received_at FROM personalize.rejected_events r WHERE r.payload ->> 'item_id' = 'P0000002' AND r.user_id = 'R1') AS arrival_time
+  FROM personalize.events WHERE event_type = 'wishlist' ORDER BY user_id, item_id;
+-- The colour property is still unknown: checked again, reason refreshed, still open.
+SELECT * FROM personalize.replay_rejected(event_type => 'view', since => now() - interval '1 hour');
+UPDATE personalize.event_types
+   SET properties_schema = jsonb_set(properties_schema, '{properties,colour}', '{"type": "string"}')
+ WHERE event_type = 'view';
+SELECT * FROM personalize.replay_rejected(until => now() - interval '1 hour');
+SELECT * FROM personalize.replay_rejected();
+SELECT count(*) AS colour_views FROM personalize.events WHERE properties ? 'colour';
+SELECT name, value FROM personalize.status WHERE section = 'rejections' OR name LIKE 'rejected events%' ORDER BY 1;
+
+-- 4. Integer ids from a shop's own tables: order, cart and list ids in the default plan, and
+-- item ids in upsert_items (stored as text: 7 and '7' are the same item).
+SELECT personalize.track('{"type": "purchase", "user_id": 42, "item_id": 1056, "properties": {"order_id": 90017, "price": 3.5}}') > 0 AS integer_order_id;
+SELECT personalize.track('{"type": "add_to_cart", "user_id": 42, "item_id": 1056, "properties": {"cart_id": 5}}') > 0 AS integer_cart_id;
+SELECT user_id, item_id, properties ->> 'order_id' AS order_id FROM personalize.events WHERE user_id = '42' ORDER BY event_id;
+SELECT personalize.upsert_items('[{"item_id": 1056, "category": "mugs"}, {"item_id": "1057"}]') AS written;
+SELECT personalize.upsert_items('[{"item_id": 1056, "price": 4}]') AS updated;
+SELECT item_id, category, price FROM personalize.items WHERE item_id IN ('1056', '1057') ORDER BY 1;
+SELECT pg_temp.err($$SELECT personalize.upsert_items('[{"item_id": 10.5}]')$$);
+
+-- 5. identify(): an anonymous visitor logs in. Their events become the customer's, an event
+-- whose client_event_id the customer already used for its type moves without it, and their
+-- pending messages follow them unless the customer already has that campaign's pending.
+INSERT INTO personalize.campaigns (name, trigger_event_type, channel) VALUES ('cart_push', 'add_to_cart', 'push');
+SELECT personalize.track('{"type": "view", "user_id": "anon-7f3a", "item_id": "P0000005", "client_event_id": "c1"}') > 0 AS anon_view;
+SELECT personalize.track('{"type": "add_to_cart", "user_id": "anon-7f3a", "item_id": "P0000005"}') > 0 AS anon_cart;
+SELECT personalize.track('{"type": "view", "user_id": "C1", "item_id": "P0000006", "client_event_id": "c1"}') > 0 AS customer_view;
+SELECT campaign, user_id, state FROM personalize.outbox WHERE user_id IN ('anon-7f3a', 'C1') ORDER BY 1, 2;
+SELECT * FROM personalize.identify('anon-7f3a', 'C1');
+SELECT campaign, user_id, state, last_error FROM personalize.outbox WHERE user_id IN ('anon-7f3a', 'C1') ORDER BY 1, 2, 3;
+SELECT user_id, event_type, item_id, client_event_id FROM personalize.events WHERE user_id IN ('anon-7f3a', 'C1') ORDER BY event_id;
+SELECT * FROM personalize.identify('anon-7f3a', 'C1');
+SELECT anonymous_id, user_id FROM personalize.identities;
+SELECT pg_temp.err($$SELECT * FROM personalize.identify(NULL, 'C1')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.identify('C1', 'C1')$$);
+-- Erasing the customer also erases their anonymous id: its link and its cancelled message.
+SELECT table_name, rows_deleted FROM personalize.forget_user('C1') WHERE table_name IN ('events', 'identities', 'outbox');
+SELECT count(*) AS links_left FROM personalize.identities;
+SELECT count(*) AS anonymous_rows_left FROM personalize.outbox WHERE user_id = 'anon-7f3a';
