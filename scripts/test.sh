@@ -22,9 +22,10 @@ install_prereqs
 lint() {
     cd "$ROOT"
     cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings \
-        && python3 scripts/function_table.py --check CONTRIBUTING.md
+        && python3 scripts/function_table.py --check CONTRIBUTING.md \
+        && python3 scripts/readme_guide.py --check
 }
-step "lint (cargo fmt --check, cargo clippy -D warnings, the SQL function table)" lint
+step "lint (cargo fmt --check, cargo clippy -D warnings, the SQL function table, the README guide's test)" lint
 
 unit_and_pg_tests() {
     cd "$ROOT"

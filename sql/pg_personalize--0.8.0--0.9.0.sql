@@ -12,8 +12,10 @@
 --   * replay_rejected() and the quarantine's resolved_at / replayed_at; the status view
 --     counts open rejections.
 --   * Integer order, cart and list ids in the default plan; integer item ids in upsert_items.
+--   * sync_catalogue(), sync_events() and stop_sync(): triggers on the shop's own tables.
 --   * identify() and personalize.identities (an anonymous visitor logs in).
 --   * forget_user() and its log, personalize.erasures (the right to be forgotten).
+--   * Every function taking a user or item id also takes it of any type (sql/any_ids.sql).
 -- tests/upgrade.sh checks that an updated database has exactly the catalogue of a fresh 0.9.0
 -- install and passes the regression suite.
 \echo Use "ALTER EXTENSION pg_personalize UPDATE TO '0.9.0'" to load this file. \quit
@@ -143,6 +145,323 @@ $$;
 -- Serving leaves out items a non-empty catalogue does not list.
 COMMENT ON FUNCTION personalize.recommend(text, integer, text, text, text[], text, boolean, boolean) IS 'Top k items for a user from the active model of a name, best first. exclude: purchased (default), interacted or none; exclude_items; category and available_only filter inside the top-k; once personalize.items lists any item, items it does not list are never served. Scores come from the model (source model: the stored ALS vector, or an item-item model''s weights times the user''s history up to as_of), from fold-in of events newer than the model or of a user the model does not know (fold_in), from fold-in that weighs in the user''s current session (source session: events within personalize.session_window of now, at personalize.session_weight, for a user with earlier history), or from popularity (no usable history, or a popularity or trending model). model_id says which model version answered.';
 COMMENT ON FUNCTION personalize.rank_items(text, text[], text, boolean) IS 'Re-ranks candidate items (a category page) by the user''s affinity, in-session events included: known items best first (ties keep the given order), then unknown items in the given order with a NULL score; duplicates keep their first place; items a non-empty catalogue does not list are left out';
+
+------------------------------------------------------------------------------------------
+-- Sync from the shop's own tables
+------------------------------------------------------------------------------------------
+
+-- A shop keeps its schema: sync_catalogue() keeps personalize.items equal to its product
+-- table, sync_events() turns inserts into its order lines or page views into events, both
+-- with triggers on the shop's tables that run inside the shop's own transactions. A mapping
+-- names the shop's columns; a row that cannot be mapped is quarantined with its key
+-- (personalize.rejected_events) and never aborts the shop's write, unless strict.
+
+-- The catalogue mapping with its defaults (a column per field, named like the field).
+CREATE FUNCTION personalize._catalogue_mapping(mapping jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT '{"item_id": "item_id", "category": "category", "title": "title", "price": "price",
+             "available": "available"}'::jsonb || COALESCE(mapping, '{}')
+$$;
+COMMENT ON FUNCTION personalize._catalogue_mapping(jsonb) IS 'Internal: sync_catalogue()''s mapping with the default column names filled in';
+
+-- One catalogue row from a row of the shop's table (as jsonb). Raises on a value that does not
+-- fit (the callers quarantine the row).
+CREATE FUNCTION personalize._item_from_row(r jsonb, mapping jsonb) RETURNS personalize.items
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    item personalize.items;
+    attrs jsonb := mapping -> 'attributes';
+BEGIN
+    item.item_id := r ->> (mapping ->> 'item_id');
+    IF item.item_id IS NULL OR item.item_id = '' THEN
+        RAISE EXCEPTION 'the row has no item id (column %)', mapping ->> 'item_id'
+            USING ERRCODE = 'not_null_violation';
+    END IF;
+    item.category := r ->> (mapping ->> 'category');
+    item.title := r ->> (mapping ->> 'title');
+    item.price := CAST(r ->> (mapping ->> 'price') AS numeric);
+    item.available := COALESCE(CAST(r ->> (mapping ->> 'available') AS boolean), true);
+    -- attributes: one jsonb column, or a list of columns gathered into an object.
+    item.attributes := CASE jsonb_typeof(attrs)
+        WHEN 'string' THEN COALESCE(r -> (attrs #>> '{}'), '{}')
+        WHEN 'array' THEN COALESCE((SELECT jsonb_object_agg(c, r -> c)
+                                      FROM jsonb_array_elements_text(attrs) c WHERE r ? c), '{}')
+        ELSE '{}' END;
+    item.updated_at := now();
+    RETURN item;
+END
+$$;
+COMMENT ON FUNCTION personalize._item_from_row(jsonb, jsonb) IS 'Internal: the catalogue row a row of the shop''s product table maps to; raises when a value does not fit';
+
+-- Writes one mapped row (insert or update); on a bad row quarantines it with its key instead
+-- of raising, unless strict. Returns whether it was written.
+CREATE FUNCTION personalize._sync_item(r jsonb, mapping jsonb, source text, strict boolean) RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    item personalize.items;
+BEGIN
+    item := personalize._item_from_row(r, mapping);
+    INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price, updated_at)
+    VALUES (item.item_id, item.category, item.title, item.attributes, item.available, item.price, item.updated_at)
+    ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE
+       SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes,
+           available = EXCLUDED.available, price = EXCLUDED.price, updated_at = EXCLUDED.updated_at
+     WHERE (i.category, i.title, i.attributes, i.available, i.price)
+           IS DISTINCT FROM (EXCLUDED.category, EXCLUDED.title, EXCLUDED.attributes, EXCLUDED.available, EXCLUDED.price);
+    RETURN true;
+EXCEPTION WHEN OTHERS THEN
+    IF strict THEN
+        RAISE;
+    END IF;
+    -- Once per bad row: a second sync of the same row adds no second rejection.
+    INSERT INTO personalize.rejected_events (source, event_type, user_id, reasons, violations, payload)
+    SELECT source, NULL, NULL, '{invalid_catalogue_row}',
+           jsonb_build_array(jsonb_build_object('code', 'invalid_catalogue_row', 'path', '$', 'message', SQLERRM)),
+           jsonb_build_object('key', r -> (mapping ->> 'item_id'), 'row', r)
+     WHERE NOT EXISTS (SELECT FROM personalize.rejected_events j
+                        WHERE j.resolved_at IS NULL AND j.source = _sync_item.source
+                          AND j.payload = jsonb_build_object('key', r -> (mapping ->> 'item_id'), 'row', r));
+    RETURN false;
+END
+$$;
+COMMENT ON FUNCTION personalize._sync_item(jsonb, jsonb, text, boolean) IS 'Internal: writes one mapped product row to personalize.items, or quarantines it with its key (strict: raises)';
+
+CREATE FUNCTION personalize._sync_items_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    mapping CONSTANT jsonb := CAST(TG_ARGV[0] AS jsonb);
+    is_strict CONSTANT boolean := CAST(TG_ARGV[1] AS boolean);
+    source CONSTANT text := 'sync_catalogue:' || quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME);
+    old_id text;
+BEGIN
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        old_id := to_jsonb(OLD) ->> (mapping ->> 'item_id');
+    END IF;
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND old_id IS DISTINCT FROM to_jsonb(NEW) ->> (mapping ->> 'item_id')) THEN
+        DELETE FROM personalize.items i WHERE i.item_id = old_id;
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM personalize._sync_item(to_jsonb(NEW), mapping, source, is_strict);
+    END IF;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION personalize._sync_items_trigger() IS 'Trigger (installed by sync_catalogue()): mirrors each insert, update and delete of the shop''s product table into personalize.items';
+
+-- The columns of a table a mapping names that it does not have.
+CREATE FUNCTION personalize._missing_columns(source regclass, columns text[]) RETURNS text[]
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE(array_agg(c ORDER BY c), '{}')
+      FROM unnest(columns) c
+     WHERE c IS NOT NULL
+       AND NOT EXISTS (SELECT FROM pg_attribute a
+                        WHERE a.attrelid = source AND a.attname = c AND a.attnum > 0 AND NOT a.attisdropped)
+$$;
+COMMENT ON FUNCTION personalize._missing_columns(regclass, text[]) IS 'Internal: the mapped columns a table does not have';
+
+CREATE FUNCTION personalize._check_mapping(source regclass, columns text[]) RETURNS void
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    missing text[] := personalize._missing_columns(source, columns);
+BEGIN
+    IF source IS NULL THEN
+        RAISE EXCEPTION 'the source table is NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cardinality(missing) > 0 THEN
+        RAISE EXCEPTION 'table % has no column %', source, array_to_string(missing, ', ')
+            USING ERRCODE = 'undefined_column',
+                  HINT = 'Map the fields to its columns: ' || COALESCE((SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+                      FROM pg_attribute a WHERE a.attrelid = source AND a.attnum > 0 AND NOT a.attisdropped), '(none)') || '.';
+    END IF;
+END
+$$;
+COMMENT ON FUNCTION personalize._check_mapping(regclass, text[]) IS 'Internal: raises 42703, naming the table''s columns, when a mapping names a column it does not have';
+
+CREATE FUNCTION personalize.sync_catalogue(source regclass, mapping jsonb DEFAULT '{}', strict boolean DEFAULT false,
+                                           remove_missing boolean DEFAULT true)
+RETURNS TABLE (items_written bigint, items_removed bigint, rows_quarantined bigint)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m jsonb := personalize._catalogue_mapping(sync_catalogue.mapping);
+    label text;
+    r jsonb;
+    written bigint := 0;
+    quarantined bigint := 0;
+    removed bigint := 0;
+BEGIN
+    IF jsonb_typeof(COALESCE(sync_catalogue.mapping, '{}')) <> 'object'
+       OR EXISTS (SELECT FROM jsonb_object_keys(m) k
+                   WHERE k NOT IN ('item_id', 'category', 'title', 'price', 'available', 'attributes')) THEN
+        RAISE EXCEPTION 'invalid catalogue mapping %', left(CAST(sync_catalogue.mapping AS text), 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Map fields to the table''s columns: {"item_id": "product_id", "category": "category_name", '
+                      || '"title": "name", "price": "price_eur", "available": "in_stock", "attributes": ["brand", "colour"]}.';
+    END IF;
+    -- Fields whose default column the table lacks are left out; an explicit one must exist.
+    m := (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(m) e
+           WHERE e.key = 'attributes' OR COALESCE(sync_catalogue.mapping, '{}') ? e.key
+              OR cardinality(personalize._missing_columns(source, ARRAY[e.value #>> '{}'])) = 0);
+    PERFORM personalize._check_mapping(source,
+        ARRAY(SELECT e.value #>> '{}' FROM jsonb_each(m) e WHERE jsonb_typeof(e.value) = 'string')
+        || ARRAY(SELECT jsonb_array_elements_text(CASE jsonb_typeof(m -> 'attributes') WHEN 'array' THEN m -> 'attributes' ELSE '[]' END)));
+    IF NOT m ? 'item_id' THEN
+        RAISE EXCEPTION 'the catalogue mapping needs an item_id column' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- The trigger's label for the same table (schema-qualified, also for a temporary table).
+    SELECT 'sync_catalogue:' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) INTO label
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = source;
+    -- The triggers first, so rows written while the initial load runs are not missed.
+    EXECUTE format('CREATE OR REPLACE TRIGGER personalize_sync_catalogue AFTER INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION personalize._sync_items_trigger(%L, %L)',
+                   source, CAST(m AS text), CAST(strict AS text));
+    FOR r IN EXECUTE format('SELECT to_jsonb(s) FROM %s s', source) LOOP
+        IF personalize._sync_item(r, m, label, strict) THEN
+            written := written + 1;
+        ELSE
+            quarantined := quarantined + 1;
+        END IF;
+    END LOOP;
+    -- Rejections of rows that now fit (the shop corrected them) are resolved.
+    UPDATE personalize.rejected_events j SET resolved_at = now()
+     WHERE j.resolved_at IS NULL AND j.source = label AND 'invalid_catalogue_row' = ANY (j.reasons)
+       AND EXISTS (SELECT FROM personalize.items i WHERE i.item_id = j.payload ->> 'key');
+    IF remove_missing THEN
+        EXECUTE format('DELETE FROM personalize.items i WHERE NOT EXISTS '
+                       '(SELECT FROM %s s WHERE CAST(s.%I AS pg_catalog.text) OPERATOR(pg_catalog.=) i.item_id)',
+                       source, m ->> 'item_id');
+        GET DIAGNOSTICS removed = ROW_COUNT;
+    END IF;
+    RETURN QUERY SELECT written, removed, quarantined;
+END
+$$;
+COMMENT ON FUNCTION personalize.sync_catalogue(regclass, jsonb, boolean, boolean) IS 'Keeps personalize.items equal to a shop''s product table: installs a trigger on it (inserts, updates and deletes are mirrored in the shop''s transaction) and loads it now; remove_missing deletes catalogue items the table does not have. mapping names its columns ({"item_id": "product_id", "category": ..., "title": ..., "price": ..., "available": ..., "attributes": ["col", ...] or "jsonb_col"}); unmapped fields default to columns of their own name when present. A row that does not fit is quarantined with its key (reason invalid_catalogue_row) and never aborts the shop''s write, unless strict. Idempotent. The trigger runs as personalize_definer: the roles that write the table need no rights on the extension.';
+
+-- Page views or order lines to events: one statement trigger per source and event type.
+CREATE FUNCTION personalize._sync_events_trigger() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    etype CONSTANT text := TG_ARGV[0];
+    m CONSTANT jsonb := CAST(TG_ARGV[1] AS jsonb);
+    is_strict CONSTANT boolean := CAST(TG_ARGV[2] AS boolean);
+    batch jsonb[];
+BEGIN
+    -- In chunks well under personalize.max_batch_events.
+    FOR batch IN
+        SELECT array_agg(jsonb_strip_nulls(jsonb_build_object(
+                   'type', etype,
+                   'user_id', x.r -> (m ->> 'user_id'),
+                   'item_id', x.r -> (m ->> 'item_id'),
+                   'session_id', x.r -> (m ->> 'session_id'),
+                   'occurred_at', x.r -> (m ->> 'occurred_at'),
+                   'client_event_id', x.r -> (m ->> 'client_event_id'),
+                   'properties', (SELECT jsonb_object_agg(p.key, x.r -> p.value)
+                                    FROM jsonb_each_text(m -> 'properties') p
+                                   WHERE jsonb_typeof(x.r -> p.value) <> 'null')))
+                 ORDER BY x.n)
+          FROM (SELECT to_jsonb(t) AS r, row_number() OVER () - 1 AS n FROM personalize_new_rows t) x
+         GROUP BY x.n / 5000
+    LOOP
+        PERFORM personalize.track_batch(batch, is_strict);
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION personalize._sync_events_trigger() IS 'Trigger (installed by sync_events()): tracks the rows a statement inserted into a shop''s table as events, through track_batch';
+
+CREATE FUNCTION personalize.sync_events(source regclass, event_type text, mapping jsonb, strict boolean DEFAULT false,
+                                        backfill boolean DEFAULT false)
+RETURNS TABLE (accepted bigint, duplicates bigint, rejected bigint)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m jsonb := sync_events.mapping;
+    trigger_name text;
+    done record;
+    a bigint := 0;
+    d bigint := 0;
+    j bigint := 0;
+BEGIN
+    IF m IS NULL OR jsonb_typeof(m) <> 'object' OR NOT m ? 'user_id'
+       OR EXISTS (SELECT FROM jsonb_each(m) e
+                   WHERE e.key NOT IN ('user_id', 'item_id', 'session_id', 'occurred_at', 'client_event_id', 'properties')
+                      OR (e.key = 'properties') <> (jsonb_typeof(e.value) = 'object')
+                      OR (e.key <> 'properties' AND jsonb_typeof(e.value) <> 'string'))
+       OR EXISTS (SELECT FROM jsonb_each(COALESCE(m -> 'properties', '{}')) p WHERE jsonb_typeof(p.value) <> 'string') THEN
+        RAISE EXCEPTION 'invalid event mapping %', left(CAST(m AS text), 200)
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Map envelope fields and properties to the table''s columns, e.g. {"user_id": "customer_id", '
+                      || '"item_id": "product_id", "occurred_at": "created_at", "client_event_id": "line_id", '
+                      || '"properties": {"order_id": "order_id", "price": "unit_price", "quantity": "qty"}}.';
+    END IF;
+    IF NOT EXISTS (SELECT FROM personalize.event_types t WHERE t.event_type = sync_events.event_type) THEN
+        RAISE EXCEPTION 'event type % is not in the tracking plan', quote_literal(left(sync_events.event_type, 100))
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Add it to personalize.event_types first, or map to one of: '
+                      || (SELECT string_agg(t.event_type, ', ' ORDER BY t.event_type) FROM personalize.event_types t) || '.';
+    END IF;
+    IF backfill AND NOT m ? 'client_event_id' THEN
+        RAISE EXCEPTION 'backfill needs a client_event_id column in the mapping'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Map client_event_id to the row''s key (an order line id): it makes a second backfill store nothing twice.';
+    END IF;
+    PERFORM personalize._check_mapping(source,
+        ARRAY(SELECT e.value #>> '{}' FROM jsonb_each(m) e WHERE e.key <> 'properties')
+        || ARRAY(SELECT p.value FROM jsonb_each_text(COALESCE(m -> 'properties', '{}')) p));
+    trigger_name := left('personalize_sync_' || sync_events.event_type, 63);
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS personalize_new_rows '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION personalize._sync_events_trigger(%L, %L, %L)',
+                   trigger_name, source, sync_events.event_type, CAST(m AS text), CAST(strict AS text));
+    IF backfill THEN
+        FOR done IN EXECUTE format(
+            'SELECT b.* FROM (SELECT array_agg(jsonb_strip_nulls(jsonb_build_object(''type'', $1, '
+            '''user_id'', x.r -> ($2 ->> ''user_id''), ''item_id'', x.r -> ($2 ->> ''item_id''), '
+            '''session_id'', x.r -> ($2 ->> ''session_id''), ''occurred_at'', x.r -> ($2 ->> ''occurred_at''), '
+            '''client_event_id'', x.r -> ($2 ->> ''client_event_id''), '
+            '''properties'', (SELECT jsonb_object_agg(p.key, x.r -> p.value) FROM jsonb_each_text($2 -> ''properties'') p '
+            'WHERE jsonb_typeof(x.r -> p.value) <> ''null''))) ORDER BY x.n) AS events '
+            'FROM (SELECT to_jsonb(s) AS r, row_number() OVER () - 1 AS n FROM %s s) x '
+            -- A row whose event is still quarantined from an earlier run is not sent again.
+            'WHERE NOT EXISTS (SELECT FROM personalize.rejected_events j WHERE j.resolved_at IS NULL '
+            'AND j.event_type = $1 AND j.client_event_id = x.r ->> ($2 ->> ''client_event_id'') '
+            'AND j.user_id = x.r ->> ($2 ->> ''user_id'')) '
+            'GROUP BY x.n / 5000) c, '
+            'personalize.track_batch(c.events, $3) b', source)
+            USING sync_events.event_type, m, strict
+        LOOP
+            a := a + done.accepted;
+            d := d + done.duplicates;
+            j := j + done.rejected;
+        END LOOP;
+    END IF;
+    RETURN QUERY SELECT a, d, j;
+END
+$$;
+COMMENT ON FUNCTION personalize.sync_events(regclass, text, jsonb, boolean, boolean) IS 'Turns rows inserted into a shop''s table (order lines, page views) into events of one type, inside the shop''s transaction: installs a statement trigger on it; backfill also tracks the rows already there (needs a client_event_id column, so a second run stores nothing twice; rows still quarantined from an earlier run are not sent again: replay_rejected() retries them). mapping names its columns: {"user_id": ..., "item_id": ..., "session_id": ..., "occurred_at": ..., "client_event_id": ..., "properties": {"order_id": ..., "price": ...}}. Rows that fail the tracking plan are quarantined and never abort the shop''s write, unless strict. Idempotent. The trigger runs as personalize_definer: the roles that write the table need no rights on the extension.';
+
+CREATE FUNCTION personalize.stop_sync(source regclass) RETURNS integer
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t text;
+    n integer := 0;
+BEGIN
+    FOR t IN SELECT g.tgname FROM pg_trigger g
+              WHERE g.tgrelid = source AND NOT g.tgisinternal AND g.tgname LIKE 'personalize\_sync\_%'
+                AND g.tgfoid IN (CAST('personalize._sync_items_trigger()' AS regprocedure),
+                                 CAST('personalize._sync_events_trigger()' AS regprocedure)) LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', t, source);
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION personalize.stop_sync(regclass) IS 'Removes the triggers sync_catalogue() and sync_events() installed on a table; returns how many. The catalogue and events stay.';
 
 -- Anonymous visitors identified as customers by identify(): the last customer each anonymous
 -- id was linked to.
@@ -291,6 +610,141 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION personalize.forget_user(text) IS 'Right to be forgotten: deletes the events, quarantined events, model rows of every model version, outbox and archived messages, experiment exposures and identity links of the user and of the anonymous ids identify() linked to them, in this transaction, and logs the erasure (time, role, rows per table; no user id) in personalize.erasures. The next recommend() treats the user as a stranger. Stop tracking the user first: events stored after it are new data.';
+
+------------------------------------------------------------------------------------------
+-- Ids of any type
+------------------------------------------------------------------------------------------
+
+-- A shop's user and item ids are integers (or UUIDs) more often than not. Every function that
+-- takes a user or item id has, beside its text form, a form whose id argument is polymorphic
+-- (anyelement; anycompatible for a second id of another type) and that calls the text form
+-- with the id's text: 7 and '7' are the same id, as they are when an event sends them. A
+-- quoted literal still resolves to the text form (a string literal prefers the string
+-- category), so existing calls are unchanged. Lists of ids (item_ids, exclude_items) stay
+-- text[]: a polymorphic array beside text[] makes an untyped '{...}' literal ambiguous, so a
+-- shop passes ARRAY[...]::text[]. Optional ids with a default (a predicate's item_id) stay
+-- text: a polymorphic argument cannot default to NULL. tests/pg_regress/sql/shop_data.sql
+-- checks that every function with a user or item id argument has this form.
+
+CREATE FUNCTION personalize.recommend(user_id anyelement, k integer DEFAULT 10, model text DEFAULT 'default', exclude text DEFAULT 'purchased', exclude_items text[] DEFAULT NULL, category text DEFAULT NULL, available_only boolean DEFAULT true, fold_in boolean DEFAULT true)
+RETURNS TABLE (item_id text, score real, source text, model_id bigint)
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM personalize.recommend(CAST(recommend.user_id AS pg_catalog.text), recommend.k, recommend.model, recommend.exclude, recommend.exclude_items, recommend.category, recommend.available_only, recommend.fold_in) $$;
+COMMENT ON FUNCTION personalize.recommend(anyelement, integer, text, text, text[], text, boolean, boolean) IS 'recommend() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.similar_items(item_id anyelement, k integer DEFAULT 10, model text DEFAULT 'default', category text DEFAULT NULL, available_only boolean DEFAULT true)
+RETURNS TABLE (item_id text, score real, source text, model_id bigint)
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM personalize.similar_items(CAST(similar_items.item_id AS pg_catalog.text), similar_items.k, similar_items.model, similar_items.category, similar_items.available_only) $$;
+COMMENT ON FUNCTION personalize.similar_items(anyelement, integer, text, text, boolean) IS 'similar_items() with item_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.rank_items(user_id anyelement, item_ids text[], model text DEFAULT 'default', fold_in boolean DEFAULT true)
+RETURNS TABLE (item_id text, rank integer, score real)
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM personalize.rank_items(CAST(rank_items.user_id AS pg_catalog.text), rank_items.item_ids, rank_items.model, rank_items.fold_in) $$;
+COMMENT ON FUNCTION personalize.rank_items(anyelement, text[], text, boolean) IS 'rank_items() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.explain_recommendation(user_id anyelement, item_id anycompatible, n integer DEFAULT 5, model text DEFAULT 'default')
+RETURNS TABLE (because_of text, contribution real, share real, score real)
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM personalize.explain_recommendation(CAST(explain_recommendation.user_id AS pg_catalog.text), CAST(explain_recommendation.item_id AS pg_catalog.text), explain_recommendation.n, explain_recommendation.model) $$;
+COMMENT ON FUNCTION personalize.explain_recommendation(anyelement, anycompatible, integer, text) IS 'explain_recommendation() with user_id and item_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.assign_variant(experiment text, user_id anyelement)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.assign_variant(assign_variant.experiment, CAST(assign_variant.user_id AS pg_catalog.text)) $$;
+COMMENT ON FUNCTION personalize.assign_variant(text, anyelement) IS 'assign_variant() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.variant_model(experiment text, user_id anyelement)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.variant_model(variant_model.experiment, CAST(variant_model.user_id AS pg_catalog.text)) $$;
+COMMENT ON FUNCTION personalize.variant_model(text, anyelement) IS 'variant_model() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.log_exposure(experiment text, user_id anyelement, placement text DEFAULT NULL)
+RETURNS text
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.log_exposure(log_exposure.experiment, CAST(log_exposure.user_id AS pg_catalog.text), log_exposure.placement) $$;
+COMMENT ON FUNCTION personalize.log_exposure(text, anyelement, text) IS 'log_exposure() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.in_segment(user_id anyelement, segment text)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.in_segment(CAST(in_segment.user_id AS pg_catalog.text), in_segment.segment) $$;
+COMMENT ON FUNCTION personalize.in_segment(anyelement, text) IS 'in_segment() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.user_segments(user_id anyelement)
+RETURNS SETOF text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM personalize.user_segments(CAST(user_segments.user_id AS pg_catalog.text)) $$;
+COMMENT ON FUNCTION personalize.user_segments(anyelement) IS 'user_segments() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.bought(user_id anyelement, category text DEFAULT NULL, within interval DEFAULT NULL, item_id text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.bought(CAST(bought.user_id AS pg_catalog.text), bought.category, bought.within, bought.item_id) $$;
+COMMENT ON FUNCTION personalize.bought(anyelement, text, interval, text) IS 'bought() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.viewed(user_id anyelement, category text DEFAULT NULL, within interval DEFAULT NULL, item_id text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.viewed(CAST(viewed.user_id AS pg_catalog.text), viewed.category, viewed.within, viewed.item_id) $$;
+COMMENT ON FUNCTION personalize.viewed(anyelement, text, interval, text) IS 'viewed() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.viewed_without_buying(user_id anyelement, category text DEFAULT NULL, within interval DEFAULT NULL, item_id text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.viewed_without_buying(CAST(viewed_without_buying.user_id AS pg_catalog.text), viewed_without_buying.category, viewed_without_buying.within, viewed_without_buying.item_id) $$;
+COMMENT ON FUNCTION personalize.viewed_without_buying(anyelement, text, interval, text) IS 'viewed_without_buying() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.event_count(user_id anyelement, event_type text, within interval DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.event_count(CAST(event_count.user_id AS pg_catalog.text), event_count.event_type, event_count.within) $$;
+COMMENT ON FUNCTION personalize.event_count(anyelement, text, interval) IS 'event_count() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.total_spend(user_id anyelement, within interval DEFAULT NULL)
+RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.total_spend(CAST(total_spend.user_id AS pg_catalog.text), total_spend.within) $$;
+COMMENT ON FUNCTION personalize.total_spend(anyelement, interval) IS 'total_spend() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.average_order_value(user_id anyelement, within interval DEFAULT NULL)
+RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.average_order_value(CAST(average_order_value.user_id AS pg_catalog.text), average_order_value.within) $$;
+COMMENT ON FUNCTION personalize.average_order_value(anyelement, interval) IS 'average_order_value() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.last_seen(user_id anyelement)
+RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.last_seen(CAST(last_seen.user_id AS pg_catalog.text)) $$;
+COMMENT ON FUNCTION personalize.last_seen(anyelement) IS 'last_seen() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.days_since_last_purchase(user_id anyelement)
+RETURNS double precision
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.days_since_last_purchase(CAST(days_since_last_purchase.user_id AS pg_catalog.text)) $$;
+COMMENT ON FUNCTION personalize.days_since_last_purchase(anyelement) IS 'days_since_last_purchase() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.upsert_item(item_id anyelement, category text DEFAULT NULL, title text DEFAULT NULL, attributes jsonb DEFAULT '{}', available boolean DEFAULT true, price numeric DEFAULT NULL)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.upsert_item(CAST(upsert_item.item_id AS pg_catalog.text), upsert_item.category, upsert_item.title, upsert_item.attributes, upsert_item.available, upsert_item.price) $$;
+COMMENT ON FUNCTION personalize.upsert_item(anyelement, text, text, jsonb, boolean, numeric) IS 'upsert_item() with item_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.identify(anonymous_id anycompatible, user_id anyelement)
+RETURNS TABLE (events_moved bigint, messages_moved bigint, messages_cancelled bigint)
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM personalize.identify(CAST(identify.anonymous_id AS pg_catalog.text), CAST(identify.user_id AS pg_catalog.text)) $$;
+COMMENT ON FUNCTION personalize.identify(anycompatible, anyelement) IS 'identify() with anonymous_id and user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.forget_user(user_id anyelement)
+RETURNS TABLE (table_name text, rows_deleted bigint)
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM personalize.forget_user(CAST(forget_user.user_id AS pg_catalog.text)) $$;
+COMMENT ON FUNCTION personalize.forget_user(anyelement) IS 'forget_user() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
 
 -- Every upgrade script ends with this.
 SELECT personalize._apply_privileges();

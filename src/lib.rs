@@ -124,6 +124,11 @@ pgrx::extension_sql_file!(
     ]
 );
 pgrx::extension_sql_file!(
+    "../sql/sync.sql",
+    name = "sync",
+    requires = ["catalogue", "tracking"]
+);
+pgrx::extension_sql_file!(
     "../sql/identity.sql",
     name = "identity",
     requires = ["campaigns"]
@@ -132,6 +137,18 @@ pgrx::extension_sql_file!(
     "../sql/privacy.sql",
     name = "privacy",
     requires = ["experiments", "identity"]
+);
+pgrx::extension_sql_file!(
+    "../sql/any_ids.sql",
+    name = "any_ids",
+    requires = [
+        "catalogue",
+        "serving",
+        "segments",
+        "experiments",
+        "identity",
+        "privacy"
+    ]
 );
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);
 

@@ -82,6 +82,11 @@ pub const ROLES: [(&str, &str, &[&str]); 4] = [
     ),
 ];
 
+/// Trigger functions that sync_catalogue() and sync_events() put on a shop's tables: they run
+/// as `personalize_definer`, so the shop's roles that write those tables need no rights on the
+/// extension (the triggers only map the written rows into the catalogue or `track_batch`).
+const DEFINER_TRIGGERS: [&str; 2] = ["_sync_items_trigger", "_sync_events_trigger"];
+
 /// (member, role): the reader may do all the recommender does.
 const MEMBERSHIPS: [(&str, &str); 1] = [("personalize_reader", "personalize_recommender")];
 
@@ -212,6 +217,26 @@ fn _apply_privileges() {
                             &[],
                         )
                         .unwrap_or_else(|e| spi_failed("granting a function", e));
+                }
+            }
+        }
+        for function in DEFINER_TRIGGERS {
+            let found = signatures(client, function);
+            if found.is_empty() && final_step {
+                PersonalizeError::NotReady {
+                    message: format!("the sync trigger function {function} is not defined"),
+                    hint: "The extension's build is inconsistent; reinstall it.".into(),
+                }
+                .raise();
+            }
+            for signature in found {
+                for statement in [
+                    format!("ALTER FUNCTION {signature} SECURITY DEFINER"),
+                    format!("ALTER FUNCTION {signature} OWNER TO {DEFINER_ROLE}"),
+                ] {
+                    client
+                        .update(&statement, None, &[])
+                        .unwrap_or_else(|e| spi_failed("giving a trigger function to its role", e));
                 }
             }
         }

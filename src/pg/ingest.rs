@@ -568,6 +568,7 @@ SELECT r.rejected_id, extract(epoch FROM r.received_at)::float8, CAST(r.payload 
    AND ($4::timestamptz IS NULL OR r.received_at < $4)
    AND jsonb_typeof(r.payload) = 'object'
    AND NOT ('oversize' = ANY (r.reasons))
+   AND r.source NOT LIKE 'sync\\_catalogue:%'
  ORDER BY r.rejected_id
  LIMIT 1000
    FOR UPDATE";

@@ -133,6 +133,27 @@ SELECT personalize.upsert_items('[{"item_id": 1056, "category": "mugs"}, {"item_
 SELECT personalize.upsert_items('[{"item_id": 1056, "price": 4}]') AS updated;
 SELECT item_id, category, price FROM personalize.items WHERE item_id IN ('1056', '1057') ORDER BY 1;
 SELECT pg_temp.err($$SELECT personalize.upsert_items('[{"item_id": 10.5}]')$$);
+-- Every function that takes a user or item id also takes it as an integer, bigint or uuid.
+SELECT (SELECT array_agg(item_id) FROM personalize.recommend(42, 5, model => 'second'))
+     = (SELECT array_agg(item_id) FROM personalize.recommend('42', 5, model => 'second')) AS recommend_42;
+SELECT count(*) AS recommended_bigint FROM personalize.recommend(42::bigint, 3, model => 'second', exclude_items => ARRAY['P0000001']);
+SELECT item_id, rank FROM personalize.rank_items(42, ARRAY[1056, 1057]::text[], model => 'second') ORDER BY rank;
+SELECT count(*) AS similar FROM personalize.similar_items(1056, 3, model => 'second');
+SELECT count(*) AS session FROM personalize.recommend_for_session(ARRAY[1056]::text[], 3, model => 'second');
+SELECT personalize.bought(42) AS bought, personalize.bought(42, item_id => '1056') AS bought_1056,
+       personalize.event_count(42, 'add_to_cart') AS carts, personalize.total_spend(42::bigint) AS spend,
+       personalize.last_seen(42) = personalize.last_seen('42') AS last_seen;
+SELECT personalize.assign_variant('layout', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'::uuid)
+     = personalize.assign_variant('layout', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11') AS uuid_variant;
+SELECT personalize.upsert_item(2001, 'mugs');
+SELECT item_id, category FROM personalize.items WHERE item_id = '2001';
+SELECT p.oid::regprocedure AS id_function_without_an_any_type_form
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'personalize'
+ WHERE p.proname !~ '^_'
+   AND EXISTS (SELECT FROM unnest(p.proargnames, p.proargtypes::oid[]) a(name, type)
+                WHERE a.name IN ('user_id', 'item_id', 'anonymous_id') AND a.type = 'text'::regtype)
+   AND NOT EXISTS (SELECT FROM pg_proc q WHERE q.pronamespace = p.pronamespace AND q.proname = p.proname
+                      AND q.proargtypes::oid[] && ARRAY['anyelement', 'anycompatible']::regtype[]::oid[]);
 
 -- 5. identify(): an anonymous visitor logs in. Their events become the customer's, an event
 -- whose client_event_id the customer already used for its type moves without it, and their
@@ -153,3 +174,48 @@ SELECT pg_temp.err($$SELECT * FROM personalize.identify('C1', 'C1')$$);
 SELECT table_name, rows_deleted FROM personalize.forget_user('C1') WHERE table_name IN ('events', 'identities', 'outbox');
 SELECT count(*) AS links_left FROM personalize.identities;
 SELECT count(*) AS anonymous_rows_left FROM personalize.outbox WHERE user_id = 'anon-7f3a';
+
+-- 6. Sync from a shop's own tables (the happy path is the README's guide, byos_guide.sql).
+CREATE TABLE pg_temp.products (sku int PRIMARY KEY, label text, cat text, eur numeric, stock boolean DEFAULT true);
+INSERT INTO pg_temp.products VALUES (1, 'one', 'a', 10, true), (2, 'two', 'a', -5, true), (3, 'three', 'b', 7, false);
+SELECT pg_temp.err($$SELECT * FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "id"}')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "sku", "colour": "x"}')$$);
+-- The negative price breaks the catalogue's check: quarantined with its key, the rest loaded,
+-- everything else in the catalogue (not in the table) removed.
+SELECT * FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "sku", "title": "label", "category": "cat", "price": "eur", "available": "stock"}');
+SELECT item_id, title, category, price, available FROM personalize.items ORDER BY 1;
+SELECT source LIKE 'sync_catalogue:%' AS from_sync, reasons, payload -> 'key' AS key FROM personalize.rejected_events WHERE 'invalid_catalogue_row' = ANY (reasons);
+-- The shop's writes never fail for it; they are mirrored.
+INSERT INTO pg_temp.products VALUES (4, 'four', 'b', -1, true);
+UPDATE pg_temp.products SET eur = 5 WHERE sku = 2;
+UPDATE pg_temp.products SET sku = 30 WHERE sku = 3;
+DELETE FROM pg_temp.products WHERE sku = 1;
+SELECT item_id, title, price FROM personalize.items ORDER BY 1;
+-- Idempotent: again, nothing new is quarantined for rows that fit.
+SELECT * FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "sku", "title": "label", "category": "cat", "price": "eur", "available": "stock"}');
+SELECT count(*) AS catalogue_rejections FROM personalize.rejected_events WHERE 'invalid_catalogue_row' = ANY (reasons);
+-- The shop corrects its row: the next sync resolves the rejection.
+UPDATE pg_temp.products SET eur = 1 WHERE sku = 4;
+SELECT * FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "sku", "title": "label", "category": "cat", "price": "eur", "available": "stock"}');
+SELECT payload -> 'key' AS key, resolved_at IS NOT NULL AS resolved FROM personalize.rejected_events WHERE 'invalid_catalogue_row' = ANY (reasons) ORDER BY rejected_id;
+-- strict: the shop's write fails instead.
+SELECT * FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "sku", "title": "label", "category": "cat", "price": "eur", "available": "stock"}', strict => true);
+SELECT pg_temp.err($$INSERT INTO pg_temp.products VALUES (5, 'five', 'b', -1, true)$$);
+SELECT count(*) AS five_in_table FROM pg_temp.products WHERE sku = 5;
+
+-- Events: a bad line is quarantined, the shop's insert goes through; backfill stores once.
+CREATE TABLE pg_temp.lines (line_id int PRIMARY KEY, cust int, sku int, at timestamptz DEFAULT now(), qty int);
+INSERT INTO pg_temp.lines VALUES (1, 900, 2, now() - interval '1 hour', 1), (2, 900, 30, now() - interval '1 hour', 0);
+SELECT pg_temp.err($$SELECT * FROM personalize.sync_events('pg_temp.lines', 'purchase', '{"user_id": "customer"}')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.sync_events('pg_temp.lines', 'order_line', '{"user_id": "cust"}')$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.sync_events('pg_temp.lines', 'purchase', '{"user_id": "cust"}', backfill => true)$$);
+SELECT * FROM personalize.sync_events('pg_temp.lines', 'purchase',
+  '{"user_id": "cust", "item_id": "sku", "occurred_at": "at", "client_event_id": "line_id", "properties": {"quantity": "qty"}}', backfill => true);
+SELECT * FROM personalize.sync_events('pg_temp.lines', 'purchase',
+  '{"user_id": "cust", "item_id": "sku", "occurred_at": "at", "client_event_id": "line_id", "properties": {"quantity": "qty"}}', backfill => true);
+INSERT INTO pg_temp.lines (line_id, cust, sku, qty) VALUES (3, 900, 4, 2), (4, 901, 2, 0);
+SELECT user_id, item_id, properties ->> 'quantity' AS qty FROM personalize.events WHERE user_id IN ('900', '901') ORDER BY event_id;
+SELECT reasons FROM personalize.rejected_events WHERE user_id IN ('900', '901') ORDER BY rejected_id;
+SELECT personalize.stop_sync('pg_temp.lines') AS stopped, personalize.stop_sync('pg_temp.products') AS stopped_catalogue;
+INSERT INTO pg_temp.lines (line_id, cust, sku, qty) VALUES (5, 900, 2, 1);
+SELECT count(*) AS events_900 FROM personalize.events WHERE user_id = '900';
