@@ -131,6 +131,10 @@ INSERT INTO personalize.campaigns (name, trigger_event_type, trigger_category, d
 INSERT INTO personalize.campaigns (name, trigger_event_type, segment, cancel_on, channel, cap_messages, cap_window, template)
 VALUES ('cart_abandonment', 'add_to_cart', 'big_spenders', '{purchase, checkout}', 'push', 1, '1 day',
         '{"title": "{{item_title}} is waiting in your cart, {{user_id}}"}');
+\echo '    Consent: push, SMS and WhatsApp need an opt-in (personalize.channel_policies); the app records the'
+\echo '    ones it collected. A message to a user without one is cancelled when it is due, with the reason.'
+SELECT count(personalize.set_consent(m, 'push', true, 'app install')) AS push_opt_ins
+  FROM personalize.segment_members('big_spenders') m;
 SELECT user_id, item_id, event_type
   FROM (SELECT personalize.track(jsonb_build_object('type', t, 'user_id', u, 'item_id', i)) AS id, u AS user_id, i AS item_id, t AS event_type
           FROM (VALUES ('view', 'shopper-A', (SELECT min(item_id) FROM personalize.items WHERE category = 'cameras')),
@@ -139,6 +143,6 @@ SELECT user_id, item_id, event_type
                        ('add_to_cart', (SELECT min(m) FROM personalize.segment_members('big_spenders') m), 'P0000003'),
                        ('add_to_cart', 'shopper-C', 'P0000003')) v(t, u, i)) tracked;
 \echo '    The outbox (shopper-B bought the camera, so their email is cancelled; shopper-C, not a big spender,'
-\echo '    has a push written too, which the claim will cancel):'
+\echo '    has a push written too, which the claim will cancel: no push opt-in, and not in the segment):'
 SELECT message_id, campaign, channel, user_id, state, date_trunc('minute', visible_at - now() + interval '30 seconds') AS due_in, last_error
   FROM personalize.outbox ORDER BY message_id;

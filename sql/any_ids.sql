@@ -121,6 +121,24 @@ LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT personalize.upsert_item(CAST(upsert_item.item_id AS pg_catalog.text), upsert_item.category, upsert_item.title, upsert_item.attributes, upsert_item.available, upsert_item.price) $$;
 COMMENT ON FUNCTION personalize.upsert_item(anyelement, text, text, jsonb, boolean, numeric) IS 'upsert_item() with item_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
 
+CREATE FUNCTION personalize.set_consent(user_id anyelement, channel text, subscribed boolean, source text DEFAULT 'api', campaign text DEFAULT NULL)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.set_consent(CAST(set_consent.user_id AS pg_catalog.text), set_consent.channel, set_consent.subscribed, set_consent.source, set_consent.campaign) $$;
+COMMENT ON FUNCTION personalize.set_consent(anyelement, text, boolean, text, text) IS 'set_consent() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.suppress(user_id anyelement, channel text, reason text)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.suppress(CAST(suppress.user_id AS pg_catalog.text), suppress.channel, suppress.reason) $$;
+COMMENT ON FUNCTION personalize.suppress(anyelement, text, text) IS 'suppress() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.unsubscribe_token(user_id anyelement, channel text, campaign text DEFAULT NULL)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.unsubscribe_token(CAST(unsubscribe_token.user_id AS pg_catalog.text), unsubscribe_token.channel, unsubscribe_token.campaign) $$;
+COMMENT ON FUNCTION personalize.unsubscribe_token(anyelement, text, text) IS 'unsubscribe_token() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
 CREATE FUNCTION personalize.identify(anonymous_id anycompatible, user_id anyelement)
 RETURNS TABLE (events_moved bigint, messages_moved bigint, messages_cancelled bigint)
 LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp

@@ -380,6 +380,30 @@ SELECT pg_catalog.pg_extension_config_dump('personalize.exposures', '');
 -- The report groups an experiment's exposures by user: first exposure and variant.
 CREATE INDEX exposures_experiment_user_idx ON personalize.exposures (experiment, user_id, exposed_at);
 
+-- Consent: whether a user may be contacted on a channel (or by one campaign), checked by
+-- claim_messages() for every message. campaign '' is the whole channel.
+CREATE TABLE personalize.consents (
+    user_id    text NOT NULL,
+    channel    text NOT NULL CHECK (channel IN ('email', 'push', 'sms', 'whatsapp', 'webhook')),
+    campaign   text NOT NULL DEFAULT '',
+    status     text NOT NULL CHECK (status IN ('subscribed', 'unsubscribed', 'suppressed')),
+    source     text NOT NULL DEFAULT 'api' CHECK (pg_catalog.length(source) OPERATOR(pg_catalog.<=) 200),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (user_id, channel, campaign)
+);
+COMMENT ON TABLE personalize.consents IS 'Per user and channel (campaign '''': the whole channel; else one campaign): subscribed, unsubscribed or suppressed (hard bounce, complaint), with its source and time. claim_messages() cancels messages to users who unsubscribed or are suppressed, and on channels that need an opt-in, to users who did not subscribe';
+SELECT pg_catalog.pg_extension_config_dump('personalize.consents', '');
+
+-- Which channels need an explicit opt-in. A channel without a row: push, sms and whatsapp do
+-- (WhatsApp Business policy, ePrivacy), email and webhook do not. Only the shop's own rows
+-- are kept here, so a restore never collides with defaults.
+CREATE TABLE personalize.channel_policies (
+    channel         text PRIMARY KEY CHECK (channel IN ('email', 'push', 'sms', 'whatsapp', 'webhook')),
+    requires_opt_in boolean NOT NULL
+);
+COMMENT ON TABLE personalize.channel_policies IS 'Per channel, whether messages need the user''s opt-in (a subscribed consent row). Without a row: push, sms and whatsapp need one, email and webhook do not';
+SELECT pg_catalog.pg_extension_config_dump('personalize.channel_policies', '');
+
 -- Anonymous visitors identified as customers by identify(): the last customer each anonymous
 -- id was linked to.
 CREATE TABLE personalize.identities (

@@ -18,7 +18,7 @@ SELECT 'totals', 'events', (SELECT pg_catalog.count(*) FROM personalize.events)
 UNION ALL
 SELECT 'totals', 'rejected events', (SELECT pg_catalog.count(*) FROM personalize.rejected_events j WHERE j.resolved_at IS NULL)
 UNION ALL
-SELECT 'totals', 'rejected events resolved by replay', (SELECT pg_catalog.count(*) FROM personalize.rejected_events j WHERE j.resolved_at IS NOT NULL)
+SELECT 'totals', 'rejected events resolved', (SELECT pg_catalog.count(*) FROM personalize.rejected_events j WHERE j.resolved_at IS NOT NULL)
 UNION ALL
 SELECT 'totals', 'items', (SELECT pg_catalog.count(*) FROM personalize.items)
 UNION ALL

@@ -13,6 +13,7 @@ DECLARE
     a CONSTANT text := identify.anonymous_id;
     u CONSTANT text := identify.user_id;
     moved bigint;
+    dropped bigint;
     followed bigint;
     cancelled bigint;
 BEGIN
@@ -27,15 +28,35 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass the id the visitor''s events were tracked with and the customer''s id.';
     END IF;
-    -- Merges never lose events. A client_event_id is unique per user and event type: an
-    -- anonymous event whose id the customer already used for that type moves without it.
-    UPDATE personalize.events e SET client_event_id = NULL
-     WHERE e.user_id = a AND e.client_event_id IS NOT NULL
-       AND EXISTS (SELECT FROM personalize.events c
-                    WHERE c.client_event_id = e.client_event_id AND c.user_id = u
-                      AND c.event_type = e.event_type);
-    UPDATE personalize.events e SET user_id = u WHERE e.user_id = a;
-    GET DIAGNOSTICS moved = ROW_COUNT;
+    -- A client_event_id is unique per user and event type. An anonymous event the customer
+    -- already has under the same id, item and properties is the same event sent again (an
+    -- app's retry after login): it is dropped, not counted twice. One with other content under
+    -- a used id is a different event: it moves without the id, so nothing is lost. A track()
+    -- of the user committing between these statements can still take an id first: then the
+    -- merge is tried again (the statements only ever see committed events).
+    FOR attempt IN 1..3 LOOP
+        BEGIN
+            DELETE FROM personalize.events e
+             WHERE e.user_id = a AND e.client_event_id IS NOT NULL
+               AND EXISTS (SELECT FROM personalize.events c
+                            WHERE c.client_event_id = e.client_event_id AND c.user_id = u
+                              AND c.event_type = e.event_type
+                              AND c.item_id IS NOT DISTINCT FROM e.item_id AND c.properties = e.properties);
+            GET DIAGNOSTICS dropped = ROW_COUNT;
+            UPDATE personalize.events e SET client_event_id = NULL
+             WHERE e.user_id = a AND e.client_event_id IS NOT NULL
+               AND EXISTS (SELECT FROM personalize.events c
+                            WHERE c.client_event_id = e.client_event_id AND c.user_id = u
+                              AND c.event_type = e.event_type);
+            UPDATE personalize.events e SET user_id = u WHERE e.user_id = a;
+            GET DIAGNOSTICS moved = ROW_COUNT;
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            IF attempt = 3 THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
     -- One pending message per campaign and user: the visitor's is cancelled where the
     -- customer already has one, and follows the customer otherwise.
     UPDATE personalize.outbox o
@@ -45,12 +66,28 @@ BEGIN
        AND EXISTS (SELECT FROM personalize.outbox p
                     WHERE p.campaign_id = o.campaign_id AND p.user_id = u AND p.state = 'pending');
     GET DIAGNOSTICS cancelled = ROW_COUNT;
-    UPDATE personalize.outbox o SET user_id = u WHERE o.user_id = a AND o.state = 'pending';
-    GET DIAGNOSTICS followed = ROW_COUNT;
+    FOR attempt IN 1..3 LOOP
+        BEGIN
+            UPDATE personalize.outbox o SET user_id = u WHERE o.user_id = a AND o.state = 'pending';
+            GET DIAGNOSTICS followed = ROW_COUNT;
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            -- The customer's own message for the campaign was written meanwhile.
+            IF attempt = 3 THEN
+                RAISE;
+            END IF;
+            UPDATE personalize.outbox o
+               SET state = 'cancelled', finished_at = now(),
+                   last_error = 'identified as a customer with this campaign''s message already pending'
+             WHERE o.user_id = a AND o.state = 'pending'
+               AND EXISTS (SELECT FROM personalize.outbox p
+                            WHERE p.campaign_id = o.campaign_id AND p.user_id = u AND p.state = 'pending');
+        END;
+    END LOOP;
     INSERT INTO personalize.identities AS i (anonymous_id, user_id) VALUES (a, u)
     ON CONFLICT ON CONSTRAINT identities_pkey
     DO UPDATE SET user_id = EXCLUDED.user_id, identified_at = now();
     RETURN QUERY SELECT moved, followed, cancelled;
 END
 $$;
-COMMENT ON FUNCTION personalize.identify(text, text) IS 'An anonymous visitor logged in: moves the anonymous id''s events to the user id (an event whose client_event_id the user already used for its type moves without it), moves its pending campaign messages (cancelling those whose campaign already has one pending for the user) and records the link in personalize.identities. Idempotent; events tracked under the anonymous id later need another call. Returns events_moved, messages_moved, messages_cancelled.';
+COMMENT ON FUNCTION personalize.identify(text, text) IS 'An anonymous visitor logged in: moves the anonymous id''s events to the user id (an event the user already has under the same client_event_id, item and properties is dropped as a repeat; one with other content under a used id moves without the id), moves its pending campaign messages (cancelling those whose campaign already has one pending for the user) and records the link in personalize.identities. Idempotent; events tracked under the anonymous id later need another call. Returns events_moved, messages_moved, messages_cancelled.';

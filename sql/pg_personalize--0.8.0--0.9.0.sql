@@ -12,6 +12,8 @@
 --   * replay_rejected() and the quarantine's resolved_at / replayed_at; the status view
 --     counts open rejections.
 --   * Integer order, cart and list ids in the default plan; integer item ids in upsert_items.
+--   * Consent: personalize.consents and channel_policies, set_consent(), suppress(),
+--     unsubscribe_token() and unsubscribe(); claim_messages() checks them (Rust).
 --   * sync_catalogue(), sync_events() and stop_sync(): triggers on the shop's own tables.
 --   * identify() and personalize.identities (an anonymous visitor logs in).
 --   * forget_user() and its log, personalize.erasures (the right to be forgotten).
@@ -51,7 +53,7 @@ SELECT 'totals', 'events', (SELECT pg_catalog.count(*) FROM personalize.events)
 UNION ALL
 SELECT 'totals', 'rejected events', (SELECT pg_catalog.count(*) FROM personalize.rejected_events j WHERE j.resolved_at IS NULL)
 UNION ALL
-SELECT 'totals', 'rejected events resolved by replay', (SELECT pg_catalog.count(*) FROM personalize.rejected_events j WHERE j.resolved_at IS NOT NULL)
+SELECT 'totals', 'rejected events resolved', (SELECT pg_catalog.count(*) FROM personalize.rejected_events j WHERE j.resolved_at IS NOT NULL)
 UNION ALL
 SELECT 'totals', 'items', (SELECT pg_catalog.count(*) FROM personalize.items)
 UNION ALL
@@ -146,6 +148,120 @@ $$;
 COMMENT ON FUNCTION personalize.recommend(text, integer, text, text, text[], text, boolean, boolean) IS 'Top k items for a user from the active model of a name, best first. exclude: purchased (default), interacted or none; exclude_items; category and available_only filter inside the top-k; once personalize.items lists any item, items it does not list are never served. Scores come from the model (source model: the stored ALS vector, or an item-item model''s weights times the user''s history up to as_of), from fold-in of events newer than the model or of a user the model does not know (fold_in), from fold-in that weighs in the user''s current session (source session: events within personalize.session_window of now, at personalize.session_weight, for a user with earlier history), or from popularity (no usable history, or a popularity or trending model). model_id says which model version answered.';
 COMMENT ON FUNCTION personalize.rank_items(text, text[], text, boolean) IS 'Re-ranks candidate items (a category page) by the user''s affinity, in-session events included: known items best first (ties keep the given order), then unknown items in the given order with a NULL score; duplicates keep their first place; items a non-empty catalogue does not list are left out';
 
+-- Consent: whether a user may be contacted on a channel (or by one campaign), checked by
+-- claim_messages() for every message. campaign '' is the whole channel.
+CREATE TABLE personalize.consents (
+    user_id    text NOT NULL,
+    channel    text NOT NULL CHECK (channel IN ('email', 'push', 'sms', 'whatsapp', 'webhook')),
+    campaign   text NOT NULL DEFAULT '',
+    status     text NOT NULL CHECK (status IN ('subscribed', 'unsubscribed', 'suppressed')),
+    source     text NOT NULL DEFAULT 'api' CHECK (pg_catalog.length(source) OPERATOR(pg_catalog.<=) 200),
+    updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    PRIMARY KEY (user_id, channel, campaign)
+);
+COMMENT ON TABLE personalize.consents IS 'Per user and channel (campaign '''': the whole channel; else one campaign): subscribed, unsubscribed or suppressed (hard bounce, complaint), with its source and time. claim_messages() cancels messages to users who unsubscribed or are suppressed, and on channels that need an opt-in, to users who did not subscribe';
+SELECT pg_catalog.pg_extension_config_dump('personalize.consents', '');
+
+-- Which channels need an explicit opt-in. A channel without a row: push, sms and whatsapp do
+-- (WhatsApp Business policy, ePrivacy), email and webhook do not. Only the shop's own rows
+-- are kept here, so a restore never collides with defaults.
+CREATE TABLE personalize.channel_policies (
+    channel         text PRIMARY KEY CHECK (channel IN ('email', 'push', 'sms', 'whatsapp', 'webhook')),
+    requires_opt_in boolean NOT NULL
+);
+COMMENT ON TABLE personalize.channel_policies IS 'Per channel, whether messages need the user''s opt-in (a subscribed consent row). Without a row: push, sms and whatsapp need one, email and webhook do not';
+SELECT pg_catalog.pg_extension_config_dump('personalize.channel_policies', '');
+
+CREATE FUNCTION personalize.unsubscribe_token(user_id text, channel text, campaign text DEFAULT NULL)
+RETURNS text
+STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'unsubscribe_token_wrapper';
+CREATE FUNCTION personalize._unsubscribe_recipient(token text)
+RETURNS TABLE (user_id text, channel text, campaign text)
+STABLE PARALLEL SAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', '_unsubscribe_recipient_wrapper';
+
+------------------------------------------------------------------------------------------
+-- Consent: who may be contacted, on which channel
+------------------------------------------------------------------------------------------
+
+-- The app records a sign-up or an opt-out; claim_messages() checks every message against it.
+CREATE FUNCTION personalize.set_consent(user_id text, channel text, subscribed boolean,
+                                        source text DEFAULT 'api', campaign text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF set_consent.user_id IS NULL OR set_consent.user_id = '' OR set_consent.channel IS NULL
+       OR set_consent.subscribed IS NULL THEN
+        RAISE EXCEPTION 'set_consent needs a user id, a channel and subscribed true or false'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: set_consent(''U0000042'', ''whatsapp'', true, source => ''checkout opt-in'').';
+    END IF;
+    IF set_consent.channel NOT IN ('email', 'push', 'sms', 'whatsapp', 'webhook') THEN
+        RAISE EXCEPTION 'unknown channel %', quote_literal(left(set_consent.channel, 100))
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Channels: email, push, sms, whatsapp, webhook.';
+    END IF;
+    -- An explicit choice of the user replaces whatever was recorded, a suppression included
+    -- (a new opt-in after a bounce is a new address).
+    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
+    VALUES (set_consent.user_id, set_consent.channel, COALESCE(set_consent.campaign, ''),
+            CASE WHEN set_consent.subscribed THEN 'subscribed' ELSE 'unsubscribed' END,
+            COALESCE(left(set_consent.source, 200), 'api'), now())
+    ON CONFLICT ON CONSTRAINT consents_pkey
+    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
+END
+$$;
+COMMENT ON FUNCTION personalize.set_consent(text, text, boolean, text, text) IS 'Records that a user subscribed to (true) or unsubscribed from (false) a channel, or one campaign of it, with its source (a form, a link); replaces the previous record, a suppression included';
+
+-- Fed by the worker: a hard bounce, a spam complaint, an invalid number.
+CREATE FUNCTION personalize.suppress(user_id text, channel text, reason text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF suppress.user_id IS NULL OR suppress.user_id = '' OR suppress.channel IS NULL
+       OR suppress.channel NOT IN ('email', 'push', 'sms', 'whatsapp', 'webhook') THEN
+        RAISE EXCEPTION 'suppress needs a user id and one of the channels email, push, sms, whatsapp, webhook'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: suppress(''U0000042'', ''email'', ''hard bounce: 550 no such user'').';
+    END IF;
+    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
+    VALUES (suppress.user_id, suppress.channel, '', 'suppressed',
+            left('suppressed: ' || COALESCE(suppress.reason, 'no reason given'), 200), now())
+    ON CONFLICT ON CONSTRAINT consents_pkey
+    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
+END
+$$;
+COMMENT ON FUNCTION personalize.suppress(text, text, text) IS 'Suppresses a user on a channel (a hard bounce, a spam complaint): no message on it goes out until the user subscribes again';
+
+-- The unsubscribe link: the shop's web endpoint (or the worker's) passes the token on.
+CREATE FUNCTION personalize.unsubscribe(token text)
+RETURNS TABLE (user_id text, channel text, campaign text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT * INTO r FROM personalize._unsubscribe_recipient(unsubscribe.token);
+    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
+    VALUES (r.user_id, r.channel, COALESCE(r.campaign, ''), 'unsubscribed', 'unsubscribe link', now())
+    ON CONFLICT ON CONSTRAINT consents_pkey
+    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at
+     WHERE k.status <> 'suppressed';
+    RETURN QUERY SELECT r.user_id, r.channel, r.campaign;
+END
+$$;
+COMMENT ON FUNCTION personalize.unsubscribe(text) IS 'Applies an unsubscribe link''s token (unsubscribe_token()): the user it names is unsubscribed from its channel, or its campaign only. A token that was altered, forged or signed with another key is refused (22023); using one twice changes nothing more';
+
+-- The Rust functions' comments (their code: see CONTRIBUTING.md's function table).
+COMMENT ON FUNCTION personalize.unsubscribe_token(text, text, text) IS 'The token of an unsubscribe link for a user on a channel (campaign: that campaign only), signed with personalize.unsubscribe_secret (HMAC-SHA-256): unsubscribe() accepts it for this user and nobody else';
+COMMENT ON FUNCTION personalize._unsubscribe_recipient(text) IS 'Internal: who an unsubscribe token names, after checking its signature (22023 when it does not match)';
+
 ------------------------------------------------------------------------------------------
 -- Sync from the shop's own tables
 ------------------------------------------------------------------------------------------
@@ -216,6 +332,10 @@ EXCEPTION WHEN OTHERS THEN
     IF strict THEN
         RAISE;
     END IF;
+    -- The catalogue must not keep serving what the shop's row no longer says: an item whose
+    -- new values do not fit is taken out of stock until they do.
+    UPDATE personalize.items i SET available = false, updated_at = now()
+     WHERE i.item_id = r ->> (mapping ->> 'item_id') AND i.available;
     -- Once per bad row: a second sync of the same row adds no second rejection.
     INSERT INTO personalize.rejected_events (source, event_type, user_id, reasons, violations, payload)
     SELECT source, NULL, NULL, '{invalid_catalogue_row}',
@@ -235,16 +355,26 @@ DECLARE
     mapping CONSTANT jsonb := CAST(TG_ARGV[0] AS jsonb);
     is_strict CONSTANT boolean := CAST(TG_ARGV[1] AS boolean);
     source CONSTANT text := 'sync_catalogue:' || quote_ident(TG_TABLE_SCHEMA) || '.' || quote_ident(TG_TABLE_NAME);
-    old_id text;
+    -- Checked on every row: a mapped column's type may have been altered since the sync.
+    row_sql CONSTANT text := 'SELECT ' || personalize._mapped_row_sql(TG_RELID, '($1)', personalize._catalogue_columns(mapping));
+    old_row jsonb;
+    new_row jsonb;
 BEGIN
     IF TG_OP IN ('UPDATE', 'DELETE') THEN
-        old_id := to_jsonb(OLD) ->> (mapping ->> 'item_id');
-    END IF;
-    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND old_id IS DISTINCT FROM to_jsonb(NEW) ->> (mapping ->> 'item_id')) THEN
-        DELETE FROM personalize.items i WHERE i.item_id = old_id;
+        EXECUTE row_sql INTO old_row USING OLD;
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        PERFORM personalize._sync_item(to_jsonb(NEW), mapping, source, is_strict);
+        EXECUTE row_sql INTO new_row USING NEW;
+    END IF;
+    -- An update of columns the catalogue does not map changes nothing (and flushes no cache).
+    IF TG_OP = 'UPDATE' AND old_row = new_row THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'DELETE' OR (TG_OP = 'UPDATE' AND old_row ->> (mapping ->> 'item_id') IS DISTINCT FROM new_row ->> (mapping ->> 'item_id')) THEN
+        DELETE FROM personalize.items i WHERE i.item_id = old_row ->> (mapping ->> 'item_id');
+    END IF;
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        PERFORM personalize._sync_item(new_row, mapping, source, is_strict);
     END IF;
     RETURN NULL;
 END
@@ -282,6 +412,48 @@ END
 $$;
 COMMENT ON FUNCTION personalize._check_mapping(regclass, text[]) IS 'Internal: raises 42703, naming the table''s columns, when a mapping names a column it does not have';
 
+-- The SQL expression that reads a row's mapped columns (alias.col) into a jsonb object, after
+-- checking that each is of a built-in type (or a domain over one). Only the mapped columns are
+-- read, and only built-in types: the sync triggers run as personalize_definer, and to_jsonb of a
+-- type a table owner created would run that owner's cast to json with the definer's rights.
+CREATE FUNCTION personalize._mapped_row_sql(source regclass, alias text, columns text[]) RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bad text;
+BEGIN
+    PERFORM personalize._check_mapping(source, columns);
+    SELECT string_agg(format('%I (%s)', a.attname, format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY a.attnum)
+      INTO bad
+      FROM pg_attribute a
+      JOIN pg_type t ON t.oid = a.atttypid
+      LEFT JOIN pg_type b ON b.oid = t.typbasetype
+     WHERE a.attrelid = source AND a.attname = ANY (columns) AND a.attnum > 0 AND NOT a.attisdropped
+       AND NOT (t.typnamespace = CAST('pg_catalog' AS regnamespace)
+                OR (t.typtype = 'd' AND b.typnamespace = CAST('pg_catalog' AS regnamespace)));
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'mapped column % of % is not of a built-in type', bad, source
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'Map columns of built-in types (text, integers, numeric, boolean, timestamptz, uuid, jsonb, ...); '
+                      || 'for another type add a generated column that casts it.';
+    END IF;
+    RETURN 'pg_catalog.jsonb_build_object(' || COALESCE(
+        (SELECT string_agg(format('%L, %s.%I', c, alias, c), ', ' ORDER BY c)
+           FROM (SELECT DISTINCT c FROM unnest(columns) c WHERE c IS NOT NULL) x), '') || ')';
+END
+$$;
+COMMENT ON FUNCTION personalize._mapped_row_sql(regclass, text, text[]) IS 'Internal: the expression reading a row''s mapped columns into jsonb; raises 42804 for a mapped column that is not of a built-in type';
+
+-- The columns a catalogue mapping reads.
+CREATE FUNCTION personalize._catalogue_columns(mapping jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(SELECT e.value #>> '{}' FROM jsonb_each(mapping) e WHERE jsonb_typeof(e.value) = 'string')
+        || ARRAY(SELECT jsonb_array_elements_text(CASE jsonb_typeof(mapping -> 'attributes')
+                                                  WHEN 'array' THEN mapping -> 'attributes' ELSE '[]' END))
+$$;
+COMMENT ON FUNCTION personalize._catalogue_columns(jsonb) IS 'Internal: the columns a sync_catalogue() mapping reads';
+
 CREATE FUNCTION personalize.sync_catalogue(source regclass, mapping jsonb DEFAULT '{}', strict boolean DEFAULT false,
                                            remove_missing boolean DEFAULT true)
 RETURNS TABLE (items_written bigint, items_removed bigint, rows_quarantined bigint)
@@ -290,6 +462,8 @@ AS $$
 DECLARE
     m jsonb := personalize._catalogue_mapping(sync_catalogue.mapping);
     label text;
+    row_sql text;
+    failed text[] := '{}';
     r jsonb;
     written bigint := 0;
     quarantined bigint := 0;
@@ -307,34 +481,36 @@ BEGIN
     m := (SELECT jsonb_object_agg(e.key, e.value) FROM jsonb_each(m) e
            WHERE e.key = 'attributes' OR COALESCE(sync_catalogue.mapping, '{}') ? e.key
               OR cardinality(personalize._missing_columns(source, ARRAY[e.value #>> '{}'])) = 0);
-    PERFORM personalize._check_mapping(source,
-        ARRAY(SELECT e.value #>> '{}' FROM jsonb_each(m) e WHERE jsonb_typeof(e.value) = 'string')
-        || ARRAY(SELECT jsonb_array_elements_text(CASE jsonb_typeof(m -> 'attributes') WHEN 'array' THEN m -> 'attributes' ELSE '[]' END)));
+    row_sql := personalize._mapped_row_sql(source, 's', personalize._catalogue_columns(m));
     IF NOT m ? 'item_id' THEN
         RAISE EXCEPTION 'the catalogue mapping needs an item_id column' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- The trigger's label for the same table (schema-qualified, also for a temporary table).
     SELECT 'sync_catalogue:' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) INTO label
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = source;
-    -- The triggers first, so rows written while the initial load runs are not missed.
+    -- The trigger first. CREATE TRIGGER locks the table against writes until this transaction
+    -- ends, so the load sees every row and no write is missed; the shop's writes wait meanwhile.
     EXECUTE format('CREATE OR REPLACE TRIGGER personalize_sync_catalogue AFTER INSERT OR UPDATE OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION personalize._sync_items_trigger(%L, %L)',
                    source, CAST(m AS text), CAST(strict AS text));
-    FOR r IN EXECUTE format('SELECT to_jsonb(s) FROM %s s', source) LOOP
+    FOR r IN EXECUTE format('SELECT %s FROM %s s', row_sql, source) LOOP
         IF personalize._sync_item(r, m, label, strict) THEN
             written := written + 1;
         ELSE
             quarantined := quarantined + 1;
+            failed := failed || (r ->> (m ->> 'item_id'));
         END IF;
     END LOOP;
-    -- Rejections of rows that now fit (the shop corrected them) are resolved.
+    -- Rejections of rows that fit now (the shop corrected them) are resolved.
     UPDATE personalize.rejected_events j SET resolved_at = now()
      WHERE j.resolved_at IS NULL AND j.source = label AND 'invalid_catalogue_row' = ANY (j.reasons)
+       AND NOT (j.payload ->> 'key' = ANY (failed))
        AND EXISTS (SELECT FROM personalize.items i WHERE i.item_id = j.payload ->> 'key');
     IF remove_missing THEN
+        -- The key read exactly as the load read it.
         EXECUTE format('DELETE FROM personalize.items i WHERE NOT EXISTS '
-                       '(SELECT FROM %s s WHERE CAST(s.%I AS pg_catalog.text) OPERATOR(pg_catalog.=) i.item_id)',
-                       source, m ->> 'item_id');
+                       '(SELECT FROM %s s WHERE (%s) OPERATOR(pg_catalog.->>) %L OPERATOR(pg_catalog.=) i.item_id)',
+                       source, row_sql, m ->> 'item_id');
         GET DIAGNOSTICS removed = ROW_COUNT;
     END IF;
     RETURN QUERY SELECT written, removed, quarantined;
@@ -343,6 +519,40 @@ $$;
 COMMENT ON FUNCTION personalize.sync_catalogue(regclass, jsonb, boolean, boolean) IS 'Keeps personalize.items equal to a shop''s product table: installs a trigger on it (inserts, updates and deletes are mirrored in the shop''s transaction) and loads it now; remove_missing deletes catalogue items the table does not have. mapping names its columns ({"item_id": "product_id", "category": ..., "title": ..., "price": ..., "available": ..., "attributes": ["col", ...] or "jsonb_col"}); unmapped fields default to columns of their own name when present. A row that does not fit is quarantined with its key (reason invalid_catalogue_row) and never aborts the shop''s write, unless strict. Idempotent. The trigger runs as personalize_definer: the roles that write the table need no rights on the extension.';
 
 -- Page views or order lines to events: one statement trigger per source and event type.
+
+-- The columns an event mapping reads.
+CREATE FUNCTION personalize._event_columns(mapping jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ARRAY(SELECT e.value #>> '{}' FROM jsonb_each(mapping) e WHERE e.key <> 'properties')
+        || ARRAY(SELECT p.value FROM jsonb_each_text(COALESCE(mapping -> 'properties', '{}')) p)
+$$;
+COMMENT ON FUNCTION personalize._event_columns(jsonb) IS 'Internal: the columns a sync_events() mapping reads';
+
+-- The query that turns the rows of `from_clause` (alias t) into batches of event envelopes
+-- ($1: the event type, $2: the mapping), 5,000 per batch, well under max_batch_events.
+-- skip_quarantined leaves out rows whose event is still quarantined (a second backfill).
+CREATE FUNCTION personalize._event_batches_sql(row_expr text, from_clause text, skip_quarantined boolean) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'SELECT pg_catalog.array_agg(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('
+        || '''type'', $1, '
+        || '''user_id'', x.r -> ($2 ->> ''user_id''), ''item_id'', x.r -> ($2 ->> ''item_id''), '
+        || '''session_id'', x.r -> ($2 ->> ''session_id''), ''occurred_at'', x.r -> ($2 ->> ''occurred_at''), '
+        || '''client_event_id'', x.r -> ($2 ->> ''client_event_id''), '
+        || '''properties'', (SELECT pg_catalog.jsonb_object_agg(p.key, x.r -> p.value) '
+        || 'FROM pg_catalog.jsonb_each_text($2 -> ''properties'') p '
+        || 'WHERE pg_catalog.jsonb_typeof(x.r -> p.value) <> ''null''))) ORDER BY x.n) '
+        || 'FROM (SELECT ' || row_expr || ' AS r, pg_catalog.row_number() OVER () - 1 AS n FROM ' || from_clause || ') x '
+        || CASE WHEN skip_quarantined THEN
+               'WHERE NOT EXISTS (SELECT FROM personalize.rejected_events j WHERE j.resolved_at IS NULL '
+            || 'AND j.event_type = $1 AND j.client_event_id = x.r ->> ($2 ->> ''client_event_id'') '
+            || 'AND j.user_id = x.r ->> ($2 ->> ''user_id'')) '
+           ELSE '' END
+        || 'GROUP BY x.n / 5000'
+$$;
+COMMENT ON FUNCTION personalize._event_batches_sql(text, text, boolean) IS 'Internal: the query that maps a table''s rows to batches of event envelopes';
+
 CREATE FUNCTION personalize._sync_events_trigger() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -351,21 +561,12 @@ DECLARE
     is_strict CONSTANT boolean := CAST(TG_ARGV[2] AS boolean);
     batch jsonb[];
 BEGIN
-    -- In chunks well under personalize.max_batch_events.
-    FOR batch IN
-        SELECT array_agg(jsonb_strip_nulls(jsonb_build_object(
-                   'type', etype,
-                   'user_id', x.r -> (m ->> 'user_id'),
-                   'item_id', x.r -> (m ->> 'item_id'),
-                   'session_id', x.r -> (m ->> 'session_id'),
-                   'occurred_at', x.r -> (m ->> 'occurred_at'),
-                   'client_event_id', x.r -> (m ->> 'client_event_id'),
-                   'properties', (SELECT jsonb_object_agg(p.key, x.r -> p.value)
-                                    FROM jsonb_each_text(m -> 'properties') p
-                                   WHERE jsonb_typeof(x.r -> p.value) <> 'null')))
-                 ORDER BY x.n)
-          FROM (SELECT to_jsonb(t) AS r, row_number() OVER () - 1 AS n FROM personalize_new_rows t) x
-         GROUP BY x.n / 5000
+    -- Only the mapped columns, of built-in types (checked again on every statement: a column's
+    -- type may have been altered since the sync).
+    FOR batch IN EXECUTE personalize._event_batches_sql(
+            personalize._mapped_row_sql(TG_RELID, 't', personalize._event_columns(m)),
+            'personalize_new_rows t', false)
+        USING etype, m
     LOOP
         PERFORM personalize.track_batch(batch, is_strict);
     END LOOP;
@@ -382,6 +583,7 @@ AS $$
 DECLARE
     m jsonb := sync_events.mapping;
     trigger_name text;
+    row_sql text;
     done record;
     a bigint := 0;
     d bigint := 0;
@@ -410,28 +612,24 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Map client_event_id to the row''s key (an order line id): it makes a second backfill store nothing twice.';
     END IF;
-    PERFORM personalize._check_mapping(source,
-        ARRAY(SELECT e.value #>> '{}' FROM jsonb_each(m) e WHERE e.key <> 'properties')
-        || ARRAY(SELECT p.value FROM jsonb_each_text(COALESCE(m -> 'properties', '{}')) p));
-    trigger_name := left('personalize_sync_' || sync_events.event_type, 63);
+    row_sql := personalize._mapped_row_sql(source, 't', personalize._event_columns(m));
+    IF m ? 'occurred_at' AND (SELECT a.atttypid FROM pg_attribute a
+                               WHERE a.attrelid = source AND a.attname = m ->> 'occurred_at')
+                             IS DISTINCT FROM CAST('timestamptz' AS regtype) THEN
+        RAISE EXCEPTION 'column % of % is not a timestamptz', m ->> 'occurred_at', source
+            USING ERRCODE = 'datatype_mismatch',
+                  HINT = 'An event''s time needs its time zone: map a timestamptz column, or add a generated one '
+                      || '(placed_at AT TIME ZONE ''Europe/Berlin'').';
+    END IF;
+    -- One trigger per table and event type; the name cannot collide with another type's or the
+    -- catalogue's.
+    trigger_name := 'personalize_sync_events_' || left(md5(sync_events.event_type), 16);
     EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS personalize_new_rows '
                    'FOR EACH STATEMENT EXECUTE FUNCTION personalize._sync_events_trigger(%L, %L, %L)',
                    trigger_name, source, sync_events.event_type, CAST(m AS text), CAST(strict AS text));
     IF backfill THEN
-        FOR done IN EXECUTE format(
-            'SELECT b.* FROM (SELECT array_agg(jsonb_strip_nulls(jsonb_build_object(''type'', $1, '
-            '''user_id'', x.r -> ($2 ->> ''user_id''), ''item_id'', x.r -> ($2 ->> ''item_id''), '
-            '''session_id'', x.r -> ($2 ->> ''session_id''), ''occurred_at'', x.r -> ($2 ->> ''occurred_at''), '
-            '''client_event_id'', x.r -> ($2 ->> ''client_event_id''), '
-            '''properties'', (SELECT jsonb_object_agg(p.key, x.r -> p.value) FROM jsonb_each_text($2 -> ''properties'') p '
-            'WHERE jsonb_typeof(x.r -> p.value) <> ''null''))) ORDER BY x.n) AS events '
-            'FROM (SELECT to_jsonb(s) AS r, row_number() OVER () - 1 AS n FROM %s s) x '
-            -- A row whose event is still quarantined from an earlier run is not sent again.
-            'WHERE NOT EXISTS (SELECT FROM personalize.rejected_events j WHERE j.resolved_at IS NULL '
-            'AND j.event_type = $1 AND j.client_event_id = x.r ->> ($2 ->> ''client_event_id'') '
-            'AND j.user_id = x.r ->> ($2 ->> ''user_id'')) '
-            'GROUP BY x.n / 5000) c, '
-            'personalize.track_batch(c.events, $3) b', source)
+        FOR done IN EXECUTE 'SELECT b.* FROM (' || personalize._event_batches_sql(row_sql, format('%s t', source), true)
+                            || ') AS c(events), personalize.track_batch(c.events, $3) b'
             USING sync_events.event_type, m, strict
         LOOP
             a := a + done.accepted;
@@ -452,7 +650,7 @@ DECLARE
     n integer := 0;
 BEGIN
     FOR t IN SELECT g.tgname FROM pg_trigger g
-              WHERE g.tgrelid = source AND NOT g.tgisinternal AND g.tgname LIKE 'personalize\_sync\_%'
+              WHERE g.tgrelid = source AND NOT g.tgisinternal
                 AND g.tgfoid IN (CAST('personalize._sync_items_trigger()' AS regprocedure),
                                  CAST('personalize._sync_events_trigger()' AS regprocedure)) LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', t, source);
@@ -489,6 +687,7 @@ DECLARE
     a CONSTANT text := identify.anonymous_id;
     u CONSTANT text := identify.user_id;
     moved bigint;
+    dropped bigint;
     followed bigint;
     cancelled bigint;
 BEGIN
@@ -503,15 +702,35 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Pass the id the visitor''s events were tracked with and the customer''s id.';
     END IF;
-    -- Merges never lose events. A client_event_id is unique per user and event type: an
-    -- anonymous event whose id the customer already used for that type moves without it.
-    UPDATE personalize.events e SET client_event_id = NULL
-     WHERE e.user_id = a AND e.client_event_id IS NOT NULL
-       AND EXISTS (SELECT FROM personalize.events c
-                    WHERE c.client_event_id = e.client_event_id AND c.user_id = u
-                      AND c.event_type = e.event_type);
-    UPDATE personalize.events e SET user_id = u WHERE e.user_id = a;
-    GET DIAGNOSTICS moved = ROW_COUNT;
+    -- A client_event_id is unique per user and event type. An anonymous event the customer
+    -- already has under the same id, item and properties is the same event sent again (an
+    -- app's retry after login): it is dropped, not counted twice. One with other content under
+    -- a used id is a different event: it moves without the id, so nothing is lost. A track()
+    -- of the user committing between these statements can still take an id first: then the
+    -- merge is tried again (the statements only ever see committed events).
+    FOR attempt IN 1..3 LOOP
+        BEGIN
+            DELETE FROM personalize.events e
+             WHERE e.user_id = a AND e.client_event_id IS NOT NULL
+               AND EXISTS (SELECT FROM personalize.events c
+                            WHERE c.client_event_id = e.client_event_id AND c.user_id = u
+                              AND c.event_type = e.event_type
+                              AND c.item_id IS NOT DISTINCT FROM e.item_id AND c.properties = e.properties);
+            GET DIAGNOSTICS dropped = ROW_COUNT;
+            UPDATE personalize.events e SET client_event_id = NULL
+             WHERE e.user_id = a AND e.client_event_id IS NOT NULL
+               AND EXISTS (SELECT FROM personalize.events c
+                            WHERE c.client_event_id = e.client_event_id AND c.user_id = u
+                              AND c.event_type = e.event_type);
+            UPDATE personalize.events e SET user_id = u WHERE e.user_id = a;
+            GET DIAGNOSTICS moved = ROW_COUNT;
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            IF attempt = 3 THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
     -- One pending message per campaign and user: the visitor's is cancelled where the
     -- customer already has one, and follows the customer otherwise.
     UPDATE personalize.outbox o
@@ -521,15 +740,31 @@ BEGIN
        AND EXISTS (SELECT FROM personalize.outbox p
                     WHERE p.campaign_id = o.campaign_id AND p.user_id = u AND p.state = 'pending');
     GET DIAGNOSTICS cancelled = ROW_COUNT;
-    UPDATE personalize.outbox o SET user_id = u WHERE o.user_id = a AND o.state = 'pending';
-    GET DIAGNOSTICS followed = ROW_COUNT;
+    FOR attempt IN 1..3 LOOP
+        BEGIN
+            UPDATE personalize.outbox o SET user_id = u WHERE o.user_id = a AND o.state = 'pending';
+            GET DIAGNOSTICS followed = ROW_COUNT;
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            -- The customer's own message for the campaign was written meanwhile.
+            IF attempt = 3 THEN
+                RAISE;
+            END IF;
+            UPDATE personalize.outbox o
+               SET state = 'cancelled', finished_at = now(),
+                   last_error = 'identified as a customer with this campaign''s message already pending'
+             WHERE o.user_id = a AND o.state = 'pending'
+               AND EXISTS (SELECT FROM personalize.outbox p
+                            WHERE p.campaign_id = o.campaign_id AND p.user_id = u AND p.state = 'pending');
+        END;
+    END LOOP;
     INSERT INTO personalize.identities AS i (anonymous_id, user_id) VALUES (a, u)
     ON CONFLICT ON CONSTRAINT identities_pkey
     DO UPDATE SET user_id = EXCLUDED.user_id, identified_at = now();
     RETURN QUERY SELECT moved, followed, cancelled;
 END
 $$;
-COMMENT ON FUNCTION personalize.identify(text, text) IS 'An anonymous visitor logged in: moves the anonymous id''s events to the user id (an event whose client_event_id the user already used for its type moves without it), moves its pending campaign messages (cancelling those whose campaign already has one pending for the user) and records the link in personalize.identities. Idempotent; events tracked under the anonymous id later need another call. Returns events_moved, messages_moved, messages_cancelled.';
+COMMENT ON FUNCTION personalize.identify(text, text) IS 'An anonymous visitor logged in: moves the anonymous id''s events to the user id (an event the user already has under the same client_event_id, item and properties is dropped as a repeat; one with other content under a used id moves without the id), moves its pending campaign messages (cancelling those whose campaign already has one pending for the user) and records the link in personalize.identities. Idempotent; events tracked under the anonymous id later need another call. Returns events_moved, messages_moved, messages_cancelled.';
 
 -- Erasures done by forget_user(): when, by whom, how many rows of each table. No user id and
 -- nothing else about the person: the log proves the erasure without keeping what was erased.
@@ -578,7 +813,15 @@ BEGIN
     DELETE FROM personalize.rejected_events r
      WHERE r.user_id = ANY (ids)
         OR r.payload ->> 'user_id' = ANY (ids)
-        OR r.payload ->> 'anonymous_id' = ANY (ids);
+        OR r.payload ->> 'anonymous_id' = ANY (ids)
+        -- Text that was not JSON (kept as a JSON string) and an oversize event's first
+        -- kilobyte: those whose user_id or anonymous_id field is the id.
+        OR EXISTS (SELECT FROM unnest(ids) i
+                    WHERE (CASE WHEN jsonb_typeof(r.payload) = 'string' THEN r.payload #>> '{}'
+                                ELSE r.payload ->> 'prefix' END)
+                          ~ ('"(user_id|anonymous_id)"\s*:\s*"?'
+                             || regexp_replace(i, '([.^$*+?()\[\]{}|\\])', '\\\1', 'g')
+                             || '"?\s*[,}]'));
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('rejected_events', n);
 
@@ -601,6 +844,10 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('exposures', n);
 
+    DELETE FROM personalize.consents k WHERE k.user_id = ANY (ids);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    counts := counts || jsonb_build_object('consents', n);
+
     DELETE FROM personalize.identities i WHERE i.user_id = u OR i.anonymous_id = ANY (ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('identities', n);
@@ -609,7 +856,7 @@ BEGIN
     RETURN QUERY SELECT c.key, c.value::bigint FROM jsonb_each_text(counts) c ORDER BY c.key;
 END
 $$;
-COMMENT ON FUNCTION personalize.forget_user(text) IS 'Right to be forgotten: deletes the events, quarantined events, model rows of every model version, outbox and archived messages, experiment exposures and identity links of the user and of the anonymous ids identify() linked to them, in this transaction, and logs the erasure (time, role, rows per table; no user id) in personalize.erasures. The next recommend() treats the user as a stranger. Stop tracking the user first: events stored after it are new data.';
+COMMENT ON FUNCTION personalize.forget_user(text) IS 'Right to be forgotten: deletes the events, quarantined events, model rows of every model version, outbox and archived messages, experiment exposures, consent records and identity links of the user and of the anonymous ids identify() linked to them, in this transaction, and logs the erasure (time, role, rows per table; no user id) in personalize.erasures. The next recommend() treats the user as a stranger. Stop tracking the user first: events stored after it are new data.';
 
 ------------------------------------------------------------------------------------------
 -- Ids of any type
@@ -733,6 +980,24 @@ RETURNS void
 LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT personalize.upsert_item(CAST(upsert_item.item_id AS pg_catalog.text), upsert_item.category, upsert_item.title, upsert_item.attributes, upsert_item.available, upsert_item.price) $$;
 COMMENT ON FUNCTION personalize.upsert_item(anyelement, text, text, jsonb, boolean, numeric) IS 'upsert_item() with item_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.set_consent(user_id anyelement, channel text, subscribed boolean, source text DEFAULT 'api', campaign text DEFAULT NULL)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.set_consent(CAST(set_consent.user_id AS pg_catalog.text), set_consent.channel, set_consent.subscribed, set_consent.source, set_consent.campaign) $$;
+COMMENT ON FUNCTION personalize.set_consent(anyelement, text, boolean, text, text) IS 'set_consent() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.suppress(user_id anyelement, channel text, reason text)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.suppress(CAST(suppress.user_id AS pg_catalog.text), suppress.channel, suppress.reason) $$;
+COMMENT ON FUNCTION personalize.suppress(anyelement, text, text) IS 'suppress() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.unsubscribe_token(user_id anyelement, channel text, campaign text DEFAULT NULL)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.unsubscribe_token(CAST(unsubscribe_token.user_id AS pg_catalog.text), unsubscribe_token.channel, unsubscribe_token.campaign) $$;
+COMMENT ON FUNCTION personalize.unsubscribe_token(anyelement, text, text) IS 'unsubscribe_token() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
 
 CREATE FUNCTION personalize.identify(anonymous_id anycompatible, user_id anyelement)
 RETURNS TABLE (events_moved bigint, messages_moved bigint, messages_cancelled bigint)

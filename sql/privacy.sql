@@ -33,7 +33,15 @@ BEGIN
     DELETE FROM personalize.rejected_events r
      WHERE r.user_id = ANY (ids)
         OR r.payload ->> 'user_id' = ANY (ids)
-        OR r.payload ->> 'anonymous_id' = ANY (ids);
+        OR r.payload ->> 'anonymous_id' = ANY (ids)
+        -- Text that was not JSON (kept as a JSON string) and an oversize event's first
+        -- kilobyte: those whose user_id or anonymous_id field is the id.
+        OR EXISTS (SELECT FROM unnest(ids) i
+                    WHERE (CASE WHEN jsonb_typeof(r.payload) = 'string' THEN r.payload #>> '{}'
+                                ELSE r.payload ->> 'prefix' END)
+                          ~ ('"(user_id|anonymous_id)"\s*:\s*"?'
+                             || regexp_replace(i, '([.^$*+?()\[\]{}|\\])', '\\\1', 'g')
+                             || '"?\s*[,}]'));
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('rejected_events', n);
 
@@ -56,6 +64,10 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('exposures', n);
 
+    DELETE FROM personalize.consents k WHERE k.user_id = ANY (ids);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    counts := counts || jsonb_build_object('consents', n);
+
     DELETE FROM personalize.identities i WHERE i.user_id = u OR i.anonymous_id = ANY (ids);
     GET DIAGNOSTICS n = ROW_COUNT;
     counts := counts || jsonb_build_object('identities', n);
@@ -64,4 +76,4 @@ BEGIN
     RETURN QUERY SELECT c.key, c.value::bigint FROM jsonb_each_text(counts) c ORDER BY c.key;
 END
 $$;
-COMMENT ON FUNCTION personalize.forget_user(text) IS 'Right to be forgotten: deletes the events, quarantined events, model rows of every model version, outbox and archived messages, experiment exposures and identity links of the user and of the anonymous ids identify() linked to them, in this transaction, and logs the erasure (time, role, rows per table; no user id) in personalize.erasures. The next recommend() treats the user as a stranger. Stop tracking the user first: events stored after it are new data.';
+COMMENT ON FUNCTION personalize.forget_user(text) IS 'Right to be forgotten: deletes the events, quarantined events, model rows of every model version, outbox and archived messages, experiment exposures, consent records and identity links of the user and of the anonymous ids identify() linked to them, in this transaction, and logs the erasure (time, role, rows per table; no user id) in personalize.erasures. The next recommend() treats the user as a stranger. Stop tracking the user first: events stored after it are new data.';

@@ -23,6 +23,9 @@ pub static TRAINING_TIME_BUDGET: GucSetting<i32> = GucSetting::<i32>::new(300);
 pub static SESSION_WINDOW: GucSetting<i32> = GucSetting::<i32>::new(1800);
 pub static SESSION_WEIGHT: GucSetting<f64> = GucSetting::<f64>::new(0.5);
 pub static OUTBOX_DIRECT_WRITE: GucSetting<bool> = GucSetting::<bool>::new(true);
+/// The key of unsubscribe tokens (`core::consent`): superuser-only, hidden from others.
+pub static UNSUBSCRIBE_SECRET: GucSetting<Option<std::ffi::CString>> =
+    GucSetting::<Option<std::ffi::CString>>::new(None);
 
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -34,6 +37,15 @@ pub fn init() {
         &OUTBOX_DIRECT_WRITE,
         GucContext::Userset,
         GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"personalize.unsubscribe_secret",
+        c"The key that signs unsubscribe tokens (at least 32 bytes).",
+        c"Set it once per server (ALTER SYSTEM SET personalize.unsubscribe_secret = '...') and \
+          keep it: tokens made under another key are refused.",
+        &UNSUBSCRIBE_SECRET,
+        GucContext::Suset,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
     );
     GucRegistry::define_int_guc(
         c"personalize.max_event_bytes",

@@ -124,6 +124,14 @@ pgrx::extension_sql_file!(
     ]
 );
 pgrx::extension_sql_file!(
+    "../sql/consent.sql",
+    name = "consent",
+    requires = [
+        api::consent::_unsubscribe_recipient,
+        api::consent::unsubscribe_token
+    ]
+);
+pgrx::extension_sql_file!(
     "../sql/sync.sql",
     name = "sync",
     requires = ["catalogue", "tracking"]
@@ -136,7 +144,7 @@ pgrx::extension_sql_file!(
 pgrx::extension_sql_file!(
     "../sql/privacy.sql",
     name = "privacy",
-    requires = ["experiments", "identity"]
+    requires = ["experiments", "identity", "consent"]
 );
 pgrx::extension_sql_file!(
     "../sql/any_ids.sql",
@@ -147,7 +155,8 @@ pgrx::extension_sql_file!(
         "segments",
         "experiments",
         "identity",
-        "privacy"
+        "privacy",
+        "consent"
     ]
 );
 pgrx::extension_sql_file!("../sql/finalize.sql", name = "finalize", finalize);

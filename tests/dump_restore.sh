@@ -45,6 +45,8 @@ echo "OK: dump/restore round trip is identical and tracking continues"
 fresh_db pp_live_src
 psql -X -q -d pp_live_src -v ON_ERROR_STOP=1 <<'SQL'
 CREATE EXTENSION pg_personalize;
+-- Consent is not what this test is about: no channel needs an opt-in (tests/pg_regress/sql/consent.sql).
+INSERT INTO personalize.channel_policies VALUES ('push', false), ('sms', false), ('whatsapp', false);
 INSERT INTO personalize.campaigns (name, trigger_event_type, channel, max_event_age)
 VALUES ('viewed', 'view', 'push', '7 days'), ('carted', 'add_to_cart', 'email', '7 days');
 SELECT * FROM personalize.track_batch(ARRAY(

@@ -213,6 +213,8 @@ SET client_min_messages = warning;
 CREATE EXTENSION pg_personalize;
 CREATE EXTENSION amcheck;
 SELECT 'generate_shop: items, accepted, duplicates, rejected', * FROM personalize.generate_shop(150000, users => 15000, items => 2000, seed => 7);
+-- Consent is not what this test is about: no channel needs an opt-in (tests/pg_regress/sql/consent.sql).
+INSERT INTO personalize.channel_policies VALUES ('push', false), ('sms', false), ('whatsapp', false);
 -- Every view is due at once on the push channel (one pending message per user).
 INSERT INTO personalize.campaigns (name, trigger_event_type, delay, channel, template)
 VALUES ('fault_views', 'view', '0', 'push', '{"hi": "{{user_id}}", "item": "{{item_id}}"}');

@@ -26,6 +26,8 @@ fail() { echo "FAIL: $*"; exit 1; }
 
 sql <<'SQL'
 CREATE EXTENSION pg_personalize;
+-- Consent is not what this test is about: no channel needs an opt-in (tests/pg_regress/sql/consent.sql).
+INSERT INTO personalize.channel_policies VALUES ('push', false), ('sms', false), ('whatsapp', false);
 INSERT INTO personalize.campaigns (name, trigger_event_type, channel, template)
 VALUES ('views', 'view', 'email', '{"hi": "{{user_id}}"}'),
        ('carts', 'add_to_cart', 'sms', '{"cart": "{{item_id}}"}');

@@ -2,6 +2,7 @@
 //! map errors. Their jsonb-typed public wrappers live in sql/finalize.sql.
 
 mod campaign_trigger;
+mod consent;
 mod experiments;
 mod intervals;
 mod loaders;

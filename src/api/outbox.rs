@@ -111,7 +111,29 @@ SELECT o.message_id, o.user_id, c.campaign_id, o.attempts,
                                                                     c.quiet_end, c.quiet_timezone))
            AS quiet_until,
        pg_catalog.date_part('epoch', pg_catalog.now()) AS now_seconds,
-       c.segment
+       c.segment,
+       -- Consent (personalize.consents, one index probe per message): suppressed, then
+       -- unsubscribed from the channel or this campaign, then no opt-in on a channel whose
+       -- policy needs one (without a policy row: push, sms and whatsapp).
+       (SELECT CASE
+                 WHEN pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'suppressed')
+                 THEN 'the user is suppressed on ' OPERATOR(pg_catalog.||) $1 OPERATOR(pg_catalog.||) ' ('
+                      OPERATOR(pg_catalog.||) pg_catalog.max(k.source) FILTER (WHERE k.status OPERATOR(pg_catalog.=) 'suppressed')
+                      OPERATOR(pg_catalog.||) ')'
+                 WHEN pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'unsubscribed' AND k.campaign OPERATOR(pg_catalog.=) '')
+                 THEN 'the user unsubscribed from ' OPERATOR(pg_catalog.||) $1
+                 WHEN pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'unsubscribed')
+                 THEN 'the user unsubscribed from campaign ' OPERATOR(pg_catalog.||) o.campaign
+                 WHEN COALESCE((SELECT p.requires_opt_in FROM personalize.channel_policies p
+                                 WHERE p.channel OPERATOR(pg_catalog.=) $1),
+                               $1 IN ('push', 'sms', 'whatsapp'))
+                      AND NOT COALESCE(pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'subscribed'
+                                                          AND k.campaign OPERATOR(pg_catalog.=) ''), false)
+                 THEN 'no opt-in: ' OPERATOR(pg_catalog.||) $1 OPERATOR(pg_catalog.||) ' needs the user''s consent'
+               END
+          FROM personalize.consents k
+         WHERE k.user_id OPERATOR(pg_catalog.=) o.user_id AND k.channel OPERATOR(pg_catalog.=) $1
+           AND k.campaign IN ('', o.campaign)) AS no_consent
   FROM due o
   LEFT JOIN personalize.campaigns c ON c.campaign_id OPERATOR(pg_catalog.=) o.campaign_id
   LEFT JOIN personalize.items it ON it.item_id OPERATOR(pg_catalog.=) o.item_id
@@ -194,6 +216,7 @@ impl Locked {
                 last_error: text("last_error"),
                 // Filled in by claim_messages when the segment's query fails.
                 check_failed: None,
+                no_consent: text("no_consent"),
             },
             idempotency_key: column::<Uuid>(row, "idempotency_key")
                 .unwrap_or_else(|| Uuid::from_bytes([0; 16])),

@@ -72,13 +72,29 @@ pub const ROLES: [(&str, &str, &[&str]); 4] = [
     ),
     (
         "personalize_writer",
-        "tracking: events through the tracking plan, and identify() at login",
-        &["track", "track_batch", "validate_event", "identify"],
+        "tracking: events through the tracking plan, identify() at login, consent choices and \
+         unsubscribe links",
+        &[
+            "track",
+            "track_batch",
+            "validate_event",
+            "identify",
+            "set_consent",
+            "unsubscribe",
+        ],
     ),
     (
         "personalize_worker",
-        "outbox workers: claim, acknowledge and fail messages",
-        &["claim_messages", "ack", "ack_batch", "fail"],
+        "outbox workers: claim, acknowledge and fail messages, sign unsubscribe links, \
+         suppress addresses that bounce",
+        &[
+            "claim_messages",
+            "ack",
+            "ack_batch",
+            "fail",
+            "unsubscribe_token",
+            "suppress",
+        ],
     ),
 ];
 
@@ -196,20 +212,23 @@ fn _apply_privileges() {
                     .raise();
                 }
                 for signature in found {
-                    client
-                        .update(
-                            &format!("ALTER FUNCTION {signature} SECURITY DEFINER"),
-                            None,
-                            &[],
-                        )
-                        .unwrap_or_else(|e| spi_failed("marking a function SECURITY DEFINER", e));
-                    client
-                        .update(
-                            &format!("ALTER FUNCTION {signature} OWNER TO {DEFINER_ROLE}"),
-                            None,
-                            &[],
-                        )
-                        .unwrap_or_else(|e| spi_failed("giving a function to its owner role", e));
+                    // The any-type id forms (sql/any_ids.sql) stay SECURITY INVOKER: they cast
+                    // the caller's value to text, and a cast the caller defined for its own
+                    // type must run with the caller's rights, not the definer's. They only call
+                    // the text form, which is SECURITY DEFINER.
+                    let polymorphic =
+                        signature.contains("anyelement") || signature.contains("anycompatible");
+                    for statement in [
+                        format!("ALTER FUNCTION {signature} SECURITY DEFINER"),
+                        format!("ALTER FUNCTION {signature} OWNER TO {DEFINER_ROLE}"),
+                    ] {
+                        if polymorphic {
+                            break;
+                        }
+                        client
+                            .update(&statement, None, &[])
+                            .unwrap_or_else(|e| spi_failed("making a function run as its role", e));
+                    }
                     client
                         .update(
                             &format!("GRANT EXECUTE ON FUNCTION {signature} TO {role}"),

@@ -6,6 +6,7 @@ pub mod als;
 #[cfg(target_arch = "x86_64")]
 mod als_avx2;
 pub mod campaigns;
+pub mod consent;
 pub mod csr;
 pub mod ease;
 pub mod experiments;

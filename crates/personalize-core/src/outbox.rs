@@ -222,6 +222,9 @@ pub struct Candidate {
     /// The error of a check the claim could not make for this message (its segment's query
     /// failed): the message fails alone (`failed`), the rest of the batch goes out.
     pub check_failed: Option<String>,
+    /// Why the user may not be contacted on the message's channel now (unsubscribed,
+    /// suppressed, or no opt-in where the channel's policy needs one): never sent.
+    pub no_consent: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -379,6 +382,9 @@ fn decide_one(now: f64, c: &Candidate, recent: &[Delivery], global_caps: &[Globa
     if let Some(error) = &c.check_failed {
         return failed(now, c, error);
     }
+    if let Some(reason) = &c.no_consent {
+        return Verdict::Cancel(reason.clone());
+    }
     if let Some(segment) = &c.outside_segment {
         return Verdict::Cancel(format!(
             "the user is not in segment \"{segment}\" when the message is due"
@@ -475,6 +481,7 @@ mod tests {
             quiet_until: None,
             last_error: None,
             check_failed: None,
+            no_consent: None,
         }
     }
 
@@ -532,12 +539,29 @@ mod tests {
         outsider.outside_segment = Some("big_spenders".into());
         outsider.attempts = 5;
         outsider.quiet_until = Some(now + 3600.0);
+        // No consent beats everything but a deleted campaign and a cancel-on event.
+        let mut unsubscribed = candidate(7, "d");
+        unsubscribed.no_consent = Some("the user unsubscribed from email".into());
+        unsubscribed.attempts = 5;
+        unsubscribed.outside_segment = Some("big_spenders".into());
         let mut recent = Vec::new();
         let v = decide(
             now,
-            &[gone, bought, tired, quiet, quiet_over, outsider],
+            &[
+                gone,
+                bought,
+                tired,
+                quiet,
+                quiet_over,
+                outsider,
+                unsubscribed,
+            ],
             &mut recent,
             &[],
+        );
+        assert_eq!(
+            v[6],
+            Verdict::Cancel("the user unsubscribed from email".into())
         );
         assert_eq!(v[0], Verdict::Cancel("its campaign was deleted".into()));
         assert_eq!(

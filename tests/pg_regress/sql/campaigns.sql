@@ -3,6 +3,8 @@
 -- timeouts and NOTIFY. Times are checked relative to now(), ids and tokens only by equality.
 \getenv abs_srcdir PG_ABS_SRCDIR
 \i :abs_srcdir/setup.psql
+-- Consent is not what this test is about: no channel needs an opt-in (tests/pg_regress/sql/consent.sql).
+INSERT INTO personalize.channel_policies VALUES ('push', false), ('sms', false), ('whatsapp', false);
 CREATE FUNCTION pg_temp.ev(t text, u text, i text, props jsonb DEFAULT '{}') RETURNS bigint
 LANGUAGE sql AS $$
   SELECT personalize.track(jsonb_build_object('type', t, 'user_id', u, 'item_id', i, 'properties', props), true)

@@ -3,6 +3,8 @@
 -- sender: also the #[pg_test]s of src/api/tracking.rs.)
 \getenv abs_srcdir PG_ABS_SRCDIR
 \i :abs_srcdir/setup.psql
+-- Consent is not what this test is about: no channel needs an opt-in (tests/pg_regress/sql/consent.sql).
+INSERT INTO personalize.channel_policies VALUES ('push', false), ('sms', false), ('whatsapp', false);
 
 -- 1. client_event_id is the sender's: one user's id never hides another user's purchase, and
 -- a reuse with other content is quarantined with its reason (strict: raised), not dropped.

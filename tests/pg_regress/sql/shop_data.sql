@@ -55,6 +55,9 @@ SELECT personalize.log_exposure('layout', 'U0000003') IS NOT NULL AS other_expos
 SELECT personalize.track('{"type": "view", "user_id": "U0000002", "item_id": "P0000003"}') > 0 AS viewed;
 SELECT personalize.track('{"type": "view", "user_id": "U0000003", "item_id": "P0000003"}') > 0 AS other_viewed;
 SELECT personalize.track('{"type": "teleport", "user_id": "U0000002"}') IS NULL AS quarantined;
+-- Oversize: only its first kilobyte is kept, where the user id is.
+SELECT personalize.track(jsonb_build_object('type', 'view', 'user_id', 'U0000002', 'item_id', 'P0000001',
+                                            'properties', jsonb_build_object('pad', repeat('x', 40000)))) IS NULL AS oversize;
 UPDATE personalize.outbox SET visible_at = now() - interval '1 second';
 SELECT personalize.ack(message_id, lease_token) AS acked
   FROM personalize.claim_messages('email', 10) WHERE user_id = 'U0000002';
@@ -147,6 +150,11 @@ SELECT personalize.assign_variant('layout', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a1
      = personalize.assign_variant('layout', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11') AS uuid_variant;
 SELECT personalize.upsert_item(2001, 'mugs');
 SELECT item_id, category FROM personalize.items WHERE item_id = '2001';
+-- The any-type forms run as the caller: a cast the caller defined for its own type must not
+-- run with the definer's rights.
+SELECT p.oid::regprocedure AS polymorphic_security_definer
+  FROM pg_proc p WHERE p.pronamespace = 'personalize'::regnamespace AND p.prosecdef
+   AND p.proargtypes::oid[] && ARRAY['anyelement', 'anycompatible']::regtype[]::oid[];
 SELECT p.oid::regprocedure AS id_function_without_an_any_type_form
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'personalize'
  WHERE p.proname !~ '^_'
@@ -162,6 +170,9 @@ INSERT INTO personalize.campaigns (name, trigger_event_type, channel) VALUES ('c
 SELECT personalize.track('{"type": "view", "user_id": "anon-7f3a", "item_id": "P0000005", "client_event_id": "c1"}') > 0 AS anon_view;
 SELECT personalize.track('{"type": "add_to_cart", "user_id": "anon-7f3a", "item_id": "P0000005"}') > 0 AS anon_cart;
 SELECT personalize.track('{"type": "view", "user_id": "C1", "item_id": "P0000006", "client_event_id": "c1"}') > 0 AS customer_view;
+-- The app's retry after login: the same cart event under both ids.
+SELECT personalize.track('{"type": "add_to_cart", "user_id": "anon-7f3a", "item_id": "P0000007", "client_event_id": "dup1"}') > 0 AS anon_retry;
+SELECT personalize.track('{"type": "add_to_cart", "user_id": "C1", "item_id": "P0000007", "client_event_id": "dup1"}') > 0 AS customer_retry;
 SELECT campaign, user_id, state FROM personalize.outbox WHERE user_id IN ('anon-7f3a', 'C1') ORDER BY 1, 2;
 SELECT * FROM personalize.identify('anon-7f3a', 'C1');
 SELECT campaign, user_id, state, last_error FROM personalize.outbox WHERE user_id IN ('anon-7f3a', 'C1') ORDER BY 1, 2, 3;
@@ -191,6 +202,11 @@ UPDATE pg_temp.products SET eur = 5 WHERE sku = 2;
 UPDATE pg_temp.products SET sku = 30 WHERE sku = 3;
 DELETE FROM pg_temp.products WHERE sku = 1;
 SELECT item_id, title, price FROM personalize.items ORDER BY 1;
+-- An update the catalogue cannot take leaves the item out of stock, not serving old values.
+UPDATE pg_temp.products SET eur = -3 WHERE sku = 2;
+SELECT item_id, price, available FROM personalize.items WHERE item_id = '2';
+UPDATE pg_temp.products SET eur = 6 WHERE sku = 2;
+SELECT item_id, price, available FROM personalize.items WHERE item_id = '2';
 -- Idempotent: again, nothing new is quarantined for rows that fit.
 SELECT * FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "sku", "title": "label", "category": "cat", "price": "eur", "available": "stock"}');
 SELECT count(*) AS catalogue_rejections FROM personalize.rejected_events WHERE 'invalid_catalogue_row' = ANY (reasons);
@@ -203,12 +219,24 @@ SELECT * FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "sku",
 SELECT pg_temp.err($$INSERT INTO pg_temp.products VALUES (5, 'five', 'b', -1, true)$$);
 SELECT count(*) AS five_in_table FROM pg_temp.products WHERE sku = 5;
 
+-- Mapped columns must be of built-in types (the trigger runs as personalize_definer); keys are
+-- read the same way by the load and the removal (char(n) keeps its padding in both).
+CREATE TYPE pg_temp.colour AS ENUM ('red', 'blue');
+CREATE TABLE pg_temp.skus (code char(6) PRIMARY KEY, colour pg_temp.colour, label text);
+INSERT INTO pg_temp.skus VALUES ('ab', 'red', 'x'), ('cd', 'blue', 'y');
+SELECT pg_temp.err($$SELECT * FROM personalize.sync_catalogue('pg_temp.skus', '{"item_id": "code", "category": "colour"}')$$);
+SELECT * FROM personalize.sync_catalogue('pg_temp.skus', '{"item_id": "code", "title": "label"}');
+SELECT item_id, length(item_id) AS chars, title FROM personalize.items ORDER BY 1;
+SELECT personalize.stop_sync('pg_temp.skus') AS stopped;
+
 -- Events: a bad line is quarantined, the shop's insert goes through; backfill stores once.
-CREATE TABLE pg_temp.lines (line_id int PRIMARY KEY, cust int, sku int, at timestamptz DEFAULT now(), qty int);
+CREATE TABLE pg_temp.lines (line_id int PRIMARY KEY, cust int, sku int, at timestamptz DEFAULT now(), qty int,
+                            local_at timestamp DEFAULT localtimestamp);
 INSERT INTO pg_temp.lines VALUES (1, 900, 2, now() - interval '1 hour', 1), (2, 900, 30, now() - interval '1 hour', 0);
 SELECT pg_temp.err($$SELECT * FROM personalize.sync_events('pg_temp.lines', 'purchase', '{"user_id": "customer"}')$$);
 SELECT pg_temp.err($$SELECT * FROM personalize.sync_events('pg_temp.lines', 'order_line', '{"user_id": "cust"}')$$);
 SELECT pg_temp.err($$SELECT * FROM personalize.sync_events('pg_temp.lines', 'purchase', '{"user_id": "cust"}', backfill => true)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.sync_events('pg_temp.lines', 'purchase', '{"user_id": "cust", "occurred_at": "local_at"}')$$);
 SELECT * FROM personalize.sync_events('pg_temp.lines', 'purchase',
   '{"user_id": "cust", "item_id": "sku", "occurred_at": "at", "client_event_id": "line_id", "properties": {"quantity": "qty"}}', backfill => true);
 SELECT * FROM personalize.sync_events('pg_temp.lines', 'purchase',

@@ -1,0 +1,76 @@
+------------------------------------------------------------------------------------------
+-- Consent: who may be contacted, on which channel
+------------------------------------------------------------------------------------------
+
+-- The app records a sign-up or an opt-out; claim_messages() checks every message against it.
+CREATE FUNCTION personalize.set_consent(user_id text, channel text, subscribed boolean,
+                                        source text DEFAULT 'api', campaign text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF set_consent.user_id IS NULL OR set_consent.user_id = '' OR set_consent.channel IS NULL
+       OR set_consent.subscribed IS NULL THEN
+        RAISE EXCEPTION 'set_consent needs a user id, a channel and subscribed true or false'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: set_consent(''U0000042'', ''whatsapp'', true, source => ''checkout opt-in'').';
+    END IF;
+    IF set_consent.channel NOT IN ('email', 'push', 'sms', 'whatsapp', 'webhook') THEN
+        RAISE EXCEPTION 'unknown channel %', quote_literal(left(set_consent.channel, 100))
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Channels: email, push, sms, whatsapp, webhook.';
+    END IF;
+    -- An explicit choice of the user replaces whatever was recorded, a suppression included
+    -- (a new opt-in after a bounce is a new address).
+    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
+    VALUES (set_consent.user_id, set_consent.channel, COALESCE(set_consent.campaign, ''),
+            CASE WHEN set_consent.subscribed THEN 'subscribed' ELSE 'unsubscribed' END,
+            COALESCE(left(set_consent.source, 200), 'api'), now())
+    ON CONFLICT ON CONSTRAINT consents_pkey
+    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
+END
+$$;
+COMMENT ON FUNCTION personalize.set_consent(text, text, boolean, text, text) IS 'Records that a user subscribed to (true) or unsubscribed from (false) a channel, or one campaign of it, with its source (a form, a link); replaces the previous record, a suppression included';
+
+-- Fed by the worker: a hard bounce, a spam complaint, an invalid number.
+CREATE FUNCTION personalize.suppress(user_id text, channel text, reason text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF suppress.user_id IS NULL OR suppress.user_id = '' OR suppress.channel IS NULL
+       OR suppress.channel NOT IN ('email', 'push', 'sms', 'whatsapp', 'webhook') THEN
+        RAISE EXCEPTION 'suppress needs a user id and one of the channels email, push, sms, whatsapp, webhook'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: suppress(''U0000042'', ''email'', ''hard bounce: 550 no such user'').';
+    END IF;
+    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
+    VALUES (suppress.user_id, suppress.channel, '', 'suppressed',
+            left('suppressed: ' || COALESCE(suppress.reason, 'no reason given'), 200), now())
+    ON CONFLICT ON CONSTRAINT consents_pkey
+    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
+END
+$$;
+COMMENT ON FUNCTION personalize.suppress(text, text, text) IS 'Suppresses a user on a channel (a hard bounce, a spam complaint): no message on it goes out until the user subscribes again';
+
+-- The unsubscribe link: the shop's web endpoint (or the worker's) passes the token on.
+CREATE FUNCTION personalize.unsubscribe(token text)
+RETURNS TABLE (user_id text, channel text, campaign text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT * INTO r FROM personalize._unsubscribe_recipient(unsubscribe.token);
+    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
+    VALUES (r.user_id, r.channel, COALESCE(r.campaign, ''), 'unsubscribed', 'unsubscribe link', now())
+    ON CONFLICT ON CONSTRAINT consents_pkey
+    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at
+     WHERE k.status <> 'suppressed';
+    RETURN QUERY SELECT r.user_id, r.channel, r.campaign;
+END
+$$;
+COMMENT ON FUNCTION personalize.unsubscribe(text) IS 'Applies an unsubscribe link''s token (unsubscribe_token()): the user it names is unsubscribed from its channel, or its campaign only. A token that was altered, forged or signed with another key is refused (22023); using one twice changes nothing more';
+
+-- The Rust functions' comments (their code: see CONTRIBUTING.md's function table).
+COMMENT ON FUNCTION personalize.unsubscribe_token(text, text, text) IS 'The token of an unsubscribe link for a user on a channel (campaign: that campaign only), signed with personalize.unsubscribe_secret (HMAC-SHA-256): unsubscribe() accepts it for this user and nobody else';
+COMMENT ON FUNCTION personalize._unsubscribe_recipient(text) IS 'Internal: who an unsubscribe token names, after checking its signature (22023 when it does not match)';

@@ -1,0 +1,65 @@
+-- Consent: opt-in policies per channel, unsubscribes (channel or campaign), suppressions, and
+-- signed unsubscribe tokens. claim_messages() cancels what may not go out, with the reason.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup.psql
+
+INSERT INTO personalize.campaigns (name, trigger_event_type, channel) VALUES
+ ('wa_views', 'view', 'whatsapp'), ('wa_carts', 'add_to_cart', 'whatsapp'), ('mail_views', 'view', 'email');
+SELECT personalize.set_consent('w1', 'whatsapp', true, 'checkout opt-in');
+SELECT personalize.set_consent('w3', 'whatsapp', true, 'checkout opt-in');
+SELECT personalize.set_consent('w3', 'whatsapp', false, 'reply STOP');
+SELECT personalize.set_consent('w4', 'whatsapp', true, 'checkout opt-in');
+SELECT personalize.set_consent('w4', 'whatsapp', false, 'preferences page', campaign => 'wa_views');
+SELECT personalize.set_consent('w5', 'whatsapp', true, 'checkout opt-in');
+SELECT personalize.suppress('w5', 'whatsapp', 'invalid number (131026)');
+SELECT personalize.set_consent('e2', 'email', false, 'unsubscribe page');
+SELECT user_id, channel, campaign, status, source FROM personalize.consents ORDER BY 1, 2, 3;
+SELECT count(personalize.track(jsonb_build_object('type', t, 'user_id', u, 'item_id', 'i1'))) AS tracked
+  FROM unnest(ARRAY['w1', 'w2', 'w3', 'w4', 'w5', 'e1', 'e2']) u, unnest(ARRAY['view', 'add_to_cart']) t;
+UPDATE personalize.outbox SET visible_at = now() - interval '1 second';
+-- WhatsApp needs an opt-in: only w1 gets both, w4 only the campaign it did not leave.
+SELECT user_id, campaign FROM personalize.claim_messages('whatsapp', 100) ORDER BY 1, 2;
+SELECT user_id, campaign, state, last_error FROM personalize.outbox
+ WHERE channel = 'whatsapp' AND state = 'cancelled' ORDER BY 1, 2;
+-- Email needs none by default: everyone but e2, who unsubscribed.
+SELECT user_id FROM personalize.claim_messages('email', 100) ORDER BY 1;
+SELECT user_id, last_error FROM personalize.outbox WHERE channel = 'email' AND state = 'cancelled';
+-- A shop whose email needs an opt-in says so; a user who opts in again after a suppression
+-- is contacted again.
+INSERT INTO personalize.channel_policies VALUES ('email', true);
+SELECT personalize.set_consent('w5', 'whatsapp', true, 'new number');
+SELECT count(personalize.track(jsonb_build_object('type', 'view', 'user_id', u, 'item_id', 'i2'))) AS tracked
+  FROM unnest(ARRAY['w5', 'e1']) u;
+UPDATE personalize.outbox SET visible_at = now() - interval '1 second' WHERE state = 'pending';
+SELECT user_id, campaign FROM personalize.claim_messages('whatsapp', 100) ORDER BY 1, 2;
+SELECT count(*) AS emails_claimed FROM personalize.claim_messages('email', 100);
+SELECT user_id, last_error FROM personalize.outbox WHERE channel = 'email' AND state = 'cancelled' ORDER BY 1;
+DELETE FROM personalize.channel_policies;
+
+-- Unsubscribe links: signed with personalize.unsubscribe_secret.
+SELECT pg_temp.err($$SELECT personalize.unsubscribe_token('e1', 'email')$$);
+SET personalize.unsubscribe_secret = 'too short';
+SELECT pg_temp.err($$SELECT personalize.unsubscribe_token('e1', 'email')$$);
+SET personalize.unsubscribe_secret = '9f4c1e7a2b8d3f6051c4e9a7b2d8f3c6e1a4b7d0c3f6a9e2';
+CREATE TEMP TABLE tokens AS
+SELECT personalize.unsubscribe_token('e1', 'email') AS e1,
+       personalize.unsubscribe_token('e3', 'email', 'mail_views') AS e3_campaign;
+SELECT * FROM personalize.unsubscribe((SELECT e1 FROM tokens));
+SELECT * FROM personalize.unsubscribe((SELECT e1 FROM tokens));
+SELECT * FROM personalize.unsubscribe((SELECT e3_campaign FROM tokens));
+SELECT user_id, channel, campaign, status, source FROM personalize.consents WHERE user_id IN ('e1', 'e3') ORDER BY 1, 3;
+-- e3's recipient under e1's signature, a token cut short, one signed under another key: refused.
+SELECT pg_temp.err(format('SELECT * FROM personalize.unsubscribe(%L)',
+         split_part(e3_campaign, '.', 1) || '.' || split_part(e1, '.', 2))) FROM tokens;
+SELECT pg_temp.err(format('SELECT * FROM personalize.unsubscribe(%L)', left(e1, -3))) FROM tokens;
+SET personalize.unsubscribe_secret = '0000000000000000000000000000000000000000000000000000';
+SELECT pg_temp.err(format('SELECT * FROM personalize.unsubscribe(%L)', e1)) FROM tokens;
+RESET personalize.unsubscribe_secret;
+SELECT count(*) AS unsubscribed FROM personalize.consents WHERE status = 'unsubscribed';
+-- Bad input.
+SELECT pg_temp.err($$SELECT personalize.set_consent('x', 'fax', true)$$);
+SELECT pg_temp.err($$SELECT personalize.set_consent('x', 'email', NULL)$$);
+SELECT pg_temp.err($$SELECT personalize.suppress('', 'email', 'bounce')$$);
+SELECT pg_temp.err($$SELECT personalize.unsubscribe(NULL)$$);
+-- The secret is the superuser's: an app role cannot read it.
+SELECT setting FROM pg_settings WHERE name = 'personalize.unsubscribe_secret';
