@@ -174,6 +174,23 @@ END
 $$;
 COMMENT ON FUNCTION personalize.fail(bigint, uuid, text, interval) IS 'Reports a failed delivery: the message is retried after retry_in (default backoff 10 s doubling up to 1 hour) or is dead after the campaign''s max_attempts; returns the new state, NULL when the lease is no longer held';
 
+-- A worker that cannot deliver a message at all (no address on file for its channel, an
+-- address the provider refuses for good) ends it as cancelled with the reason, instead of
+-- failing it into `dead` after max_attempts retries that cannot succeed.
+CREATE FUNCTION personalize.cancel_message(message_id bigint, lease_token uuid, reason text)
+RETURNS boolean
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+    WITH done AS (
+        UPDATE personalize.outbox o
+           SET state = 'cancelled', finished_at = now(),
+               last_error = left(COALESCE(cancel_message.reason, 'cancelled by the worker'), 2000)
+         WHERE o.message_id = cancel_message.message_id AND o.lease_token = cancel_message.lease_token
+           AND o.state = 'claimed'
+        RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM done)
+$$;
+COMMENT ON FUNCTION personalize.cancel_message(bigint, uuid, text) IS 'Ends a claimed message as cancelled with the reason (no address on its channel, a permanent refusal): never retried; false when the lease is no longer held';
+
 CREATE FUNCTION personalize.archive_messages(older_than interval DEFAULT '7 days', purge boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$

@@ -13,7 +13,8 @@
 --     counts open rejections.
 --   * Integer order, cart and list ids in the default plan; integer item ids in upsert_items.
 --   * Consent: personalize.consents and channel_policies, set_consent(), suppress(),
---     unsubscribe_token() and unsubscribe(); claim_messages() checks them (Rust).
+--     unsubscribe_token() and unsubscribe(); claim_messages() checks them (Rust);
+--     cancel_message() for a message a worker cannot deliver.
 --   * sync_catalogue(), sync_events() and stop_sync(): triggers on the shop's own tables.
 --   * identify() and personalize.identities (an anonymous visitor logs in).
 --   * forget_user() and its log, personalize.erasures (the right to be forgotten).
@@ -261,6 +262,23 @@ COMMENT ON FUNCTION personalize.unsubscribe(text) IS 'Applies an unsubscribe lin
 -- The Rust functions' comments (their code: see CONTRIBUTING.md's function table).
 COMMENT ON FUNCTION personalize.unsubscribe_token(text, text, text) IS 'The token of an unsubscribe link for a user on a channel (campaign: that campaign only), signed with personalize.unsubscribe_secret (HMAC-SHA-256): unsubscribe() accepts it for this user and nobody else';
 COMMENT ON FUNCTION personalize._unsubscribe_recipient(text) IS 'Internal: who an unsubscribe token names, after checking its signature (22023 when it does not match)';
+
+-- A worker that cannot deliver a message at all (no address on file for its channel, an
+-- address the provider refuses for good) ends it as cancelled with the reason, instead of
+-- failing it into `dead` after max_attempts retries that cannot succeed.
+CREATE FUNCTION personalize.cancel_message(message_id bigint, lease_token uuid, reason text)
+RETURNS boolean
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+    WITH done AS (
+        UPDATE personalize.outbox o
+           SET state = 'cancelled', finished_at = now(),
+               last_error = left(COALESCE(cancel_message.reason, 'cancelled by the worker'), 2000)
+         WHERE o.message_id = cancel_message.message_id AND o.lease_token = cancel_message.lease_token
+           AND o.state = 'claimed'
+        RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM done)
+$$;
+COMMENT ON FUNCTION personalize.cancel_message(bigint, uuid, text) IS 'Ends a claimed message as cancelled with the reason (no address on its channel, a permanent refusal): never retried; false when the lease is no longer held';
 
 ------------------------------------------------------------------------------------------
 -- Sync from the shop's own tables

@@ -92,6 +92,7 @@ pub const ROLES: [(&str, &str, &[&str]); 4] = [
             "ack",
             "ack_batch",
             "fail",
+            "cancel_message",
             "unsubscribe_token",
             "suppress",
         ],

@@ -56,6 +56,15 @@ SET personalize.unsubscribe_secret = '000000000000000000000000000000000000000000
 SELECT pg_temp.err(format('SELECT * FROM personalize.unsubscribe(%L)', e1)) FROM tokens;
 RESET personalize.unsubscribe_secret;
 SELECT count(*) AS unsubscribed FROM personalize.consents WHERE status = 'unsubscribed';
+-- A message the worker cannot deliver (no number on file) ends cancelled with the reason,
+-- once, and only under its lease.
+SELECT personalize.track('{"type": "view", "user_id": "w1", "item_id": "i3"}') > 0 AS tracked;
+UPDATE personalize.outbox SET visible_at = now() - interval '1 second' WHERE state = 'pending';
+CREATE TEMP TABLE held AS SELECT message_id, lease_token FROM personalize.claim_messages('whatsapp', 1);
+SELECT personalize.cancel_message(message_id, gen_random_uuid(), 'x') AS wrong_lease FROM held;
+SELECT personalize.cancel_message(message_id, lease_token, 'no WhatsApp number on file') AS cancelled FROM held;
+SELECT personalize.cancel_message(message_id, lease_token, 'again') AS again FROM held;
+SELECT o.state, o.last_error, o.finished_at IS NOT NULL AS finished FROM personalize.outbox o JOIN held USING (message_id);
 -- Bad input.
 SELECT pg_temp.err($$SELECT personalize.set_consent('x', 'fax', true)$$);
 SELECT pg_temp.err($$SELECT personalize.set_consent('x', 'email', NULL)$$);
