@@ -139,6 +139,12 @@ LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT personalize.unsubscribe_token(CAST(unsubscribe_token.user_id AS pg_catalog.text), unsubscribe_token.channel, unsubscribe_token.campaign) $$;
 COMMENT ON FUNCTION personalize.unsubscribe_token(anyelement, text, text) IS 'unsubscribe_token() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
 
+CREATE FUNCTION personalize.recipient_address(user_id anyelement, channel text)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.recipient_address(CAST(recipient_address.user_id AS pg_catalog.text), recipient_address.channel) $$;
+COMMENT ON FUNCTION personalize.recipient_address(anyelement, text) IS 'recipient_address() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
 CREATE FUNCTION personalize.identify(anonymous_id anycompatible, user_id anyelement)
 RETURNS TABLE (events_moved bigint, messages_moved bigint, messages_cancelled bigint)
 LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp

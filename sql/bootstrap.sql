@@ -399,9 +399,15 @@ SELECT pg_catalog.pg_extension_config_dump('personalize.consents', '');
 -- are kept here, so a restore never collides with defaults.
 CREATE TABLE personalize.channel_policies (
     channel         text PRIMARY KEY CHECK (channel IN ('email', 'push', 'sms', 'whatsapp', 'webhook')),
-    requires_opt_in boolean NOT NULL
+    -- NULL: the channel's default.
+    requires_opt_in boolean,
+    -- Where the channel's addresses are: a table or view of the shop's with a user_id column
+    -- and this address column. Looked up when a message is claimed, never copied.
+    recipients      regclass,
+    address_column  text,
+    CONSTRAINT recipients_and_address_column CHECK ((recipients IS NULL) = (address_column IS NULL))
 );
-COMMENT ON TABLE personalize.channel_policies IS 'Per channel, whether messages need the user''s opt-in (a subscribed consent row). Without a row: push, sms and whatsapp need one, email and webhook do not';
+COMMENT ON TABLE personalize.channel_policies IS 'Per channel: whether messages need the user''s opt-in (a subscribed consent row; NULL or no row: push, sms and whatsapp do, email and webhook do not), and where its addresses are (recipients, a table or view with user_id and address_column, read when a message is claimed: a user without an address gets nothing)';
 SELECT pg_catalog.pg_extension_config_dump('personalize.channel_policies', '');
 
 -- Anonymous visitors identified as customers by identify(): the last customer each anonymous

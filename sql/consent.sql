@@ -71,6 +71,77 @@ END
 $$;
 COMMENT ON FUNCTION personalize.unsubscribe(text) IS 'Applies an unsubscribe link''s token (unsubscribe_token()): the user it names is unsubscribed from its channel, or its campaign only. A token that was altered, forged or signed with another key is refused (22023); using one twice changes nothing more';
 
+-- Recipients: the shop's addresses stay in the shop's tables. A policy names the table or
+-- view and its address column; this checks them when the policy is written.
+CREATE FUNCTION personalize._channel_policies_before_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    missing text[];
+BEGIN
+    IF NEW.recipients IS NOT NULL THEN
+        missing := personalize._missing_columns(NEW.recipients, ARRAY['user_id', NEW.address_column]);
+        IF cardinality(missing) > 0 THEN
+            RAISE EXCEPTION 'recipients % has no column %', NEW.recipients, array_to_string(missing, ', ')
+                USING ERRCODE = 'undefined_column',
+                      HINT = 'Name a table or view with a user_id column and the address column, e.g. '
+                          || 'CREATE VIEW shop.whatsapp_recipients AS SELECT customer_id AS user_id, phone FROM shop.customers;';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION personalize._channel_policies_before_write() IS 'Trigger: checks that a channel''s recipients table has user_id and the address column';
+CREATE TRIGGER channel_policies_before_write
+    BEFORE INSERT OR UPDATE ON personalize.channel_policies
+    FOR EACH ROW EXECUTE FUNCTION personalize._channel_policies_before_write();
+
+-- Which of these users have an address on the channel (all of them when the channel names no
+-- recipients). Read as the caller: claim_messages() and recipient_address() run as
+-- personalize_definer, which the DBA grants SELECT on the recipients table or view.
+CREATE FUNCTION personalize._users_with_address(channel text, users text[]) RETURNS text[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p personalize.channel_policies;
+    found text[];
+BEGIN
+    SELECT * INTO p FROM personalize.channel_policies c WHERE c.channel = _users_with_address.channel;
+    IF p.recipients IS NULL THEN
+        RETURN users;
+    END IF;
+    EXECUTE format('SELECT COALESCE(pg_catalog.array_agg(DISTINCT CAST(r.user_id AS pg_catalog.text)), ''{}'') FROM %s r '
+                   'WHERE CAST(r.user_id AS pg_catalog.text) OPERATOR(pg_catalog.=) ANY ($1) '
+                   'AND r.%I IS NOT NULL AND CAST(r.%I AS pg_catalog.text) OPERATOR(pg_catalog.<>) ''''',
+                   p.recipients, p.address_column, p.address_column)
+        INTO found USING users;
+    RETURN found;
+END
+$$;
+COMMENT ON FUNCTION personalize._users_with_address(text, text[]) IS 'Internal: the users among these with an address in the channel''s recipients (all of them when it names none)';
+
+-- The worker's lookup when it sends: the address is never stored in the outbox.
+CREATE FUNCTION personalize.recipient_address(user_id text, channel text) RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p personalize.channel_policies;
+    address text;
+BEGIN
+    SELECT * INTO p FROM personalize.channel_policies c WHERE c.channel = recipient_address.channel;
+    IF p.recipients IS NULL THEN
+        RAISE EXCEPTION 'channel % names no recipients', quote_literal(left(recipient_address.channel, 100))
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'UPDATE personalize.channel_policies SET recipients = ''shop.whatsapp_recipients'', address_column = ''phone'' WHERE channel = ''whatsapp''; '
+                      || 'and GRANT SELECT ON shop.whatsapp_recipients TO personalize_definer.';
+    END IF;
+    EXECUTE format('SELECT CAST(r.%I AS pg_catalog.text) FROM %s r WHERE CAST(r.user_id AS pg_catalog.text) OPERATOR(pg_catalog.=) $1 LIMIT 1',
+                   p.address_column, p.recipients)
+        INTO address USING recipient_address.user_id;
+    RETURN address;
+END
+$$;
+COMMENT ON FUNCTION personalize.recipient_address(text, text) IS 'The user''s address on a channel, read from the channel''s recipients table or view when the worker sends (never stored in the outbox); NULL when the user has none';
+
 -- The Rust functions' comments (their code: see CONTRIBUTING.md's function table).
 COMMENT ON FUNCTION personalize.unsubscribe_token(text, text, text) IS 'The token of an unsubscribe link for a user on a channel (campaign: that campaign only), signed with personalize.unsubscribe_secret (HMAC-SHA-256): unsubscribe() accepts it for this user and nobody else';
 COMMENT ON FUNCTION personalize._unsubscribe_recipient(text) IS 'Internal: who an unsubscribe token names, after checking its signature (22023 when it does not match)';

@@ -168,9 +168,15 @@ SELECT pg_catalog.pg_extension_config_dump('personalize.consents', '');
 -- are kept here, so a restore never collides with defaults.
 CREATE TABLE personalize.channel_policies (
     channel         text PRIMARY KEY CHECK (channel IN ('email', 'push', 'sms', 'whatsapp', 'webhook')),
-    requires_opt_in boolean NOT NULL
+    -- NULL: the channel's default.
+    requires_opt_in boolean,
+    -- Where the channel's addresses are: a table or view of the shop's with a user_id column
+    -- and this address column. Looked up when a message is claimed, never copied.
+    recipients      regclass,
+    address_column  text,
+    CONSTRAINT recipients_and_address_column CHECK ((recipients IS NULL) = (address_column IS NULL))
 );
-COMMENT ON TABLE personalize.channel_policies IS 'Per channel, whether messages need the user''s opt-in (a subscribed consent row). Without a row: push, sms and whatsapp need one, email and webhook do not';
+COMMENT ON TABLE personalize.channel_policies IS 'Per channel: whether messages need the user''s opt-in (a subscribed consent row; NULL or no row: push, sms and whatsapp do, email and webhook do not), and where its addresses are (recipients, a table or view with user_id and address_column, read when a message is claimed: a user without an address gets nothing)';
 SELECT pg_catalog.pg_extension_config_dump('personalize.channel_policies', '');
 
 CREATE FUNCTION personalize.unsubscribe_token(user_id text, channel text, campaign text DEFAULT NULL)
@@ -185,100 +191,6 @@ STABLE PARALLEL SAFE
 SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', '_unsubscribe_recipient_wrapper';
-
-------------------------------------------------------------------------------------------
--- Consent: who may be contacted, on which channel
-------------------------------------------------------------------------------------------
-
--- The app records a sign-up or an opt-out; claim_messages() checks every message against it.
-CREATE FUNCTION personalize.set_consent(user_id text, channel text, subscribed boolean,
-                                        source text DEFAULT 'api', campaign text DEFAULT NULL)
-RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF set_consent.user_id IS NULL OR set_consent.user_id = '' OR set_consent.channel IS NULL
-       OR set_consent.subscribed IS NULL THEN
-        RAISE EXCEPTION 'set_consent needs a user id, a channel and subscribed true or false'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Example: set_consent(''U0000042'', ''whatsapp'', true, source => ''checkout opt-in'').';
-    END IF;
-    IF set_consent.channel NOT IN ('email', 'push', 'sms', 'whatsapp', 'webhook') THEN
-        RAISE EXCEPTION 'unknown channel %', quote_literal(left(set_consent.channel, 100))
-            USING ERRCODE = 'invalid_parameter_value', HINT = 'Channels: email, push, sms, whatsapp, webhook.';
-    END IF;
-    -- An explicit choice of the user replaces whatever was recorded, a suppression included
-    -- (a new opt-in after a bounce is a new address).
-    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
-    VALUES (set_consent.user_id, set_consent.channel, COALESCE(set_consent.campaign, ''),
-            CASE WHEN set_consent.subscribed THEN 'subscribed' ELSE 'unsubscribed' END,
-            COALESCE(left(set_consent.source, 200), 'api'), now())
-    ON CONFLICT ON CONSTRAINT consents_pkey
-    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
-END
-$$;
-COMMENT ON FUNCTION personalize.set_consent(text, text, boolean, text, text) IS 'Records that a user subscribed to (true) or unsubscribed from (false) a channel, or one campaign of it, with its source (a form, a link); replaces the previous record, a suppression included';
-
--- Fed by the worker: a hard bounce, a spam complaint, an invalid number.
-CREATE FUNCTION personalize.suppress(user_id text, channel text, reason text)
-RETURNS void
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
-AS $$
-BEGIN
-    IF suppress.user_id IS NULL OR suppress.user_id = '' OR suppress.channel IS NULL
-       OR suppress.channel NOT IN ('email', 'push', 'sms', 'whatsapp', 'webhook') THEN
-        RAISE EXCEPTION 'suppress needs a user id and one of the channels email, push, sms, whatsapp, webhook'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Example: suppress(''U0000042'', ''email'', ''hard bounce: 550 no such user'').';
-    END IF;
-    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
-    VALUES (suppress.user_id, suppress.channel, '', 'suppressed',
-            left('suppressed: ' || COALESCE(suppress.reason, 'no reason given'), 200), now())
-    ON CONFLICT ON CONSTRAINT consents_pkey
-    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
-END
-$$;
-COMMENT ON FUNCTION personalize.suppress(text, text, text) IS 'Suppresses a user on a channel (a hard bounce, a spam complaint): no message on it goes out until the user subscribes again';
-
--- The unsubscribe link: the shop's web endpoint (or the worker's) passes the token on.
-CREATE FUNCTION personalize.unsubscribe(token text)
-RETURNS TABLE (user_id text, channel text, campaign text)
-LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    r record;
-BEGIN
-    SELECT * INTO r FROM personalize._unsubscribe_recipient(unsubscribe.token);
-    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
-    VALUES (r.user_id, r.channel, COALESCE(r.campaign, ''), 'unsubscribed', 'unsubscribe link', now())
-    ON CONFLICT ON CONSTRAINT consents_pkey
-    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at
-     WHERE k.status <> 'suppressed';
-    RETURN QUERY SELECT r.user_id, r.channel, r.campaign;
-END
-$$;
-COMMENT ON FUNCTION personalize.unsubscribe(text) IS 'Applies an unsubscribe link''s token (unsubscribe_token()): the user it names is unsubscribed from its channel, or its campaign only. A token that was altered, forged or signed with another key is refused (22023); using one twice changes nothing more';
-
--- The Rust functions' comments (their code: see CONTRIBUTING.md's function table).
-COMMENT ON FUNCTION personalize.unsubscribe_token(text, text, text) IS 'The token of an unsubscribe link for a user on a channel (campaign: that campaign only), signed with personalize.unsubscribe_secret (HMAC-SHA-256): unsubscribe() accepts it for this user and nobody else';
-COMMENT ON FUNCTION personalize._unsubscribe_recipient(text) IS 'Internal: who an unsubscribe token names, after checking its signature (22023 when it does not match)';
-
--- A worker that cannot deliver a message at all (no address on file for its channel, an
--- address the provider refuses for good) ends it as cancelled with the reason, instead of
--- failing it into `dead` after max_attempts retries that cannot succeed.
-CREATE FUNCTION personalize.cancel_message(message_id bigint, lease_token uuid, reason text)
-RETURNS boolean
-LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
-    WITH done AS (
-        UPDATE personalize.outbox o
-           SET state = 'cancelled', finished_at = now(),
-               last_error = left(COALESCE(cancel_message.reason, 'cancelled by the worker'), 2000)
-         WHERE o.message_id = cancel_message.message_id AND o.lease_token = cancel_message.lease_token
-           AND o.state = 'claimed'
-        RETURNING 1)
-    SELECT EXISTS (SELECT 1 FROM done)
-$$;
-COMMENT ON FUNCTION personalize.cancel_message(bigint, uuid, text) IS 'Ends a claimed message as cancelled with the reason (no address on its channel, a permanent refusal): never retried; false when the lease is no longer held';
 
 ------------------------------------------------------------------------------------------
 -- Sync from the shop's own tables
@@ -679,6 +591,171 @@ END
 $$;
 COMMENT ON FUNCTION personalize.stop_sync(regclass) IS 'Removes the triggers sync_catalogue() and sync_events() installed on a table; returns how many. The catalogue and events stay.';
 
+------------------------------------------------------------------------------------------
+-- Consent: who may be contacted, on which channel
+------------------------------------------------------------------------------------------
+
+-- The app records a sign-up or an opt-out; claim_messages() checks every message against it.
+CREATE FUNCTION personalize.set_consent(user_id text, channel text, subscribed boolean,
+                                        source text DEFAULT 'api', campaign text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF set_consent.user_id IS NULL OR set_consent.user_id = '' OR set_consent.channel IS NULL
+       OR set_consent.subscribed IS NULL THEN
+        RAISE EXCEPTION 'set_consent needs a user id, a channel and subscribed true or false'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: set_consent(''U0000042'', ''whatsapp'', true, source => ''checkout opt-in'').';
+    END IF;
+    IF set_consent.channel NOT IN ('email', 'push', 'sms', 'whatsapp', 'webhook') THEN
+        RAISE EXCEPTION 'unknown channel %', quote_literal(left(set_consent.channel, 100))
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Channels: email, push, sms, whatsapp, webhook.';
+    END IF;
+    -- An explicit choice of the user replaces whatever was recorded, a suppression included
+    -- (a new opt-in after a bounce is a new address).
+    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
+    VALUES (set_consent.user_id, set_consent.channel, COALESCE(set_consent.campaign, ''),
+            CASE WHEN set_consent.subscribed THEN 'subscribed' ELSE 'unsubscribed' END,
+            COALESCE(left(set_consent.source, 200), 'api'), now())
+    ON CONFLICT ON CONSTRAINT consents_pkey
+    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
+END
+$$;
+COMMENT ON FUNCTION personalize.set_consent(text, text, boolean, text, text) IS 'Records that a user subscribed to (true) or unsubscribed from (false) a channel, or one campaign of it, with its source (a form, a link); replaces the previous record, a suppression included';
+
+-- Fed by the worker: a hard bounce, a spam complaint, an invalid number.
+CREATE FUNCTION personalize.suppress(user_id text, channel text, reason text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF suppress.user_id IS NULL OR suppress.user_id = '' OR suppress.channel IS NULL
+       OR suppress.channel NOT IN ('email', 'push', 'sms', 'whatsapp', 'webhook') THEN
+        RAISE EXCEPTION 'suppress needs a user id and one of the channels email, push, sms, whatsapp, webhook'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Example: suppress(''U0000042'', ''email'', ''hard bounce: 550 no such user'').';
+    END IF;
+    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
+    VALUES (suppress.user_id, suppress.channel, '', 'suppressed',
+            left('suppressed: ' || COALESCE(suppress.reason, 'no reason given'), 200), now())
+    ON CONFLICT ON CONSTRAINT consents_pkey
+    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
+END
+$$;
+COMMENT ON FUNCTION personalize.suppress(text, text, text) IS 'Suppresses a user on a channel (a hard bounce, a spam complaint): no message on it goes out until the user subscribes again';
+
+-- The unsubscribe link: the shop's web endpoint (or the worker's) passes the token on.
+CREATE FUNCTION personalize.unsubscribe(token text)
+RETURNS TABLE (user_id text, channel text, campaign text)
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+BEGIN
+    SELECT * INTO r FROM personalize._unsubscribe_recipient(unsubscribe.token);
+    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
+    VALUES (r.user_id, r.channel, COALESCE(r.campaign, ''), 'unsubscribed', 'unsubscribe link', now())
+    ON CONFLICT ON CONSTRAINT consents_pkey
+    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at
+     WHERE k.status <> 'suppressed';
+    RETURN QUERY SELECT r.user_id, r.channel, r.campaign;
+END
+$$;
+COMMENT ON FUNCTION personalize.unsubscribe(text) IS 'Applies an unsubscribe link''s token (unsubscribe_token()): the user it names is unsubscribed from its channel, or its campaign only. A token that was altered, forged or signed with another key is refused (22023); using one twice changes nothing more';
+
+-- Recipients: the shop's addresses stay in the shop's tables. A policy names the table or
+-- view and its address column; this checks them when the policy is written.
+CREATE FUNCTION personalize._channel_policies_before_write() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    missing text[];
+BEGIN
+    IF NEW.recipients IS NOT NULL THEN
+        missing := personalize._missing_columns(NEW.recipients, ARRAY['user_id', NEW.address_column]);
+        IF cardinality(missing) > 0 THEN
+            RAISE EXCEPTION 'recipients % has no column %', NEW.recipients, array_to_string(missing, ', ')
+                USING ERRCODE = 'undefined_column',
+                      HINT = 'Name a table or view with a user_id column and the address column, e.g. '
+                          || 'CREATE VIEW shop.whatsapp_recipients AS SELECT customer_id AS user_id, phone FROM shop.customers;';
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+COMMENT ON FUNCTION personalize._channel_policies_before_write() IS 'Trigger: checks that a channel''s recipients table has user_id and the address column';
+CREATE TRIGGER channel_policies_before_write
+    BEFORE INSERT OR UPDATE ON personalize.channel_policies
+    FOR EACH ROW EXECUTE FUNCTION personalize._channel_policies_before_write();
+
+-- Which of these users have an address on the channel (all of them when the channel names no
+-- recipients). Read as the caller: claim_messages() and recipient_address() run as
+-- personalize_definer, which the DBA grants SELECT on the recipients table or view.
+CREATE FUNCTION personalize._users_with_address(channel text, users text[]) RETURNS text[]
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p personalize.channel_policies;
+    found text[];
+BEGIN
+    SELECT * INTO p FROM personalize.channel_policies c WHERE c.channel = _users_with_address.channel;
+    IF p.recipients IS NULL THEN
+        RETURN users;
+    END IF;
+    EXECUTE format('SELECT COALESCE(pg_catalog.array_agg(DISTINCT CAST(r.user_id AS pg_catalog.text)), ''{}'') FROM %s r '
+                   'WHERE CAST(r.user_id AS pg_catalog.text) OPERATOR(pg_catalog.=) ANY ($1) '
+                   'AND r.%I IS NOT NULL AND CAST(r.%I AS pg_catalog.text) OPERATOR(pg_catalog.<>) ''''',
+                   p.recipients, p.address_column, p.address_column)
+        INTO found USING users;
+    RETURN found;
+END
+$$;
+COMMENT ON FUNCTION personalize._users_with_address(text, text[]) IS 'Internal: the users among these with an address in the channel''s recipients (all of them when it names none)';
+
+-- The worker's lookup when it sends: the address is never stored in the outbox.
+CREATE FUNCTION personalize.recipient_address(user_id text, channel text) RETURNS text
+LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    p personalize.channel_policies;
+    address text;
+BEGIN
+    SELECT * INTO p FROM personalize.channel_policies c WHERE c.channel = recipient_address.channel;
+    IF p.recipients IS NULL THEN
+        RAISE EXCEPTION 'channel % names no recipients', quote_literal(left(recipient_address.channel, 100))
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'UPDATE personalize.channel_policies SET recipients = ''shop.whatsapp_recipients'', address_column = ''phone'' WHERE channel = ''whatsapp''; '
+                      || 'and GRANT SELECT ON shop.whatsapp_recipients TO personalize_definer.';
+    END IF;
+    EXECUTE format('SELECT CAST(r.%I AS pg_catalog.text) FROM %s r WHERE CAST(r.user_id AS pg_catalog.text) OPERATOR(pg_catalog.=) $1 LIMIT 1',
+                   p.address_column, p.recipients)
+        INTO address USING recipient_address.user_id;
+    RETURN address;
+END
+$$;
+COMMENT ON FUNCTION personalize.recipient_address(text, text) IS 'The user''s address on a channel, read from the channel''s recipients table or view when the worker sends (never stored in the outbox); NULL when the user has none';
+
+-- The Rust functions' comments (their code: see CONTRIBUTING.md's function table).
+COMMENT ON FUNCTION personalize.unsubscribe_token(text, text, text) IS 'The token of an unsubscribe link for a user on a channel (campaign: that campaign only), signed with personalize.unsubscribe_secret (HMAC-SHA-256): unsubscribe() accepts it for this user and nobody else';
+COMMENT ON FUNCTION personalize._unsubscribe_recipient(text) IS 'Internal: who an unsubscribe token names, after checking its signature (22023 when it does not match)';
+
+-- A worker that cannot deliver a message at all (no address on file for its channel, an
+-- address the provider refuses for good) ends it as cancelled with the reason, instead of
+-- failing it into `dead` after max_attempts retries that cannot succeed.
+CREATE FUNCTION personalize.cancel_message(message_id bigint, lease_token uuid, reason text)
+RETURNS boolean
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+    WITH done AS (
+        UPDATE personalize.outbox o
+           SET state = 'cancelled', finished_at = now(),
+               last_error = left(COALESCE(cancel_message.reason, 'cancelled by the worker'), 2000)
+         WHERE o.message_id = cancel_message.message_id AND o.lease_token = cancel_message.lease_token
+           AND o.state = 'claimed'
+        RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM done)
+$$;
+COMMENT ON FUNCTION personalize.cancel_message(bigint, uuid, text) IS 'Ends a claimed message as cancelled with the reason (no address on its channel, a permanent refusal): never retried; false when the lease is no longer held';
+
 -- Anonymous visitors identified as customers by identify(): the last customer each anonymous
 -- id was linked to.
 CREATE TABLE personalize.identities (
@@ -1016,6 +1093,12 @@ RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT personalize.unsubscribe_token(CAST(unsubscribe_token.user_id AS pg_catalog.text), unsubscribe_token.channel, unsubscribe_token.campaign) $$;
 COMMENT ON FUNCTION personalize.unsubscribe_token(anyelement, text, text) IS 'unsubscribe_token() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+CREATE FUNCTION personalize.recipient_address(user_id anyelement, channel text)
+RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT personalize.recipient_address(CAST(recipient_address.user_id AS pg_catalog.text), recipient_address.channel) $$;
+COMMENT ON FUNCTION personalize.recipient_address(anyelement, text) IS 'recipient_address() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
 
 CREATE FUNCTION personalize.identify(anonymous_id anycompatible, user_id anyelement)
 RETURNS TABLE (events_moved bigint, messages_moved bigint, messages_cancelled bigint)

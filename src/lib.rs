@@ -127,6 +127,7 @@ pgrx::extension_sql_file!(
     "../sql/consent.sql",
     name = "consent",
     requires = [
+        "sync",
         api::consent::_unsubscribe_recipient,
         api::consent::unsubscribe_token
     ]

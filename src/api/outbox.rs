@@ -365,6 +365,54 @@ fn claim_messages(
             }
         }
 
+        // Addresses: on a channel whose policy names the shop's recipients, a user without an
+        // address gets nothing (cancelled, not retried into dead). One query for the batch, in
+        // a subtransaction: if it fails (the definer may not read the view), the batch's
+        // messages fail alone and are retried.
+        let users: Vec<String> = locked
+            .iter()
+            .filter(|l| l.candidate.no_consent.is_none())
+            .map(|l| l.candidate.user_id.clone())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !users.is_empty() {
+            let with_address = crate::pg::subtransaction::attempt(|| {
+                let args: [DatumWithOid; 2] = [channel.into(), users.into()];
+                client
+                    .select(
+                        "SELECT personalize._users_with_address($1, $2)",
+                        None,
+                        &args,
+                    )
+                    .unwrap_or_else(|e| spi_failed("cannot read the channel's recipients", e))
+                    .first()
+                    .get::<Vec<String>>(1)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect::<HashSet<String>>()
+            });
+            for l in &mut locked {
+                if l.candidate.no_consent.is_some() {
+                    continue;
+                }
+                match &with_address {
+                    Ok(found) if !found.contains(&l.candidate.user_id) => {
+                        l.candidate.no_consent = Some(format!(
+                            "no {channel} address for the user in its recipients"
+                        ));
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        l.candidate.check_failed =
+                            Some(format!("reading the {channel} recipients failed: {e}"));
+                    }
+                }
+            }
+        }
+
         let candidates: Vec<Candidate> = locked.iter().map(|l| l.candidate.clone()).collect();
         let mut verdicts = outbox::decide(now, &candidates, &mut recent, global_caps);
 

@@ -95,6 +95,7 @@ pub const ROLES: [(&str, &str, &[&str]); 4] = [
             "cancel_message",
             "unsubscribe_token",
             "suppress",
+            "recipient_address",
         ],
     ),
 ];

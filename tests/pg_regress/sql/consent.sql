@@ -65,6 +65,27 @@ SELECT personalize.cancel_message(message_id, gen_random_uuid(), 'x') AS wrong_l
 SELECT personalize.cancel_message(message_id, lease_token, 'no WhatsApp number on file') AS cancelled FROM held;
 SELECT personalize.cancel_message(message_id, lease_token, 'again') AS again FROM held;
 SELECT o.state, o.last_error, o.finished_at IS NOT NULL AS finished FROM personalize.outbox o JOIN held USING (message_id);
+-- Addresses stay in the shop's tables: a policy names them, the claim reads them (as
+-- personalize_definer, which the DBA lets read them), the worker looks one up when it sends.
+CREATE TABLE public.consent_phones (user_id text, phone text);
+INSERT INTO public.consent_phones VALUES ('w1', '+4915112345678'), ('w4', '');
+SELECT pg_temp.err($$INSERT INTO personalize.channel_policies VALUES ('whatsapp', NULL, 'public.consent_phones', 'mobile')$$);
+INSERT INTO personalize.channel_policies VALUES ('whatsapp', NULL, 'public.consent_phones', 'phone');
+SELECT count(personalize.track(jsonb_build_object('type', 'add_to_cart', 'user_id', u, 'item_id', 'i4'))) AS tracked
+  FROM unnest(ARRAY['w1', 'w4']) u;
+UPDATE personalize.outbox SET visible_at = now() - interval '1 second' WHERE state = 'pending';
+-- Not readable yet: the messages fail alone and wait for a retry.
+SELECT count(*) AS claimed FROM personalize.claim_messages('whatsapp', 100);
+SELECT user_id, state, last_error FROM personalize.outbox
+ WHERE channel = 'whatsapp' AND last_error LIKE 'the claim failed: reading%' ORDER BY 1;
+GRANT SELECT ON public.consent_phones TO personalize_definer;
+UPDATE personalize.outbox SET visible_at = now() - interval '1 second' WHERE state = 'pending';
+SELECT user_id, campaign FROM personalize.claim_messages('whatsapp', 100) ORDER BY 1;
+SELECT user_id, state, last_error FROM personalize.outbox
+ WHERE channel = 'whatsapp' AND last_error LIKE 'no whatsapp address%' ORDER BY 1;
+SELECT personalize.recipient_address('w1', 'whatsapp') AS w1, personalize.recipient_address('w9', 'whatsapp') AS w9;
+SELECT pg_temp.err($$SELECT personalize.recipient_address('w1', 'email')$$);
+DELETE FROM personalize.channel_policies;
 -- Bad input.
 SELECT pg_temp.err($$SELECT personalize.set_consent('x', 'fax', true)$$);
 SELECT pg_temp.err($$SELECT personalize.set_consent('x', 'email', NULL)$$);
