@@ -423,14 +423,35 @@ BEGIN
     EXECUTE format('CREATE OR REPLACE TRIGGER personalize_sync_catalogue AFTER INSERT OR UPDATE OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION personalize._sync_items_trigger(%L, %L)',
                    source, CAST(m AS text), CAST(strict AS text));
-    FOR r IN EXECUTE format('SELECT %s FROM %s s', row_sql, source) LOOP
-        IF personalize._sync_item(r, m, label, strict) THEN
-            written := written + 1;
-        ELSE
-            quarantined := quarantined + 1;
-            failed := failed || (r ->> (m ->> 'item_id'));
+    -- One statement for the whole table first (one subtransaction); only when a row does not
+    -- fit (or a key repeats) row by row, so that each bad row is quarantined alone. A load of
+    -- 100,000 products that fit must not open 100,000 subtransactions.
+    BEGIN
+        EXECUTE format(
+            'INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price, updated_at) '
+            'SELECT (x.it).item_id, (x.it).category, (x.it).title, (x.it).attributes, (x.it).available, '
+            '       (x.it).price, (x.it).updated_at '
+            '  FROM (SELECT personalize._item_from_row(%s, $1) AS it FROM %s s) x '
+            'ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE '
+            '   SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes, '
+            '       available = EXCLUDED.available, price = EXCLUDED.price, updated_at = EXCLUDED.updated_at '
+            ' WHERE (i.category, i.title, i.attributes, i.available, i.price) IS DISTINCT FROM '
+            '       (EXCLUDED.category, EXCLUDED.title, EXCLUDED.attributes, EXCLUDED.available, EXCLUDED.price)',
+            row_sql, source) USING m;
+        EXECUTE format('SELECT pg_catalog.count(*) FROM %s s', source) INTO written;
+    EXCEPTION WHEN OTHERS THEN
+        IF strict THEN
+            RAISE;
         END IF;
-    END LOOP;
+        FOR r IN EXECUTE format('SELECT %s FROM %s s', row_sql, source) LOOP
+            IF personalize._sync_item(r, m, label, strict) THEN
+                written := written + 1;
+            ELSE
+                quarantined := quarantined + 1;
+                failed := failed || (r ->> (m ->> 'item_id'));
+            END IF;
+        END LOOP;
+    END;
     -- Rejections of rows that fit now (the shop corrected them) are resolved.
     UPDATE personalize.rejected_events j SET resolved_at = now()
      WHERE j.resolved_at IS NULL AND j.source = label AND 'invalid_catalogue_row' = ANY (j.reasons)
