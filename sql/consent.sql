@@ -2,6 +2,22 @@
 -- Consent: who may be contacted, on which channel
 ------------------------------------------------------------------------------------------
 
+-- One consent record, replacing the previous one for the same user, channel and campaign
+-- (unless that one is a suppression and keep_suppression is set).
+CREATE FUNCTION personalize._record_consent(user_id text, channel text, campaign text, status text,
+                                            source text, keep_suppression boolean)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
+    VALUES (_record_consent.user_id, _record_consent.channel, COALESCE(_record_consent.campaign, ''),
+            _record_consent.status, left(_record_consent.source, 200), now())
+    ON CONFLICT ON CONSTRAINT consents_pkey
+    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at
+     WHERE NOT (_record_consent.keep_suppression AND k.status = 'suppressed')
+$$;
+COMMENT ON FUNCTION personalize._record_consent(text, text, text, text, text, boolean) IS 'Internal: writes one consent record (set_consent, suppress, unsubscribe)';
+
 -- The app records a sign-up or an opt-out; claim_messages() checks every message against it.
 CREATE FUNCTION personalize.set_consent(user_id text, channel text, subscribed boolean,
                                         source text DEFAULT 'api', campaign text DEFAULT NULL)
@@ -21,12 +37,9 @@ BEGIN
     END IF;
     -- An explicit choice of the user replaces whatever was recorded, a suppression included
     -- (a new opt-in after a bounce is a new address).
-    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
-    VALUES (set_consent.user_id, set_consent.channel, COALESCE(set_consent.campaign, ''),
-            CASE WHEN set_consent.subscribed THEN 'subscribed' ELSE 'unsubscribed' END,
-            COALESCE(left(set_consent.source, 200), 'api'), now())
-    ON CONFLICT ON CONSTRAINT consents_pkey
-    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
+    PERFORM personalize._record_consent(set_consent.user_id, set_consent.channel, set_consent.campaign,
+        CASE WHEN set_consent.subscribed THEN 'subscribed' ELSE 'unsubscribed' END,
+        COALESCE(set_consent.source, 'api'), false);
 END
 $$;
 COMMENT ON FUNCTION personalize.set_consent(text, text, boolean, text, text) IS 'Records that a user subscribed to (true) or unsubscribed from (false) a channel, or one campaign of it, with its source (a form, a link); replaces the previous record, a suppression included';
@@ -43,11 +56,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Example: suppress(''U0000042'', ''email'', ''hard bounce: 550 no such user'').';
     END IF;
-    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
-    VALUES (suppress.user_id, suppress.channel, '', 'suppressed',
-            left('suppressed: ' || COALESCE(suppress.reason, 'no reason given'), 200), now())
-    ON CONFLICT ON CONSTRAINT consents_pkey
-    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
+    PERFORM personalize._record_consent(suppress.user_id, suppress.channel, NULL, 'suppressed',
+        'suppressed: ' || COALESCE(suppress.reason, 'no reason given'), false);
 END
 $$;
 COMMENT ON FUNCTION personalize.suppress(text, text, text) IS 'Suppresses a user on a channel (a hard bounce, a spam complaint): no message on it goes out until the user subscribes again';
@@ -61,11 +71,8 @@ DECLARE
     r record;
 BEGIN
     SELECT * INTO r FROM personalize._unsubscribe_recipient(unsubscribe.token);
-    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
-    VALUES (r.user_id, r.channel, COALESCE(r.campaign, ''), 'unsubscribed', 'unsubscribe link', now())
-    ON CONFLICT ON CONSTRAINT consents_pkey
-    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at
-     WHERE k.status <> 'suppressed';
+    -- A link does not lift a suppression: the address still bounces.
+    PERFORM personalize._record_consent(r.user_id, r.channel, r.campaign, 'unsubscribed', 'unsubscribe link', true);
     RETURN QUERY SELECT r.user_id, r.channel, r.campaign;
 END
 $$;

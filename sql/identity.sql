@@ -13,7 +13,6 @@ DECLARE
     a CONSTANT text := identify.anonymous_id;
     u CONSTANT text := identify.user_id;
     moved bigint;
-    dropped bigint;
     followed bigint;
     cancelled bigint;
 BEGIN
@@ -42,7 +41,6 @@ BEGIN
                             WHERE c.client_event_id = e.client_event_id AND c.user_id = u
                               AND c.event_type = e.event_type
                               AND c.item_id IS NOT DISTINCT FROM e.item_id AND c.properties = e.properties);
-            GET DIAGNOSTICS dropped = ROW_COUNT;
             UPDATE personalize.events e SET client_event_id = NULL
              WHERE e.user_id = a AND e.client_event_id IS NOT NULL
                AND EXISTS (SELECT FROM personalize.events c
@@ -58,30 +56,24 @@ BEGIN
         END;
     END LOOP;
     -- One pending message per campaign and user: the visitor's is cancelled where the
-    -- customer already has one, and follows the customer otherwise.
-    UPDATE personalize.outbox o
-       SET state = 'cancelled', finished_at = now(),
-           last_error = 'identified as a customer with this campaign''s message already pending'
-     WHERE o.user_id = a AND o.state = 'pending'
-       AND EXISTS (SELECT FROM personalize.outbox p
-                    WHERE p.campaign_id = o.campaign_id AND p.user_id = u AND p.state = 'pending');
-    GET DIAGNOSTICS cancelled = ROW_COUNT;
+    -- customer already has one, and follows the customer otherwise. The customer's own
+    -- message can be written meanwhile: then both steps are tried again.
     FOR attempt IN 1..3 LOOP
         BEGIN
-            UPDATE personalize.outbox o SET user_id = u WHERE o.user_id = a AND o.state = 'pending';
-            GET DIAGNOSTICS followed = ROW_COUNT;
-            EXIT;
-        EXCEPTION WHEN unique_violation THEN
-            -- The customer's own message for the campaign was written meanwhile.
-            IF attempt = 3 THEN
-                RAISE;
-            END IF;
             UPDATE personalize.outbox o
                SET state = 'cancelled', finished_at = now(),
                    last_error = 'identified as a customer with this campaign''s message already pending'
              WHERE o.user_id = a AND o.state = 'pending'
                AND EXISTS (SELECT FROM personalize.outbox p
                             WHERE p.campaign_id = o.campaign_id AND p.user_id = u AND p.state = 'pending');
+            GET DIAGNOSTICS cancelled = ROW_COUNT;
+            UPDATE personalize.outbox o SET user_id = u WHERE o.user_id = a AND o.state = 'pending';
+            GET DIAGNOSTICS followed = ROW_COUNT;
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            IF attempt = 3 THEN
+                RAISE;
+            END IF;
         END;
     END LOOP;
     INSERT INTO personalize.identities AS i (anonymous_id, user_id) VALUES (a, u)

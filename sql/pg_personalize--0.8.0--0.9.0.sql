@@ -616,6 +616,22 @@ COMMENT ON FUNCTION personalize.stop_sync(regclass) IS 'Removes the triggers syn
 -- Consent: who may be contacted, on which channel
 ------------------------------------------------------------------------------------------
 
+-- One consent record, replacing the previous one for the same user, channel and campaign
+-- (unless that one is a suppression and keep_suppression is set).
+CREATE FUNCTION personalize._record_consent(user_id text, channel text, campaign text, status text,
+                                            source text, keep_suppression boolean)
+RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
+    VALUES (_record_consent.user_id, _record_consent.channel, COALESCE(_record_consent.campaign, ''),
+            _record_consent.status, left(_record_consent.source, 200), now())
+    ON CONFLICT ON CONSTRAINT consents_pkey
+    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at
+     WHERE NOT (_record_consent.keep_suppression AND k.status = 'suppressed')
+$$;
+COMMENT ON FUNCTION personalize._record_consent(text, text, text, text, text, boolean) IS 'Internal: writes one consent record (set_consent, suppress, unsubscribe)';
+
 -- The app records a sign-up or an opt-out; claim_messages() checks every message against it.
 CREATE FUNCTION personalize.set_consent(user_id text, channel text, subscribed boolean,
                                         source text DEFAULT 'api', campaign text DEFAULT NULL)
@@ -635,12 +651,9 @@ BEGIN
     END IF;
     -- An explicit choice of the user replaces whatever was recorded, a suppression included
     -- (a new opt-in after a bounce is a new address).
-    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
-    VALUES (set_consent.user_id, set_consent.channel, COALESCE(set_consent.campaign, ''),
-            CASE WHEN set_consent.subscribed THEN 'subscribed' ELSE 'unsubscribed' END,
-            COALESCE(left(set_consent.source, 200), 'api'), now())
-    ON CONFLICT ON CONSTRAINT consents_pkey
-    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
+    PERFORM personalize._record_consent(set_consent.user_id, set_consent.channel, set_consent.campaign,
+        CASE WHEN set_consent.subscribed THEN 'subscribed' ELSE 'unsubscribed' END,
+        COALESCE(set_consent.source, 'api'), false);
 END
 $$;
 COMMENT ON FUNCTION personalize.set_consent(text, text, boolean, text, text) IS 'Records that a user subscribed to (true) or unsubscribed from (false) a channel, or one campaign of it, with its source (a form, a link); replaces the previous record, a suppression included';
@@ -657,11 +670,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Example: suppress(''U0000042'', ''email'', ''hard bounce: 550 no such user'').';
     END IF;
-    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
-    VALUES (suppress.user_id, suppress.channel, '', 'suppressed',
-            left('suppressed: ' || COALESCE(suppress.reason, 'no reason given'), 200), now())
-    ON CONFLICT ON CONSTRAINT consents_pkey
-    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at;
+    PERFORM personalize._record_consent(suppress.user_id, suppress.channel, NULL, 'suppressed',
+        'suppressed: ' || COALESCE(suppress.reason, 'no reason given'), false);
 END
 $$;
 COMMENT ON FUNCTION personalize.suppress(text, text, text) IS 'Suppresses a user on a channel (a hard bounce, a spam complaint): no message on it goes out until the user subscribes again';
@@ -675,11 +685,8 @@ DECLARE
     r record;
 BEGIN
     SELECT * INTO r FROM personalize._unsubscribe_recipient(unsubscribe.token);
-    INSERT INTO personalize.consents AS k (user_id, channel, campaign, status, source, updated_at)
-    VALUES (r.user_id, r.channel, COALESCE(r.campaign, ''), 'unsubscribed', 'unsubscribe link', now())
-    ON CONFLICT ON CONSTRAINT consents_pkey
-    DO UPDATE SET status = EXCLUDED.status, source = EXCLUDED.source, updated_at = EXCLUDED.updated_at
-     WHERE k.status <> 'suppressed';
+    -- A link does not lift a suppression: the address still bounces.
+    PERFORM personalize._record_consent(r.user_id, r.channel, r.campaign, 'unsubscribed', 'unsubscribe link', true);
     RETURN QUERY SELECT r.user_id, r.channel, r.campaign;
 END
 $$;
@@ -803,7 +810,6 @@ DECLARE
     a CONSTANT text := identify.anonymous_id;
     u CONSTANT text := identify.user_id;
     moved bigint;
-    dropped bigint;
     followed bigint;
     cancelled bigint;
 BEGIN
@@ -832,7 +838,6 @@ BEGIN
                             WHERE c.client_event_id = e.client_event_id AND c.user_id = u
                               AND c.event_type = e.event_type
                               AND c.item_id IS NOT DISTINCT FROM e.item_id AND c.properties = e.properties);
-            GET DIAGNOSTICS dropped = ROW_COUNT;
             UPDATE personalize.events e SET client_event_id = NULL
              WHERE e.user_id = a AND e.client_event_id IS NOT NULL
                AND EXISTS (SELECT FROM personalize.events c
@@ -848,30 +853,24 @@ BEGIN
         END;
     END LOOP;
     -- One pending message per campaign and user: the visitor's is cancelled where the
-    -- customer already has one, and follows the customer otherwise.
-    UPDATE personalize.outbox o
-       SET state = 'cancelled', finished_at = now(),
-           last_error = 'identified as a customer with this campaign''s message already pending'
-     WHERE o.user_id = a AND o.state = 'pending'
-       AND EXISTS (SELECT FROM personalize.outbox p
-                    WHERE p.campaign_id = o.campaign_id AND p.user_id = u AND p.state = 'pending');
-    GET DIAGNOSTICS cancelled = ROW_COUNT;
+    -- customer already has one, and follows the customer otherwise. The customer's own
+    -- message can be written meanwhile: then both steps are tried again.
     FOR attempt IN 1..3 LOOP
         BEGIN
-            UPDATE personalize.outbox o SET user_id = u WHERE o.user_id = a AND o.state = 'pending';
-            GET DIAGNOSTICS followed = ROW_COUNT;
-            EXIT;
-        EXCEPTION WHEN unique_violation THEN
-            -- The customer's own message for the campaign was written meanwhile.
-            IF attempt = 3 THEN
-                RAISE;
-            END IF;
             UPDATE personalize.outbox o
                SET state = 'cancelled', finished_at = now(),
                    last_error = 'identified as a customer with this campaign''s message already pending'
              WHERE o.user_id = a AND o.state = 'pending'
                AND EXISTS (SELECT FROM personalize.outbox p
                             WHERE p.campaign_id = o.campaign_id AND p.user_id = u AND p.state = 'pending');
+            GET DIAGNOSTICS cancelled = ROW_COUNT;
+            UPDATE personalize.outbox o SET user_id = u WHERE o.user_id = a AND o.state = 'pending';
+            GET DIAGNOSTICS followed = ROW_COUNT;
+            EXIT;
+        EXCEPTION WHEN unique_violation THEN
+            IF attempt = 3 THEN
+                RAISE;
+            END IF;
         END;
     END LOOP;
     INSERT INTO personalize.identities AS i (anonymous_id, user_id) VALUES (a, u)

@@ -48,6 +48,10 @@ SELECT * FROM personalize.unsubscribe((SELECT e1 FROM tokens));
 SELECT * FROM personalize.unsubscribe((SELECT e1 FROM tokens));
 SELECT * FROM personalize.unsubscribe((SELECT e3_campaign FROM tokens));
 SELECT user_id, channel, campaign, status, source FROM personalize.consents WHERE user_id IN ('e1', 'e3') ORDER BY 1, 3;
+-- A link does not lift a suppression.
+SELECT personalize.suppress('e4', 'email', 'hard bounce');
+SELECT * FROM personalize.unsubscribe(personalize.unsubscribe_token('e4', 'email'));
+SELECT status, source FROM personalize.consents WHERE user_id = 'e4';
 -- e3's recipient under e1's signature, a token cut short, one signed under another key: refused.
 SELECT pg_temp.err(format('SELECT * FROM personalize.unsubscribe(%L)',
          split_part(e3_campaign, '.', 1) || '.' || split_part(e1, '.', 2))) FROM tokens;
