@@ -133,6 +133,30 @@ install_extension() {
     fi
 }
 
+# Builds the delivery worker (crates/personalize-worker); prints the binary's path.
+# PP_PROFILE=release for the benchmark and the demo, dev for the tests (shares their build).
+worker_bin() {
+    local profile=debug args=()
+    [ "${PP_PROFILE:-release}" = release ] && { profile=release; args=(--release); }
+    (cd "$ROOT" && cargo build -q -p personalize-worker "${args[@]}") >&2
+    echo "$ROOT/target/$profile/pg-personalize-worker"
+}
+
+# A Python with aiosmtpd (the SMTP server the delivery tests send to), in a venv made once;
+# prints its python.
+standins_python() {
+    local venv=${PP_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/pg_personalize/venv}
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import aiosmtpd" 2>/dev/null; then
+        say "Installing aiosmtpd (PyPI) into $venv" >&2
+        python3 -c "import venv, ensurepip" 2>/dev/null ||
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        rm -rf "$venv"
+        python3 -m venv "$venv" >&2
+        "$venv/bin/python" -m pip install -q --disable-pip-version-check "aiosmtpd==1.4.6" >&2
+    fi
+    echo "$venv/bin/python"
+}
+
 # PP_PG_OPTS adds server options (a later -c wins: fault tests turn synchronous_commit back on).
 start_cluster() {
     mkdir -p "$PP_RUN"

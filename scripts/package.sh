@@ -3,12 +3,18 @@
 #   postgresql-15-pg-personalize_<version>_<arch>.deb   (dpkg -i; depends on postgresql-15)
 #   pg_personalize-<version>-pg15-<arch>.tar.gz         (tar xzf, then sudo ./install.sh)
 # Both hold the release library, the control file, the install script of this version and every
-# upgrade script (ALTER EXTENSION pg_personalize UPDATE).
+# upgrade script (ALTER EXTENSION pg_personalize UPDATE). And the delivery worker, a package of
+# its own (it runs wherever the network to the providers is, not only on the database host):
+#   pg-personalize-worker_<version>_<arch>.deb   /usr/bin/pg-personalize-worker, a systemd
+#       unit (pg-personalize-worker.service, run as a system user of that name), an example
+#       /etc/pg-personalize-worker/worker.toml and secrets.env (conffiles)
 #
 #   bash scripts/package.sh            build both
-#   bash scripts/package.sh --verify   also install the .deb (dpkg -i) over this machine's copy,
+#   bash scripts/package.sh --verify   also install the .debs (dpkg -i) over this machine's copy,
 #                                      CREATE EXTENSION and run the loop in a fresh cluster,
-#                                      then leave the package installed (dpkg -r removes it)
+#                                      check the worker against it (--check) and its unit
+#                                      (systemd-analyze verify), then leave the packages
+#                                      installed (dpkg -r removes them)
 source "$(dirname "$0")/lib.sh"
 install_prereqs
 cd "$ROOT"
@@ -59,6 +65,43 @@ dpkg-deb --root-owner-group -Zgzip --build "$deb_root" "$deb" >/dev/null
 dpkg-deb --info "$deb" | sed -n '/Package/,/Depends/p'
 dpkg-deb --contents "$deb" | awk '{print "  " $6}' | grep -v '/$'
 
+say "The delivery worker's Debian package"
+cargo build -q --release -p personalize-worker
+w_name=pg-personalize-worker
+w_root=$stage/worker-deb
+mkdir -p "$w_root/DEBIAN" "$w_root/usr/bin" "$w_root/lib/systemd/system" "$w_root/etc/$w_name" \
+    "$w_root/usr/share/doc/$w_name"
+install -m 755 target/release/pg-personalize-worker "$w_root/usr/bin/"
+strip --strip-debug "$w_root/usr/bin/pg-personalize-worker"
+install -m 644 packaging/pg-personalize-worker.service "$w_root/lib/systemd/system/"
+install -m 644 packaging/worker.example.toml "$w_root/etc/$w_name/worker.toml"
+printf '# SMTP_PASSWORD=\n# WHATSAPP_TOKEN=\n# TWILIO_AUTH_TOKEN=\n# WEBHOOK_SECRET=\n' > "$w_root/etc/$w_name/secrets.env"
+chmod 640 "$w_root/etc/$w_name/secrets.env"
+cp README.md packaging/worker.example.toml "$w_root/usr/share/doc/$w_name/"
+printf '/etc/%s/worker.toml\n/etc/%s/secrets.env\n' "$w_name" "$w_name" > "$w_root/DEBIAN/conffiles"
+install -m 755 packaging/worker.postinst "$w_root/DEBIAN/postinst"
+install -m 755 packaging/worker.prerm "$w_root/DEBIAN/prerm"
+cat >"$w_root/DEBIAN/control" <<EOF
+Package: $w_name
+Version: $version
+Architecture: $arch
+Maintainer: pg_personalize developers <pg_personalize@localhost>
+Depends: libc6 (>= $libc), libgcc-s1, adduser
+Recommends: ca-certificates
+Section: mail
+Priority: optional
+Installed-Size: $(du -sk "$w_root" | cut -f1)
+Description: delivery worker for pg_personalize's campaign outbox
+ Claims due campaign messages from a database with the pg_personalize
+ extension and delivers them: email over SMTP (with one-click unsubscribe),
+ WhatsApp Business Cloud API, SMS through Twilio, push through Firebase Cloud
+ Messaging, and signed webhooks. Prometheus metrics and a health endpoint.
+EOF
+w_deb=$dist/${w_name}_${version}_${arch}.deb
+dpkg-deb --root-owner-group -Zgzip --build "$w_root" "$w_deb" >/dev/null
+echo "shared libraries the worker needs:"; objdump -p "$w_root/usr/bin/pg-personalize-worker" | awk '/NEEDED/ {print "  " $2}'
+dpkg-deb --contents "$w_deb" | awk '{print "  " $6}' | grep -v '/$'
+
 say "Tarball with an install script"
 tar_name=pg_personalize-$version-pg15-$arch
 tar_root=$stage/$tar_name
@@ -86,7 +129,7 @@ EOF
 chmod +x "$tar_root/install.sh"
 tarball=$dist/$tar_name.tar.gz
 tar -C "$stage" -czf "$tarball" "$tar_name"
-ls -l "$deb" "$tarball"
+ls -l "$deb" "$w_deb" "$tarball"
 
 if [ "${1:-}" = --verify ]; then
     say "Verifying: dpkg -i, then CREATE EXTENSION and the loop in a fresh cluster"
@@ -105,7 +148,16 @@ SELECT accepted FROM personalize.generate_shop(5000, users => 200, items => 80);
 SELECT users, items FROM personalize.train(factors => 8, iterations => 3);
 SELECT count(*) AS recommendations FROM personalize.recommend('U0000001', 10);
 SQL
+    say "Verifying the worker's package: dpkg -i, its unit, --check against the fresh cluster"
+    as_root dpkg -i "$w_deb" >/dev/null
+    /usr/bin/pg-personalize-worker --version
+    systemd-analyze verify /lib/systemd/system/pg-personalize-worker.service
+    psql -X -q -d pp_package -c "CREATE ROLE pp_package_worker LOGIN IN ROLE personalize_worker"
+    printf '[database]\nurl = "host=%s port=%s dbname=pp_package user=pp_package_worker"\n[webhook]\nurl = "http://127.0.0.1:9/hook"\n' \
+        "$PP_SOCK" "$PP_PORT" > "$stage/verify-worker.toml"
+    WEBHOOK_SECRET=verify /usr/bin/pg-personalize-worker --config "$stage/verify-worker.toml" --check
+    psql -X -q -d pp_package -c "DROP ROLE pp_package_worker"
     stop_cluster
     as_root rm -rf "$PP_RUN"
-    echo "PASS: the package installs and serves"
+    echo "PASS: the packages install, the extension serves, the worker connects"
 fi

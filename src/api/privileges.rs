@@ -85,15 +85,17 @@ pub const ROLES: [(&str, &str, &[&str]); 4] = [
     ),
     (
         "personalize_worker",
-        "outbox workers: claim, acknowledge and fail messages, sign unsubscribe links, \
-         suppress addresses that bounce",
+        "outbox workers: claim, acknowledge and fail messages, sign unsubscribe links and \
+         apply them (the worker's own unsubscribe page), suppress addresses that bounce",
         &[
             "claim_messages",
             "ack",
             "ack_batch",
             "fail",
             "cancel_message",
+            "release_message",
             "unsubscribe_token",
+            "unsubscribe",
             "suppress",
             "recipient_address",
         ],

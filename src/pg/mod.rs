@@ -3,6 +3,7 @@
 
 pub mod campaign_cache;
 pub mod compat;
+pub mod consent_check;
 pub mod experiment_cache;
 pub mod ingest;
 pub mod interactions;

@@ -97,3 +97,19 @@ SELECT pg_temp.err($$SELECT personalize.suppress('', 'email', 'bounce')$$);
 SELECT pg_temp.err($$SELECT personalize.unsubscribe(NULL)$$);
 -- The secret is the superuser's: an app role cannot read it.
 SELECT setting FROM pg_settings WHERE name = 'personalize.unsubscribe_secret';
+-- A worker hands back a message it did not send (it is stopping, the provider refuses its
+-- credentials): pending again after retry_in, the claim not counted as an attempt, only under
+-- its lease.
+SELECT personalize.set_consent('r1', 'whatsapp', true, 'checkout opt-in');
+SELECT personalize.track('{"type": "view", "user_id": "r1", "item_id": "i5"}') > 0 AS tracked;
+UPDATE personalize.outbox SET visible_at = now() - interval '1 second' WHERE user_id = 'r1';
+CREATE TEMP TABLE released AS
+SELECT message_id, lease_token, attempt FROM personalize.claim_messages('whatsapp', 100) WHERE user_id = 'r1';
+SELECT attempt FROM released;
+SELECT personalize.release_message(message_id, gen_random_uuid()) AS wrong_lease FROM released;
+SELECT personalize.release_message(message_id, lease_token, '10 minutes') AS released FROM released;
+SELECT personalize.release_message(message_id, lease_token) AS again FROM released;
+SELECT o.state, o.attempts, o.lease_token IS NULL AS no_lease, o.claimed_at IS NULL AS unclaimed,
+       o.visible_at > now() + interval '9 minutes' AS due_later
+  FROM personalize.outbox o JOIN released USING (message_id);
+SELECT pg_temp.err($$SELECT personalize.release_message(1, gen_random_uuid(), '-1 second')$$);

@@ -167,6 +167,7 @@ SELECT p.oid::regprocedure AS id_function_without_an_any_type_form
 -- whose client_event_id the customer already used for its type moves without it, and their
 -- pending messages follow them unless the customer already has that campaign's pending.
 INSERT INTO personalize.campaigns (name, trigger_event_type, channel) VALUES ('cart_push', 'add_to_cart', 'push');
+SELECT count(personalize.set_consent(u, 'push', true, 'app install')) AS push_opt_ins FROM unnest(ARRAY['anon-7f3a', 'C1']) u;
 SELECT personalize.track('{"type": "view", "user_id": "anon-7f3a", "item_id": "P0000005", "client_event_id": "c1"}') > 0 AS anon_view;
 SELECT personalize.track('{"type": "add_to_cart", "user_id": "anon-7f3a", "item_id": "P0000005"}') > 0 AS anon_cart;
 SELECT personalize.track('{"type": "view", "user_id": "C1", "item_id": "P0000006", "client_event_id": "c1"}') > 0 AS customer_view;
