@@ -28,8 +28,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 as_pg_owner() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 install_prereqs() {
+    # python3-venv, openssl and curl: the delivery worker's tests (stand-ins, keys, requests).
     local pkgs=(postgresql-15 postgresql-client-15 postgresql-server-dev-15 libclang-dev clang
-                sudo pkg-config gcc make gzip)
+                sudo pkg-config gcc make gzip python3 python3-venv openssl curl ca-certificates)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
