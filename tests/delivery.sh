@@ -18,6 +18,9 @@
 #     redeliveries counted, duplicates detectable by idempotency key.
 #  4. SIGTERM: the worker stops claiming, finishes or hands back what it holds, exits 0; no
 #     message is left claimed; a rate limit is never exceeded.
+#  5. TLS to the database (a second cluster that takes TCP only over TLS, with a certificate
+#     from a CA of our own): connects with database.ca_file, refuses an unknown CA; plain TCP
+#     is refused by the server.
 source "$(dirname "$0")/../scripts/lib.sh"
 start_cluster
 DB=pp_delivery
@@ -319,3 +322,42 @@ python3 -c "import sys; sys.exit(0 if $received <= 20 + 20 * $elapsed + 1 else 1
 stop_standins
 [ "$(sql -c "SELECT count(*) FROM personalize.outbox WHERE user_id LIKE 'term-%' AND state = 'sent'")" = 300 ] || fail "--drain did not deliver the rest"
 echo "ok: SIGTERM after ${elapsed}s: $sent sent and acked ($received received), the rest handed back and delivered by --drain"
+
+say "5. TLS to the database: sslmode=require verifies the server's certificate against its CA"
+# A second cluster of our own, on TCP with a certificate from a CA of our own (as a managed
+# service's: not among the public roots).
+TLS_PORT=$((PP_PORT + 10)); TLS_DATA=$DIR/tls-data
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Test CA" -keyout "$DIR/ca.key" -out "$DIR/ca.crt" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$DIR/server.key" -out "$DIR/server.csr" 2>/dev/null
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$DIR/san.ext"
+openssl x509 -req -in "$DIR/server.csr" -CA "$DIR/ca.crt" -CAkey "$DIR/ca.key" -CAcreateserial -days 2 \
+    -extfile "$DIR/san.ext" -out "$DIR/server.crt" 2>/dev/null
+chmod 755 "$DIR"
+mkdir -p "$TLS_DATA"; chmod 700 "$TLS_DATA"; [ "$(id -u)" = 0 ] && chown postgres "$TLS_DATA"
+as_pg_owner "$PGBIN/initdb" -D "$TLS_DATA" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+install -m 600 "$DIR/server.key" "$TLS_DATA/server.key"; install -m 644 "$DIR/server.crt" "$TLS_DATA/server.crt"
+[ "$(id -u)" = 0 ] && chown postgres "$TLS_DATA/server.key" "$TLS_DATA/server.crt"
+# TCP connections must use TLS (hostssl only); the socket stays for our own setup.
+printf 'local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n' > "$DIR/hba"
+install -m 644 "$DIR/hba" "$TLS_DATA/pg_hba.conf"; [ "$(id -u)" = 0 ] && chown postgres "$TLS_DATA/pg_hba.conf"
+as_pg_owner "$PGBIN/pg_ctl" -D "$TLS_DATA" -l "$TLS_DATA/postgres.log" -w start \
+    -o "-p $TLS_PORT -k $PP_SOCK -c listen_addresses=127.0.0.1 -c ssl=on" >/dev/null
+trap 'cleanup; as_pg_owner "$PGBIN/pg_ctl" -D "$TLS_DATA" -m immediate stop >/dev/null 2>&1 || true' EXIT
+psql -X -q -p $TLS_PORT -d postgres -c "CREATE EXTENSION pg_personalize" -c "CREATE ROLE tls_worker LOGIN IN ROLE personalize_worker"
+tls_config() {  # tls_config FILE URL [ca_file line]
+    printf '[database]\nurl = "%s"\n%s\n[webhook]\nurl = "http://127.0.0.1:9/hook"\n' "$2" "${3:-}" > "$1"
+}
+url="host=localhost port=$TLS_PORT dbname=postgres user=tls_worker sslmode=require"
+tls_config "$DIR/tls-ok.toml" "$url" "ca_file = \"$DIR/ca.crt\""
+"$WORKER" --config "$DIR/tls-ok.toml" --check > "$DIR/tls-ok.log" 2>&1 || { cat "$DIR/tls-ok.log"; fail "TLS with the server's CA"; }
+tls_config "$DIR/tls-untrusted.toml" "$url"
+if "$WORKER" --config "$DIR/tls-untrusted.toml" --check > "$DIR/tls-untrusted.log" 2>&1; then
+    fail "a server certificate from an unknown CA was accepted"
+fi
+grep -qi "certificate" "$DIR/tls-untrusted.log" || fail "the refusal does not say why: $(cat "$DIR/tls-untrusted.log")"
+tls_config "$DIR/tls-plain.toml" "host=localhost port=$TLS_PORT dbname=postgres user=tls_worker sslmode=disable"
+if "$WORKER" --config "$DIR/tls-plain.toml" --check > "$DIR/tls-plain.log" 2>&1; then
+    fail "the server refuses plain TCP, yet the worker connected"
+fi
+as_pg_owner "$PGBIN/pg_ctl" -D "$TLS_DATA" -m fast stop >/dev/null
+echo "ok: sslmode=require with database.ca_file connects; an unknown CA and plain TCP are refused"

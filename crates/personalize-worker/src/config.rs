@@ -33,6 +33,9 @@ pub struct DatabaseConfig {
     pub url: Option<String>,
     #[serde(default = "default_database_url_env")]
     pub url_env: String,
+    /// PEM certificates of the CA that signed the server's certificate (a managed service's
+    /// own CA), trusted besides the public roots when the URL asks for TLS (`sslmode=require`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for DatabaseConfig {
@@ -40,6 +43,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: None,
             url_env: default_database_url_env(),
+            ca_file: None,
         }
     }
 }

@@ -9,6 +9,35 @@ use uuid::Uuid;
 
 use crate::message::Message;
 
+/// The TLS connector for the database: used when the URL's `sslmode` asks for it (`prefer`,
+/// tokio-postgres' default, falls back to plain; a Unix socket never uses TLS). Trusts the
+/// public web roots and `database.ca_file`.
+pub fn tls(config: &crate::config::Config) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = &config.database.ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("database.ca_file {}: {e}", path.display()))?;
+        if certs.is_empty() {
+            bail!("database.ca_file {}: no certificate in it", path.display());
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .with_context(|| format!("database.ca_file {}", path.display()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
+}
+
 /// Claims up to `batch` due messages of a channel, with each recipient's address (when the
 /// channel names its recipients) and unsubscribe token, in one statement: its transaction is
 /// the claim's, so a failure claims nothing.
@@ -228,7 +257,16 @@ pub fn db_error(e: &tokio_postgres::Error) -> String {
             }
             s
         }
-        None => e.to_string(),
+        None => {
+            // The cause matters here ("invalid peer certificate: UnknownIssuer").
+            let mut s = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                s.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            s
+        }
     }
 }
 

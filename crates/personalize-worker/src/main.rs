@@ -96,7 +96,7 @@ async fn start() -> Result<()> {
     });
     if args.check {
         let (client, connection) =
-            tokio_postgres::connect(&config.database_url()?, tokio_postgres::NoTls)
+            tokio_postgres::connect(&config.database_url()?, db::tls(&config)?)
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot connect: {}", db::db_error(&e)))?;
         tokio::spawn(connection);

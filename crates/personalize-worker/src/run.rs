@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{mpsc, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
@@ -130,7 +130,8 @@ async fn session(
     drain: bool,
 ) -> Result<(), SessionError> {
     let url = config.database_url().map_err(SessionError::Fatal)?;
-    let (client, mut connection) = tokio_postgres::connect(&url, NoTls)
+    let tls = db::tls(config).map_err(SessionError::Fatal)?;
+    let (client, mut connection) = tokio_postgres::connect(&url, tls)
         .await
         .map_err(|e| SessionError::Lost(anyhow::anyhow!("cannot connect: {}", db::db_error(&e))))?;
     let wake: Arc<HashMap<&'static str, Arc<Notify>>> = Arc::new(
