@@ -80,7 +80,7 @@ else
     "$ROOT/target/release/examples/delivery_sink" "$HTTP_PORT" "$SMTP_PORT" "$WEBHOOK_SECRET" > "$DIR/receiver.log" 2>&1 &
 fi
 pids+=($!)
-for _ in $(seq 100); do grep -q ready "$DIR/receiver.log" 2>/dev/null && break; sleep 0.1; done
+wait_for_line "$DIR/receiver.log" ready || { cat "$DIR/receiver.log"; exit 1; }
 # received KIND: how many webhooks (distinct idempotency keys) or emails the receiver has.
 received() {
     if [ "$RECEIVER" = python ]; then

@@ -22,13 +22,11 @@ rm -rf "$DIR"; mkdir -p "$DIR"
 WORKER=$(worker_bin)
 PY=$(standins_python)
 HTTP_PORT=18951; SMTP_PORT=18952; WORKER_PORT=18953
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DIR/fcm.key" 2>/dev/null
-python3 -c "import json, sys; json.dump({'client_email': 'demo@shop.iam.gserviceaccount.com', 'private_key': open(sys.argv[1]).read(), 'token_uri': 'http://127.0.0.1:$HTTP_PORT/oauth/token'}, open(sys.argv[2], 'w'))" \
-    "$DIR/fcm.key" "$DIR/fcm.json"
+fcm_service_account "$DIR" "http://127.0.0.1:$HTTP_PORT/oauth/token"
 "$PY" "$ROOT/tests/delivery/standins.py" --dir "$DIR/received" --http-port $HTTP_PORT --smtp-port $SMTP_PORT > "$DIR/standins.log" 2>&1 &
 standins=$!
 trap 'kill $standins 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q ready "$DIR/standins.log" 2>/dev/null && break; sleep 0.1; done
+wait_for_line "$DIR/standins.log" ready || { cat "$DIR/standins.log"; exit 1; }
 say "13. Delivery: the shop's addresses stay in its own table; the worker reads them when it sends"
 PGOPTIONS="-c client_min_messages=warning" psql -X -q -d personalize_demo -v ON_ERROR_STOP=1 -v secret="$(openssl rand -hex 32)" <<'SQL'
 ALTER DATABASE personalize_demo SET personalize.unsubscribe_secret TO :'secret';

@@ -143,6 +143,21 @@ worker_bin() {
     echo "$ROOT/target/$profile/pg-personalize-worker"
 }
 
+# wait_for_line FILE TEXT: until FILE (a server's log) holds TEXT, at most 10 s.
+wait_for_line() {
+    for _ in $(seq 100); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+    return 1
+}
+
+# fcm_service_account DIR TOKEN_URI: a Google service-account key for the FCM stand-in, with a
+# real RSA key: DIR/fcm.json, its key DIR/fcm.key and public key DIR/fcm.pub (to verify JWTs).
+fcm_service_account() {
+    openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1/fcm.key" 2>/dev/null
+    openssl pkey -in "$1/fcm.key" -pubout -out "$1/fcm.pub"
+    python3 -c "import json, sys; json.dump({'type': 'service_account', 'client_email': 'worker@shop.iam.gserviceaccount.com', 'private_key': open(sys.argv[1]).read(), 'token_uri': sys.argv[2]}, open(sys.argv[3], 'w'))" \
+        "$1/fcm.key" "$2" "$1/fcm.json"
+}
+
 # A Python with aiosmtpd (the SMTP server the delivery tests send to), in a venv made once;
 # prints its python.
 standins_python() {

@@ -10,7 +10,8 @@ request is appended to <dir>/requests.jsonl, every email saved as <dir>/mail/<n>
 Failures on demand, by recipient (the first request for it fails, later ones succeed unless
 said otherwise):
   address/user containing "e500" -> 500; "e429" -> 429 with Retry-After: 1; "e401" -> 401
-  (refused credentials); "slow" -> no answer for 3 s (a client timeout); "bad" -> a
+  (refused credentials); "e301" -> a 301 redirect to the same URL (a client that follows it
+  as a GET gets 501); "slow" -> no answer for 3 s (a client timeout); "bad" -> a
   permanent refusal, every time (WhatsApp 131026, Twilio 21211, FCM UNREGISTERED, webhook
   400, SMTP 550 5.1.1 "no such user");
   SMTP "greylist" -> 451 once.
@@ -47,7 +48,7 @@ def fault(recipient):
     """The failure a recipient asks for on this request, or None."""
     if "bad" in recipient:
         return "bad"
-    for f in ("e500", "e429", "e401", "slow"):
+    for f in ("e500", "e429", "e401", "e301", "slow"):
         if f in recipient and first_time(f + ":" + recipient):
             return f
     return None
@@ -85,6 +86,8 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(429, {"error": "slow down"}, [("Retry-After", "1")])
         elif f == "e401":
             self.reply(401, {"error": "invalid credentials"})
+        elif f == "e301":
+            self.reply(301, {"error": "moved"}, [("Location", self.path)])
         elif f == "slow":
             time.sleep(3)
             self.reply(500, {"error": "too late"})

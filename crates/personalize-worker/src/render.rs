@@ -59,10 +59,28 @@ impl Renderer {
         Ok(Renderer { env })
     }
 
-    /// Renders part `part` (`email.subject`, `sms.txt`, …) for the message.
-    pub fn render(&self, message: &Message, part: &str) -> Result<String> {
+    /// The message's templates, over a context built once for all its parts.
+    pub fn view<'a>(&'a self, message: &'a Message) -> MessageView<'a> {
+        MessageView {
+            env: &self.env,
+            message,
+            context: minijinja::Value::from_serialize(context(message)),
+        }
+    }
+}
+
+pub struct MessageView<'a> {
+    env: &'a Environment<'static>,
+    message: &'a Message,
+    context: minijinja::Value,
+}
+
+impl MessageView<'_> {
+    /// Renders part `part` (`email.subject`, `sms.txt`, …): the campaign's template, else
+    /// `default/`'s, else the built-in one.
+    pub fn render(&self, part: &str) -> Result<String> {
         let name = [
-            format!("{}/{part}", message.campaign),
+            format!("{}/{part}", self.message.campaign),
             format!("default/{part}"),
             format!("builtin/{part}"),
         ]
@@ -71,13 +89,13 @@ impl Renderer {
         .with_context(|| format!("no template {part}"))?;
         self.env
             .get_template(&name)?
-            .render(context(message))
-            .with_context(|| format!("template {name} for message {}", message.message_id))
+            .render(&self.context)
+            .with_context(|| format!("template {name} for message {}", self.message.message_id))
     }
 
     /// An inline template (a WhatsApp parameter).
-    pub fn render_str(&self, source: &str, message: &Message) -> Result<String> {
-        Ok(self.env.render_str(source, context(message))?)
+    pub fn render_str(&self, source: &str) -> Result<String> {
+        Ok(self.env.render_str(source, &self.context)?)
     }
 }
 
@@ -135,21 +153,27 @@ mod tests {
         let m = message(
             json!({"subject": "Still <there>?", "picks": [{"item_id": "P1", "title": "Tea & cake", "price": 3.5}]}),
         );
-        assert_eq!(r.render(&m, "email.subject").unwrap(), "Still <there>?");
-        let text = r.render(&m, "email.txt").unwrap();
+        assert_eq!(
+            r.view(&m).render("email.subject").unwrap(),
+            "Still <there>?"
+        );
+        let text = r.view(&m).render("email.txt").unwrap();
         assert!(
             text.contains("- Tea & cake (3.5)")
                 && text.contains("Unsubscribe: https://shop.example/u?token=t"),
             "{text}"
         );
-        let html = r.render(&m, "email.html").unwrap();
+        let html = r.view(&m).render("email.html").unwrap();
         assert!(
             html.contains("Tea &amp; cake")
                 && html.contains("href=\"https:&#x2f;&#x2f;shop.example")
                 || html.contains("href=\"https://shop.example"),
             "{html}"
         );
-        assert_eq!(r.render(&message(json!({})), "push.title").unwrap(), "cart");
+        assert_eq!(
+            r.view(&message(json!({}))).render("push.title").unwrap(),
+            "cart"
+        );
     }
 
     #[test]
@@ -161,8 +185,8 @@ mod tests {
         std::fs::write(dir.join("default/sms.txt"), "Hi {{ payload.name }}").unwrap();
         let r = Renderer::new(Some(&dir)).unwrap();
         let m = message(json!({"name": "Ann"}));
-        assert_eq!(r.render(&m, "email.subject").unwrap(), "Your cart, U1");
-        assert_eq!(r.render(&m, "sms.txt").unwrap(), "Hi Ann");
+        assert_eq!(r.view(&m).render("email.subject").unwrap(), "Your cart, U1");
+        assert_eq!(r.view(&m).render("sms.txt").unwrap(), "Hi Ann");
         std::fs::write(dir.join("default/push.title"), "{% if %}").unwrap();
         assert!(
             Renderer::new(Some(&dir)).is_err(),

@@ -92,13 +92,17 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     drain: bool,
 ) -> Result<()> {
+    let tls = db::tls(&config)?;
     let mut backoff = Duration::from_secs(1);
     loop {
-        match session(&config, &channels, &shared, shutdown.clone(), drain).await {
+        match session(&config, &tls, &channels, &shared, shutdown.clone(), drain).await {
             Ok(()) => return Ok(()),
             Err(SessionError::Fatal(e)) => return Err(e),
             Err(SessionError::Lost(e)) => {
-                shared.connected.store(false, Ordering::Relaxed);
+                // A session that ran starts the backoff over; failed connects double it.
+                if shared.connected.swap(false, Ordering::Relaxed) {
+                    backoff = Duration::from_secs(1);
+                }
                 *shared.client.write().unwrap() = None;
                 if drain {
                     return Err(e);
@@ -124,14 +128,14 @@ enum SessionError {
 
 async fn session(
     config: &Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
     channels: &Arc<Vec<ChannelRuntime>>,
     shared: &Arc<Shared>,
     shutdown: watch::Receiver<bool>,
     drain: bool,
 ) -> Result<(), SessionError> {
     let url = config.database_url().map_err(SessionError::Fatal)?;
-    let tls = db::tls(config).map_err(SessionError::Fatal)?;
-    let (client, mut connection) = tokio_postgres::connect(&url, tls)
+    let (client, mut connection) = tokio_postgres::connect(&url, tls.clone())
         .await
         .map_err(|e| SessionError::Lost(anyhow::anyhow!("cannot connect: {}", db::db_error(&e))))?;
     let wake: Arc<HashMap<&'static str, Arc<Notify>>> = Arc::new(

@@ -111,18 +111,13 @@ impl Email {
                 false,
             )
         })?;
-        let subject = self
-            .renderer
-            .render(m, "email.subject")
-            .map_err(super::render_error)?;
-        let text = self
-            .renderer
-            .render(m, "email.txt")
-            .map_err(super::render_error)?;
-        let html = self
-            .renderer
-            .render(m, "email.html")
-            .map_err(super::render_error)?;
+        let view = self.renderer.view(m);
+        let part = |name| view.render(name).map_err(super::render_error);
+        let (subject, text, html) = (
+            part("email.subject")?,
+            part("email.txt")?,
+            part("email.html")?,
+        );
         let link = m.unsubscribe_url.as_deref().ok_or_else(|| {
             SendError::transient(
                 "template",

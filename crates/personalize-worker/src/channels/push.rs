@@ -167,14 +167,9 @@ impl Push {
     }
 
     pub fn body(&self, m: &Message, token: &str) -> Result<Value, SendError> {
-        let title = self
-            .renderer
-            .render(m, "push.title")
-            .map_err(super::render_error)?;
-        let body = self
-            .renderer
-            .render(m, "push.body")
-            .map_err(super::render_error)?;
+        let view = self.renderer.view(m);
+        let part = |name| view.render(name).map_err(super::render_error);
+        let (title, body) = (part("push.title")?, part("push.body")?);
         // FCM's data values must be strings: the payload travels as one JSON string.
         Ok(json!({"message": {
             "token": token,

@@ -44,7 +44,8 @@ impl Sms {
         let to = super::address(m)?;
         let text = self
             .renderer
-            .render(m, "sms.txt")
+            .view(m)
+            .render("sms.txt")
             .map_err(super::render_error)?;
         let mut form = vec![("To", to.to_owned()), ("Body", text)];
         match (&self.from, &self.messaging_service_sid) {

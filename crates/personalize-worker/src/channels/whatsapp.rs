@@ -63,14 +63,12 @@ impl Whatsapp {
                 m.campaign
             )));
         };
+        let view = self.renderer.view(m);
         let parameters = t
             .parameters
             .iter()
             .map(|p| {
-                let text = self
-                    .renderer
-                    .render_str(p, m)
-                    .map_err(super::render_error)?;
+                let text = view.render_str(p).map_err(super::render_error)?;
                 Ok(json!({"type": "text", "text": text}))
             })
             .collect::<Result<Vec<_>, SendError>>()?;
