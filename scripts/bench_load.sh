@@ -66,6 +66,9 @@ INSERT INTO personalize.campaigns (name, trigger_event_type, delay, cancel_on, c
   '{"text": "{{item_title}}: still yours, {{user_id}}"}'),
  ('load_thanks', 'purchase', '0', '{}', 'email', 2, NULL, NULL, NULL,
   '{"to": "{{user_id}}", "order": "{{properties.order_id}}", "items": "{{recommendations}}"}');
+-- A shop whose customers opted in to push and SMS when they signed up (recorded elsewhere):
+-- no message here is refused for consent.
+INSERT INTO personalize.channel_policies (channel, requires_opt_in) VALUES ('push', false), ('sms', false);
 VACUUM ANALYZE;
 SQL
 # A backlog of due emails before each run (one pending message per campaign and user, hence

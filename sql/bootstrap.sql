@@ -319,6 +319,11 @@ CREATE UNIQUE INDEX outbox_one_pending_idx ON personalize.outbox (campaign_id, u
 -- so writing a pending message costs one index less.
 CREATE INDEX outbox_user_idx ON personalize.outbox (user_id, claimed_at)
     WHERE claimed_at IS NOT NULL;
+-- A pair's messages cancelled before any claim: the campaign trigger writes a message the
+-- user's consent refuses cancelled, with the reason, unless the pair has one from the last
+-- day here (one record a day, not one per page view).
+CREATE INDEX outbox_cancelled_idx ON personalize.outbox (campaign_id, user_id, created_at)
+    WHERE state = 'cancelled' AND claimed_at IS NULL;
 
 -- Finished messages moved out of the queue by archive_messages().
 CREATE TABLE personalize.outbox_archive (LIKE personalize.outbox);
@@ -380,8 +385,8 @@ SELECT pg_catalog.pg_extension_config_dump('personalize.exposures', '');
 -- The report groups an experiment's exposures by user: first exposure and variant.
 CREATE INDEX exposures_experiment_user_idx ON personalize.exposures (experiment, user_id, exposed_at);
 
--- Consent: whether a user may be contacted on a channel (or by one campaign), checked by
--- claim_messages() for every message. campaign '' is the whole channel.
+-- Consent: whether a user may be contacted on a channel (or by one campaign), checked by the
+-- campaign trigger when it writes a message and by claim_messages() when it hands one out. campaign '' is the whole channel.
 CREATE TABLE personalize.consents (
     user_id    text NOT NULL,
     channel    text NOT NULL CHECK (channel IN ('email', 'push', 'sms', 'whatsapp', 'webhook')),
@@ -391,7 +396,7 @@ CREATE TABLE personalize.consents (
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (user_id, channel, campaign)
 );
-COMMENT ON TABLE personalize.consents IS 'Per user and channel (campaign '''': the whole channel; else one campaign): subscribed, unsubscribed or suppressed (hard bounce, complaint), with its source and time. claim_messages() cancels messages to users who unsubscribed or are suppressed, and on channels that need an opt-in, to users who did not subscribe';
+COMMENT ON TABLE personalize.consents IS 'Per user and channel (campaign '''': the whole channel; else one campaign): subscribed, unsubscribed or suppressed (hard bounce, complaint), with its source and time. the campaign trigger writes, and claim_messages() cancels, messages to users who unsubscribed or are suppressed, and on channels that need an opt-in, to users who did not subscribe, with the reason';
 SELECT pg_catalog.pg_extension_config_dump('personalize.consents', '');
 
 -- Which channels need an explicit opt-in. A channel without a row: push, sms and whatsapp do

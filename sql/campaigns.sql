@@ -98,7 +98,7 @@ BEGIN
     RETURN NULL;
 END
 $$;
-COMMENT ON FUNCTION personalize._campaigns_changed() IS 'Trigger: tells every backend that the campaigns or frequency caps changed';
+COMMENT ON FUNCTION personalize._campaigns_changed() IS 'Trigger: tells every backend that the campaigns, frequency caps or channel policies changed';
 
 CREATE TRIGGER campaigns_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON personalize.campaigns
@@ -244,5 +244,5 @@ COMMENT ON FUNCTION personalize.archive_messages(interval, boolean) IS 'Moves se
 COMMENT ON FUNCTION personalize.claim_messages(text, integer, interval) IS 'Claims up to batch due messages of a channel (FOR UPDATE SKIP LOCKED) for visibility: re-checks cancel-on events, checks the campaign''s segment, re-checks attempts, quiet hours and frequency caps, renders payloads with fresh recommendations; returns them with one lease token for ack()/fail()';
 COMMENT ON FUNCTION personalize._after_quiet_hours(timestamptz, time, time, text) IS 'Internal: t, or the end of the quiet hours t falls in';
 COMMENT ON FUNCTION personalize._events_fire_campaigns() IS 'Trigger: writes campaign messages for new events and cancels pending ones (cancel_on), in the events'' transaction; NOTIFY personalize_outbox when a message is due now';
-COMMENT ON FUNCTION personalize._invalidate_campaign_cache() IS 'Internal: makes every backend re-read the campaigns and frequency caps at commit';
+COMMENT ON FUNCTION personalize._invalidate_campaign_cache() IS 'Internal: makes every backend re-read the campaigns, frequency caps and channel policies at commit';
 COMMENT ON FUNCTION personalize._template_problem(text) IS 'Internal: why a campaign template is refused, NULL when valid';

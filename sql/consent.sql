@@ -18,7 +18,8 @@ AS $$
 $$;
 COMMENT ON FUNCTION personalize._record_consent(text, text, text, text, text, boolean) IS 'Internal: writes one consent record (set_consent, suppress, unsubscribe)';
 
--- The app records a sign-up or an opt-out; claim_messages() checks every message against it.
+-- The app records a sign-up or an opt-out; the campaign trigger and claim_messages() check
+-- every message against it.
 CREATE FUNCTION personalize.set_consent(user_id text, channel text, subscribed boolean,
                                         source text DEFAULT 'api', campaign text DEFAULT NULL)
 RETURNS void
@@ -101,6 +102,10 @@ COMMENT ON FUNCTION personalize._channel_policies_before_write() IS 'Trigger: ch
 CREATE TRIGGER channel_policies_before_write
     BEFORE INSERT OR UPDATE ON personalize.channel_policies
     FOR EACH ROW EXECUTE FUNCTION personalize._channel_policies_before_write();
+-- The backends cache the opt-in policies with the campaigns.
+CREATE TRIGGER channel_policies_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON personalize.channel_policies
+    FOR EACH STATEMENT EXECUTE FUNCTION personalize._campaigns_changed();
 
 -- Which of these users have an address on the channel (all of them when the channel names no
 -- recipients). Read as the caller: claim_messages() and recipient_address() run as

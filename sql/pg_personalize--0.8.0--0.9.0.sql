@@ -13,7 +13,9 @@
 --     counts open rejections.
 --   * Integer order, cart and list ids in the default plan; integer item ids in upsert_items.
 --   * Consent: personalize.consents and channel_policies, set_consent(), suppress(),
---     unsubscribe_token() and unsubscribe(); claim_messages() checks them (Rust);
+--     unsubscribe_token() and unsubscribe(); the campaign trigger and claim_messages() check
+--     them (Rust; the backends cache the opt-in policies with the campaigns, and a new
+--     partial index, outbox_cancelled_idx, keeps a refused user to one record a day);
 --     cancel_message() for a message a worker cannot deliver; release_message() for one it
 --     hands back unsent.
 --   * sync_catalogue(), sync_events() and stop_sync(): triggers on the shop's own tables.
@@ -150,8 +152,8 @@ $$;
 COMMENT ON FUNCTION personalize.recommend(text, integer, text, text, text[], text, boolean, boolean) IS 'Top k items for a user from the active model of a name, best first. exclude: purchased (default), interacted or none; exclude_items; category and available_only filter inside the top-k; once personalize.items lists any item, items it does not list are never served. Scores come from the model (source model: the stored ALS vector, or an item-item model''s weights times the user''s history up to as_of), from fold-in of events newer than the model or of a user the model does not know (fold_in), from fold-in that weighs in the user''s current session (source session: events within personalize.session_window of now, at personalize.session_weight, for a user with earlier history), or from popularity (no usable history, or a popularity or trending model). model_id says which model version answered.';
 COMMENT ON FUNCTION personalize.rank_items(text, text[], text, boolean) IS 'Re-ranks candidate items (a category page) by the user''s affinity, in-session events included: known items best first (ties keep the given order), then unknown items in the given order with a NULL score; duplicates keep their first place; items a non-empty catalogue does not list are left out';
 
--- Consent: whether a user may be contacted on a channel (or by one campaign), checked by
--- claim_messages() for every message. campaign '' is the whole channel.
+-- Consent: whether a user may be contacted on a channel (or by one campaign), checked by the
+-- campaign trigger when it writes a message and by claim_messages() when it hands one out. campaign '' is the whole channel.
 CREATE TABLE personalize.consents (
     user_id    text NOT NULL,
     channel    text NOT NULL CHECK (channel IN ('email', 'push', 'sms', 'whatsapp', 'webhook')),
@@ -161,7 +163,7 @@ CREATE TABLE personalize.consents (
     updated_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     PRIMARY KEY (user_id, channel, campaign)
 );
-COMMENT ON TABLE personalize.consents IS 'Per user and channel (campaign '''': the whole channel; else one campaign): subscribed, unsubscribed or suppressed (hard bounce, complaint), with its source and time. claim_messages() cancels messages to users who unsubscribed or are suppressed, and on channels that need an opt-in, to users who did not subscribe';
+COMMENT ON TABLE personalize.consents IS 'Per user and channel (campaign '''': the whole channel; else one campaign): subscribed, unsubscribed or suppressed (hard bounce, complaint), with its source and time. the campaign trigger writes, and claim_messages() cancels, messages to users who unsubscribed or are suppressed, and on channels that need an opt-in, to users who did not subscribe, with the reason';
 SELECT pg_catalog.pg_extension_config_dump('personalize.consents', '');
 
 -- Which channels need an explicit opt-in. A channel without a row: push, sms and whatsapp do
@@ -633,7 +635,8 @@ AS $$
 $$;
 COMMENT ON FUNCTION personalize._record_consent(text, text, text, text, text, boolean) IS 'Internal: writes one consent record (set_consent, suppress, unsubscribe)';
 
--- The app records a sign-up or an opt-out; claim_messages() checks every message against it.
+-- The app records a sign-up or an opt-out; the campaign trigger and claim_messages() check
+-- every message against it.
 CREATE FUNCTION personalize.set_consent(user_id text, channel text, subscribed boolean,
                                         source text DEFAULT 'api', campaign text DEFAULT NULL)
 RETURNS void
@@ -716,6 +719,17 @@ COMMENT ON FUNCTION personalize._channel_policies_before_write() IS 'Trigger: ch
 CREATE TRIGGER channel_policies_before_write
     BEFORE INSERT OR UPDATE ON personalize.channel_policies
     FOR EACH ROW EXECUTE FUNCTION personalize._channel_policies_before_write();
+-- The backends cache the opt-in policies with the campaigns.
+CREATE TRIGGER channel_policies_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON personalize.channel_policies
+    FOR EACH STATEMENT EXECUTE FUNCTION personalize._campaigns_changed();
+COMMENT ON FUNCTION personalize._campaigns_changed() IS 'Trigger: tells every backend that the campaigns, frequency caps or channel policies changed';
+COMMENT ON FUNCTION personalize._invalidate_campaign_cache() IS 'Internal: makes every backend re-read the campaigns, frequency caps and channel policies at commit';
+-- A pair's messages cancelled before any claim: the campaign trigger writes a message the
+-- user's consent refuses cancelled, with the reason, unless the pair has one from the last
+-- day here (one record a day, not one per page view).
+CREATE INDEX outbox_cancelled_idx ON personalize.outbox (campaign_id, user_id, created_at)
+    WHERE state = 'cancelled' AND claimed_at IS NULL;
 
 -- Which of these users have an address on the channel (all of them when the channel names no
 -- recipients). Read as the caller: claim_messages() and recipient_address() run as

@@ -128,6 +128,7 @@ pgrx::extension_sql_file!(
     name = "consent",
     requires = [
         "sync",
+        "campaigns",
         api::consent::_unsubscribe_recipient,
         api::consent::unsubscribe_token
     ]

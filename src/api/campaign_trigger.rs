@@ -6,10 +6,11 @@
 //! look at the cached campaigns (`pg::campaign_cache`). Otherwise it reads the statement's
 //! events from its transition table (`pg::transition_table`, no query), lets
 //! `core::campaigns::decide` apply the rules (firing, absorption by a pending message,
-//! frequency caps, cancellation, also of messages fired in the same statement), which probes
-//! the outbox's indexes only for what it needs (`pg::outbox_probe`, no query), and hands the
-//! outcome to `pg::outbox_sink`. A campaign's segment is checked when its message is due, by
-//! `claim_messages`, not here.
+//! frequency caps, cancellation, also of messages fired in the same statement, and the user's
+//! consent), which probes the outbox's and the consents' indexes only for what it needs
+//! (`pg::outbox_probe`, no query), and hands the outcome to `pg::outbox_sink`. A message the
+//! consents refuse is written cancelled with the reason. A campaign's segment is checked when
+//! its message is due, by `claim_messages`, not here.
 
 use std::collections::HashSet;
 
@@ -86,8 +87,9 @@ fn _events_fire_campaigns<'a>(
         for m in &decision.write {
             let c = &set.list[m.firing.campaign];
             let e = &events[m.firing.event];
-            let visible = visible_at(&set, m.firing.campaign, e.occurred_at, now, m.cancelled_by);
-            if m.cancelled_by.is_none() && visible <= now {
+            let cancelled = m.cancelled_by.is_some() || m.refused.is_some();
+            let visible = visible_at(&set, m.firing.campaign, e.occurred_at, now, cancelled);
+            if !cancelled && visible <= now {
                 due_channels.push(&c.rule.channel);
             }
             let message = NewMessage {
@@ -101,10 +103,11 @@ fn _events_fire_campaigns<'a>(
                 visible_at: visible,
                 idempotency_key: crate::pg::random::fast_uuid(),
             };
-            sink.write(
-                &message,
-                m.cancelled_by.map(|by| cancel_reason(&events[by])),
-            );
+            let reason = match (m.cancelled_by, &m.refused) {
+                (Some(by), _) => Some(cancel_reason(&events[by])),
+                (None, refused) => refused.clone(),
+            };
+            sink.write(&message, reason);
         }
         sink.finish(client);
         // Wakes idle workers (LISTEN personalize_outbox) when something is due now, once per
@@ -138,18 +141,18 @@ fn oldest_events(set: &Campaigns, events: &[TriggerEvent], now: i64) -> Vec<i64>
 }
 
 /// When a message is due: after the campaign's delay, not before now; quiet hours move a
-/// pending message's delivery to their end.
+/// pending message's delivery to their end (not a message written cancelled).
 fn visible_at(
     set: &Campaigns,
     campaign: usize,
     occurred_at: i64,
     now: i64,
-    cancelled_by: Option<usize>,
+    cancelled: bool,
 ) -> i64 {
     let c = &set.list[campaign];
     let visible = i64::from(crate::pg::timestamptz(occurred_at) + c.delay).max(now);
-    match (&c.quiet, cancelled_by) {
-        (Some(quiet), None) => after_quiet_hours(visible, quiet),
+    match &c.quiet {
+        Some(quiet) if !cancelled => after_quiet_hours(visible, quiet),
         _ => visible,
     }
 }

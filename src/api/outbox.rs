@@ -58,12 +58,12 @@ const MAX_VISIBILITY: crate::core::intervals::Span = crate::core::intervals::Spa
 
 /// Locks the due messages of a channel, oldest first, with what the checks need. The columns
 /// come from the locked row version itself (not a second read), so a row another worker just
-/// changed is judged as it is now. `{consent}`: `pg::consent_check::refusal` (one index probe
-/// per message).
+/// changed is judged as it is now. `{consent}`: the user's consent rows on the channel
+/// (`pg::consent_check::records_sql`, one index probe per message), judged in Rust.
 static LOCK_DUE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     LOCK_DUE_TEMPLATE.replace(
         "{consent}",
-        &crate::pg::consent_check::refusal("o.user_id", "$1", "o.campaign"),
+        &crate::pg::consent_check::records_sql("o.user_id", "$1", "o.campaign"),
     )
 });
 const LOCK_DUE_TEMPLATE: &str = "\
@@ -119,7 +119,7 @@ SELECT o.message_id, o.user_id, c.campaign_id, o.attempts,
            AS quiet_until,
        pg_catalog.date_part('epoch', pg_catalog.now()) AS now_seconds,
        c.segment,
-       {consent} AS no_consent
+       {consent} AS consents
   FROM due o
   LEFT JOIN personalize.campaigns c ON c.campaign_id OPERATOR(pg_catalog.=) o.campaign_id
   LEFT JOIN personalize.items it ON it.item_id OPERATOR(pg_catalog.=) o.item_id
@@ -174,8 +174,16 @@ fn column<T: IntoDatum + FromDatum>(row: &SpiHeapTupleData<'_>, name: &str) -> O
 }
 
 impl Locked {
-    fn from_row(row: &SpiHeapTupleData<'_>, channel: &str) -> Self {
+    /// `requires_opt_in`: the channel's policy.
+    fn from_row(row: &SpiHeapTupleData<'_>, channel: &str, requires_opt_in: bool) -> Self {
         let text = |name: &str| column::<String>(row, name);
+        let campaign = text("campaign").unwrap_or_default();
+        let no_consent = crate::core::consent::refusal(
+            channel,
+            &campaign,
+            requires_opt_in,
+            &crate::pg::consent_check::parse(text("consents").as_deref()),
+        );
         let cap = match (
             column::<i32>(row, "cap_messages"),
             column::<f64>(row, "cap_window_seconds"),
@@ -202,11 +210,11 @@ impl Locked {
                 last_error: text("last_error"),
                 // Filled in by claim_messages when the segment's query fails.
                 check_failed: None,
-                no_consent: text("no_consent"),
+                no_consent,
             },
             idempotency_key: column::<Uuid>(row, "idempotency_key")
                 .unwrap_or_else(|| Uuid::from_bytes([0; 16])),
-            campaign: text("campaign").unwrap_or_default(),
+            campaign,
             item_id: text("item_id"),
             item_title: text("item_title"),
             context: text("context")
@@ -274,6 +282,7 @@ fn claim_messages(
     let visibility = required(visibility, "visibility");
     check_visibility(visibility);
     let lease = crate::pg::random::strong_uuid();
+    let requires_opt_in = crate::pg::campaign_cache::current().requires_opt_in(channel);
 
     Spi::connect_mut(|client| {
         let args: [DatumWithOid; 2] = [channel.into(), batch.into()];
@@ -284,7 +293,7 @@ fn claim_messages(
         let mut locked = Vec::with_capacity(table.len());
         for row in table {
             now = column::<f64>(&row, "now_seconds").unwrap_or(0.0);
-            locked.push(Locked::from_row(&row, channel));
+            locked.push(Locked::from_row(&row, channel, requires_opt_in));
         }
         if locked.is_empty() {
             return TableIterator::new(Vec::new());

@@ -1,6 +1,6 @@
-//! The campaigns and the global frequency caps, read once per backend and kept until either
-//! table changes (see `watched_table`), so an INSERT into the events whose types no campaign
-//! cares about costs the events trigger no query at all.
+//! The campaigns, the global frequency caps and the channels' opt-in policies, read once per
+//! backend and kept until one of their tables changes (see `watched_table`), so an INSERT into
+//! the events whose types no campaign cares about costs the events trigger no query at all.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -9,12 +9,14 @@ use pgrx::datum::Interval;
 use pgrx::prelude::*;
 
 use crate::core::campaigns::{relevant_event_types, CampaignRule};
+use crate::core::consent::opt_in_by_default;
 use crate::core::outbox::{Cap, GlobalCap};
 use crate::error::spi_failed;
 use crate::pg::watched_table::WatchedTable;
 
 static CAMPAIGNS_TABLE: WatchedTable = WatchedTable::new("personalize.campaigns");
 static FREQUENCY_CAPS_TABLE: WatchedTable = WatchedTable::new("personalize.frequency_caps");
+static CHANNEL_POLICIES_TABLE: WatchedTable = WatchedTable::new("personalize.channel_policies");
 
 /// One campaign: its rule and what a message of it is written with.
 pub struct Campaign {
@@ -36,7 +38,7 @@ pub struct QuietHours {
 }
 
 pub struct Campaigns {
-    generation: (u64, u64),
+    generation: (u64, u64, u64),
     /// Every campaign, enabled or not (paused ones still cancel), by campaign_id.
     pub list: Vec<Campaign>,
     pub rules: Vec<CampaignRule>,
@@ -49,6 +51,22 @@ pub struct Campaigns {
     pub property_types: Vec<String>,
     pub property_ids: Vec<i64>,
     pub property_filters: Vec<String>,
+    /// The channels whose policy says whether they need an opt-in (others: the default).
+    opt_in: Vec<(String, bool)>,
+}
+
+impl Campaigns {
+    /// Whether messages on `channel` need the user's opt-in (its policy, else the default).
+    pub fn requires_opt_in(&self, channel: &str) -> bool {
+        requires_opt_in(&self.opt_in, channel)
+    }
+}
+
+fn requires_opt_in(policies: &[(String, bool)], channel: &str) -> bool {
+    policies
+        .iter()
+        .find(|(c, _)| c == channel)
+        .map_or_else(|| opt_in_by_default(channel), |(_, r)| *r)
 }
 
 thread_local! {
@@ -58,18 +76,21 @@ thread_local! {
 pub fn register_invalidation_callbacks() {
     CAMPAIGNS_TABLE.register();
     FREQUENCY_CAPS_TABLE.register();
+    CHANNEL_POLICIES_TABLE.register();
 }
 
-/// Sends the invalidation that makes every backend re-read the campaigns and caps.
+/// Sends the invalidation that makes every backend re-read the campaigns, caps and policies.
 pub fn invalidate() {
     CAMPAIGNS_TABLE.invalidate();
     FREQUENCY_CAPS_TABLE.invalidate();
+    CHANNEL_POLICIES_TABLE.invalidate();
 }
 
-fn generation() -> (u64, u64) {
+fn generation() -> (u64, u64, u64) {
     (
         CAMPAIGNS_TABLE.generation(),
         FREQUENCY_CAPS_TABLE.generation(),
+        CHANNEL_POLICIES_TABLE.generation(),
     )
 }
 
@@ -86,10 +107,29 @@ pub fn current() -> Rc<Campaigns> {
     loaded
 }
 
-fn load(generation: (u64, u64)) -> Campaigns {
+fn load(generation: (u64, u64, u64)) -> Campaigns {
     Spi::connect(|client| {
         CAMPAIGNS_TABLE.note_relid(client);
         FREQUENCY_CAPS_TABLE.note_relid(client);
+        // A schema from before 0.9.0 (the library is updated before ALTER EXTENSION UPDATE)
+        // has no consent: nothing is refused, as it was.
+        let opt_in: Vec<(String, bool)> = if CHANNEL_POLICIES_TABLE.note_relid(client).is_none() {
+            ["email", "push", "sms", "whatsapp", "webhook"]
+                .iter()
+                .map(|c| (c.to_string(), false))
+                .collect()
+        } else {
+            client
+                .select(
+                    "SELECT channel, requires_opt_in FROM personalize.channel_policies \
+                      WHERE requires_opt_in IS NOT NULL",
+                    None,
+                    &[],
+                )
+                .unwrap_or_else(|e| spi_failed("cannot read personalize.channel_policies", e))
+                .filter_map(|row| Some((row.get::<String>(1).ok()??, row.get::<bool>(2).ok()??)))
+                .collect()
+        };
         let list: Vec<Campaign> = client
             .select(
                 "SELECT campaign_id, enabled, name, channel, trigger_event_type, trigger_category, \
@@ -117,8 +157,12 @@ fn load(generation: (u64, u64)) -> Campaigns {
                     _ => None,
                 };
                 let zero = Interval::from_micros(0);
+                let channel = text(4).unwrap_or_default();
+                let name = text(3).unwrap_or_default();
                 Campaign {
                     rule: CampaignRule {
+                        name: name.clone(),
+                        requires_opt_in: requires_opt_in(&opt_in, &channel),
                         campaign_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
                         enabled: row.get::<bool>(2).ok().flatten().unwrap_or(false),
                         trigger_event_type: text(5).unwrap_or_default(),
@@ -132,10 +176,10 @@ fn load(generation: (u64, u64)) -> Campaigns {
                             .into_iter()
                             .flatten()
                             .collect(),
-                        channel: text(4).unwrap_or_default(),
+                        channel,
                         cap,
                     },
-                    name: text(3).unwrap_or_default(),
+                    name,
                     delay: row.get::<Interval>(8).ok().flatten().unwrap_or(zero),
                     max_event_age: row.get::<Interval>(9).ok().flatten().unwrap_or(zero),
                     quiet: match (
@@ -201,6 +245,7 @@ fn load(generation: (u64, u64)) -> Campaigns {
             rules,
             list,
             global_caps,
+            opt_in,
         }
     })
 }

@@ -1,32 +1,92 @@
-//! Whether a user's consent lets a message go out, as `claim_messages()` checks it for every
-//! message it hands out. (The campaign trigger does not check it when it writes a message: as
-//! one more statement per event it cost single-event tracking a third of its speed; see
-//! docs/architecture.md.)
+//! Reading a user's consent rows on a channel, for the rule in `core::consent::refusal`: by
+//! an index probe of `consents_pkey` when the campaign trigger writes a message, and as a
+//! column of `claim_messages()`'s query when a message is handed out. Both read the same rows
+//! and the rule is decided in one place.
 
-/// A scalar subquery over `personalize.consents` (one index probe) giving the reason a
-/// message may not be sent, or NULL: suppressed on the channel, then unsubscribed from the
-/// channel or from this campaign, then no opt-in on a channel whose policy needs one (without
-/// a policy row: push, sms and whatsapp). `user`, `channel` and `campaign` are SQL expressions.
-pub fn refusal(user: &str, channel: &str, campaign: &str) -> String {
+use std::collections::{HashMap, HashSet};
+
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+
+use crate::core::consent::ConsentRecord;
+use crate::pg::index_probe::{KeyColumn, TableProbe};
+
+const USER_ID: KeyColumn = KeyColumn::equal(c"user_id", pg_sys::F_TEXTEQ);
+const CHANNEL: KeyColumn = KeyColumn::equal(c"channel", pg_sys::F_TEXTEQ);
+
+/// personalize.consents opened for probes by (user_id, channel).
+pub struct ConsentsProbe {
+    table: TableProbe,
+    campaign: i16,
+    status: i16,
+    source: i16,
+}
+
+impl ConsentsProbe {
+    /// None in a schema from before 0.9.0, which records no consent (the library is updated
+    /// before ALTER EXTENSION UPDATE).
+    pub fn open() -> Option<Self> {
+        if crate::pg::personalize_relid(c"consents") == pg_sys::InvalidOid {
+            return None;
+        }
+        let table = TableProbe::open(c"consents");
+        Some(ConsentsProbe {
+            campaign: table.column(c"campaign"),
+            status: table.column(c"status"),
+            source: table.column(c"source"),
+            table,
+        })
+    }
+
+    /// The consent rows of each (user, channel) pair that has any.
+    pub fn records(
+        &self,
+        pairs: HashSet<(&str, &str)>,
+    ) -> HashMap<(String, String), Vec<ConsentRecord>> {
+        let mut scan = self.table.index(c"consents_pkey", &[USER_ID, CHANNEL]);
+        let mut found: HashMap<(String, String), Vec<ConsentRecord>> = HashMap::new();
+        for (user_id, channel) in pairs {
+            let user = user_id.into_datum().unwrap_or(pg_sys::Datum::from(0));
+            let chan = channel.into_datum().unwrap_or(pg_sys::Datum::from(0));
+            let mut rows = Vec::new();
+            self.table.probe(&mut scan, &[user, chan], |t| {
+                if let (Some(campaign), Some(status), Some(source)) = (
+                    t.attr::<String>(self.campaign),
+                    t.attr::<String>(self.status),
+                    t.attr::<String>(self.source),
+                ) {
+                    rows.push(ConsentRecord {
+                        campaign,
+                        status,
+                        source,
+                    });
+                }
+            });
+            if !rows.is_empty() {
+                found.insert((user_id.to_owned(), channel.to_owned()), rows);
+            }
+        }
+        drop(scan);
+        found
+    }
+}
+
+/// A scalar subquery over `personalize.consents` (one index probe) giving the user's rows on
+/// the channel for the whole channel or this campaign, as JSON text (NULL: none); `parse`
+/// reads it. `user`, `channel` and `campaign` are SQL expressions.
+pub fn records_sql(user: &str, channel: &str, campaign: &str) -> String {
     format!(
-        "(SELECT CASE
-                 WHEN pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'suppressed')
-                 THEN 'the user is suppressed on ' OPERATOR(pg_catalog.||) {channel} OPERATOR(pg_catalog.||) ' ('
-                      OPERATOR(pg_catalog.||) pg_catalog.max(k.source) FILTER (WHERE k.status OPERATOR(pg_catalog.=) 'suppressed')
-                      OPERATOR(pg_catalog.||) ')'
-                 WHEN pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'unsubscribed' AND k.campaign OPERATOR(pg_catalog.=) '')
-                 THEN 'the user unsubscribed from ' OPERATOR(pg_catalog.||) {channel}
-                 WHEN pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'unsubscribed')
-                 THEN 'the user unsubscribed from campaign ' OPERATOR(pg_catalog.||) {campaign}
-                 WHEN COALESCE((SELECT p.requires_opt_in FROM personalize.channel_policies p
-                                 WHERE p.channel OPERATOR(pg_catalog.=) {channel}),
-                               {channel} IN ('push', 'sms', 'whatsapp'))
-                      AND NOT COALESCE(pg_catalog.bool_or(k.status OPERATOR(pg_catalog.=) 'subscribed'
-                                                          AND k.campaign OPERATOR(pg_catalog.=) ''), false)
-                 THEN 'no opt-in: ' OPERATOR(pg_catalog.||) {channel} OPERATOR(pg_catalog.||) ' needs the user''s consent'
-               END
-          FROM personalize.consents k
-         WHERE k.user_id OPERATOR(pg_catalog.=) {user} AND k.channel OPERATOR(pg_catalog.=) {channel}
-           AND k.campaign IN ('', {campaign}))"
+        "(SELECT CAST(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                          'campaign', k.campaign, 'status', k.status, 'source', k.source)) AS pg_catalog.text)
+            FROM personalize.consents k
+           WHERE k.user_id OPERATOR(pg_catalog.=) {user} AND k.channel OPERATOR(pg_catalog.=) {channel}
+             AND k.campaign IN ('', {campaign}))"
     )
+}
+
+/// The rows `records_sql` gave (none for NULL or anything unreadable, which cannot happen:
+/// the query builds the JSON itself).
+pub fn parse(json: Option<&str>) -> Vec<ConsentRecord> {
+    json.and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default()
 }

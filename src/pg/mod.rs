@@ -5,6 +5,7 @@ pub mod campaign_cache;
 pub mod compat;
 pub mod consent_check;
 pub mod experiment_cache;
+pub mod index_probe;
 pub mod ingest;
 pub mod interactions;
 pub mod intervals;

@@ -29,7 +29,7 @@ use pgrx::datum::Uuid;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
-use crate::pg::outbox_probe::index_on_outbox;
+use crate::pg::index_probe::index_on;
 use crate::pg::MemoryContextSwitch;
 
 unsafe extern "C-unwind" {
@@ -148,7 +148,7 @@ impl OutboxWriter {
             };
             let sequence =
                 crate::pg::compat::identity_sequence(rel, attnum[Col::MessageId as usize] as i16);
-            let arbiter_index = index_on_outbox(
+            let arbiter_index = index_on(
                 rel,
                 c"outbox_one_pending_idx",
                 &[c"campaign_id", c"user_id"],

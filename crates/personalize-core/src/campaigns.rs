@@ -8,12 +8,20 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::consent::{refusal, ConsentRecord};
 use crate::outbox::{cap_reason, longest_cap_window, Cap, Delivery, GlobalCap, Recipient};
+
+/// How long a message cancelled unsent (for instance, because the user's consent refuses it)
+/// stands for its (campaign, user) pair: a firing the consents refuse within it writes nothing
+/// more, so a user without an opt-in who views fifty pages leaves one record a day, not fifty.
+pub const REFUSAL_RECORD_SECONDS: f64 = 86_400.0;
 
 /// A campaign as the trigger needs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CampaignRule {
     pub campaign_id: i64,
+    /// The campaign's name (a consent row may unsubscribe a user from it alone).
+    pub name: String,
     pub enabled: bool,
     pub trigger_event_type: String,
     /// The event's item must be in this category (or the event's `category` property say so).
@@ -25,6 +33,8 @@ pub struct CampaignRule {
     /// The channel its messages go out on, and its own frequency cap (for `decide`).
     pub channel: String,
     pub cap: Option<Cap>,
+    /// Whether the channel's policy needs the user's opt-in.
+    pub requires_opt_in: bool,
 }
 
 /// One inserted event, with what the rules look at.
@@ -43,7 +53,7 @@ pub struct TriggerEvent {
 }
 
 /// The campaign (index into the rules) an event (index into the events) fires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Firing {
     pub campaign: usize,
     pub event: usize,
@@ -167,20 +177,35 @@ pub fn relevant_event_types(rules: &[CampaignRule]) -> Vec<String> {
     types
 }
 
-/// What the campaign rules ask of the outbox while they decide (see `decide`).
+/// What the campaign rules ask of the outbox and the consents while they decide (see
+/// `decide`).
 pub trait OutboxLookup {
     /// The pending message of each (campaign_id, user_id) pair that has one.
     fn pending_messages(&mut self, pairs: HashSet<(i64, &str)>) -> Vec<PendingMessage>;
     /// The messages handed out (claimed or sent) to these users in the last `window_seconds`.
     fn recent_deliveries(&mut self, users: HashSet<&str>, window_seconds: f64) -> Vec<Delivery>;
+    /// The consent rows of each (user_id, channel) pair that has any.
+    fn consents(
+        &mut self,
+        pairs: HashSet<(&str, &str)>,
+    ) -> HashMap<(String, String), Vec<ConsentRecord>>;
+    /// The (campaign_id, user_id) pairs among these with a message cancelled unsent (never
+    /// claimed) written in the last `window_seconds`.
+    fn recently_cancelled(
+        &mut self,
+        pairs: HashSet<(i64, &str)>,
+        window_seconds: f64,
+    ) -> HashSet<(i64, String)>;
 }
 
 /// A message to write for a firing: pending, or cancelled at birth by an event of the same
-/// statement (`cancelled_by`, an index into the events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// statement (`cancelled_by`, an index into the events) or because the user's consent refuses
+/// it (`refused`, the reason, as `claim_messages()` would give it).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     pub firing: Firing,
     pub cancelled_by: Option<usize>,
+    pub refused: Option<String>,
 }
 
 /// What one statement's events do to the outbox.
@@ -199,14 +224,18 @@ pub struct Decision {
 /// - a firing is absorbed by its pair's pending message, unless an event of the statement
 ///   that comes no later cancels that message (a purchase, then a view, in one batch: the
 ///   view starts a new message, as it would in a statement of its own);
+/// - a firing the user's consent refuses (`core::consent::refusal`) is written cancelled with
+///   the reason, unless its pair has a message cancelled unsent within
+///   `REFUSAL_RECORD_SECONDS` (then nothing is written);
 /// - a firing that would break a frequency cap (its campaign's, or a global one) is dropped;
 /// - a firing that a later event of the statement cancels (a view, then a purchase) is
 ///   written cancelled, as the pending row and the UPDATE cancelling it would have left it;
 /// - pending messages of earlier statements are cancelled by the earliest request at or after
 ///   their trigger (`cancellations`).
 ///
-/// The outbox is asked nothing when no event fires or cancels, and for deliveries only when a
-/// cap applies to a firing that survived absorption.
+/// The outbox is asked nothing when no event fires or cancels, for consents only for firings
+/// that survived absorption, and for deliveries only when a cap applies to one the consents
+/// allow.
 pub fn decide(
     rules: &[CampaignRule],
     global_caps: &[GlobalCap],
@@ -261,20 +290,74 @@ pub fn decide(
         });
     }
 
+    // Consent, for the firings absorption left.
+    let mut refused: HashMap<Firing, String> = HashMap::new();
+    if !firings.is_empty() {
+        let pairs: HashSet<(&str, &str)> = firings
+            .iter()
+            .map(|f| {
+                (
+                    events[f.event].user_id.as_str(),
+                    rules[f.campaign].channel.as_str(),
+                )
+            })
+            .collect();
+        let records = outbox.consents(pairs);
+        for f in &firings {
+            let rule = &rules[f.campaign];
+            let user = &events[f.event].user_id;
+            let rows = records
+                .get(&(user.clone(), rule.channel.clone()))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            if let Some(reason) = refusal(&rule.channel, &rule.name, rule.requires_opt_in, rows) {
+                refused.insert(*f, reason);
+            }
+        }
+    }
+    if !refused.is_empty() {
+        let pairs: HashSet<(i64, &str)> = refused
+            .keys()
+            .map(|f| {
+                (
+                    rules[f.campaign].campaign_id,
+                    events[f.event].user_id.as_str(),
+                )
+            })
+            .collect();
+        let recorded = outbox.recently_cancelled(pairs, REFUSAL_RECORD_SECONDS);
+        if !recorded.is_empty() {
+            firings.retain(|f| {
+                !refused.contains_key(f)
+                    || !recorded.contains(&(
+                        rules[f.campaign].campaign_id,
+                        events[f.event].user_id.clone(),
+                    ))
+            });
+        }
+    }
+
+    // Caps, for the firings that would send (a refused one is written cancelled whatever the
+    // caps say, and counts towards none).
     let longest_window = longest_cap_window(
         global_caps,
         firings
             .iter()
+            .filter(|f| !refused.contains_key(f))
             .filter_map(|f| rules[f.campaign].cap.as_ref()),
     );
-    if longest_window > 0.0 && !firings.is_empty() {
+    if longest_window > 0.0 && firings.iter().any(|f| !refused.contains_key(f)) {
         let users: HashSet<&str> = firings
             .iter()
+            .filter(|f| !refused.contains_key(f))
             .map(|f| events[f.event].user_id.as_str())
             .collect();
         let recent = outbox.recent_deliveries(users, longest_window);
         if !recent.is_empty() {
             firings.retain(|f| {
+                if refused.contains_key(f) {
+                    return true;
+                }
                 let rule = &rules[f.campaign];
                 let recipient = Recipient {
                     message_id: 0,
@@ -314,6 +397,7 @@ pub fn decide(
             .into_iter()
             .zip(cancelled_by)
             .map(|(firing, cancelled_by)| NewMessage {
+                refused: refused.remove(&firing),
                 firing,
                 cancelled_by,
             })
@@ -344,6 +428,8 @@ mod tests {
             cancel_on: vec![],
             channel: "email".into(),
             cap: None,
+            name: format!("campaign {id}"),
+            requires_opt_in: false,
         }
     }
 
@@ -521,8 +607,13 @@ mod tests {
     struct Outbox {
         pending: Vec<PendingMessage>,
         delivered: Vec<Delivery>,
+        /// (user, channel, record)
+        consents: Vec<(String, String, ConsentRecord)>,
+        /// (campaign_id, user, seconds before NOW) of messages cancelled unsent.
+        cancelled: Vec<(i64, String, f64)>,
         asked_pending: usize,
         asked_deliveries: usize,
+        asked_consents: usize,
     }
 
     impl OutboxLookup for Outbox {
@@ -540,6 +631,33 @@ mod tests {
                 .iter()
                 .filter(|d| users.contains(d.user_id.as_str()) && d.at > NOW - window)
                 .cloned()
+                .collect()
+        }
+        fn consents(
+            &mut self,
+            pairs: HashSet<(&str, &str)>,
+        ) -> HashMap<(String, String), Vec<ConsentRecord>> {
+            self.asked_consents += 1;
+            let mut found: HashMap<(String, String), Vec<ConsentRecord>> = HashMap::new();
+            for (u, c, r) in &self.consents {
+                if pairs.contains(&(u.as_str(), c.as_str())) {
+                    found
+                        .entry((u.clone(), c.clone()))
+                        .or_default()
+                        .push(r.clone());
+                }
+            }
+            found
+        }
+        fn recently_cancelled(
+            &mut self,
+            pairs: HashSet<(i64, &str)>,
+            window: f64,
+        ) -> HashSet<(i64, String)> {
+            self.cancelled
+                .iter()
+                .filter(|(c, u, ago)| pairs.contains(&(*c, u.as_str())) && *ago < window)
+                .map(|(c, u, _)| (*c, u.clone()))
                 .collect()
         }
     }
@@ -651,5 +769,71 @@ mod tests {
         let d = decide(&rules, &global, &events, &[0], NOW, &mut outbox);
         assert_eq!(written(&d), vec![(1, None), (2, None)]);
         assert_eq!(outbox.asked_deliveries, 1);
+    }
+
+    #[test]
+    fn a_firing_the_consents_refuse_is_written_cancelled_once_a_day() {
+        let mut rules = browse_abandonment();
+        rules[0].channel = "whatsapp".into();
+        rules[0].requires_opt_in = true;
+        rules[0].cap = Some(Cap {
+            max_messages: 1,
+            window_seconds: 3600.0,
+        });
+        let subscribed = |user: &str, campaign: &str, status: &str| {
+            (
+                user.to_string(),
+                "whatsapp".to_string(),
+                ConsentRecord {
+                    campaign: campaign.into(),
+                    status: status.into(),
+                    source: "form".into(),
+                },
+            )
+        };
+        let mut outbox = Outbox {
+            consents: vec![
+                subscribed("a", "", "subscribed"),
+                subscribed("c", "", "subscribed"),
+                subscribed("c", "campaign 7", "unsubscribed"),
+            ],
+            // d's refusal was recorded an hour ago, e's two days ago.
+            cancelled: vec![
+                (7, "d".into(), 3600.0),
+                (7, "e".into(), 2.0 * REFUSAL_RECORD_SECONDS),
+            ],
+            // b has used up the cap; a refusal is recorded whatever the caps say.
+            delivered: vec![Delivery {
+                message_id: 1,
+                user_id: "b".into(),
+                campaign_id: Some(7),
+                channel: "whatsapp".into(),
+                at: NOW - 60.0,
+            }],
+            ..Outbox::default()
+        };
+        let events: Vec<TriggerEvent> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .enumerate()
+            .map(|(i, u)| event(i as i64 + 1, "view", u, 10))
+            .collect();
+        let d = decide(&rules, &[], &events, &[0], NOW, &mut outbox);
+        let outcome: Vec<(usize, Option<&str>)> = d
+            .write
+            .iter()
+            .map(|m| (m.firing.event, m.refused.as_deref()))
+            .collect();
+        let no_opt_in = Some("no opt-in: whatsapp needs the user's consent");
+        assert_eq!(
+            outcome,
+            vec![
+                (0, None),
+                (1, no_opt_in),
+                (2, Some("the user unsubscribed from campaign campaign 7")),
+                (4, no_opt_in),
+            ]
+        );
+        assert_eq!(outbox.asked_consents, 1);
+        assert_eq!(outbox.asked_deliveries, 1, "asked for a alone");
     }
 }

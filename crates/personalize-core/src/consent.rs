@@ -1,5 +1,11 @@
-//! Unsubscribe tokens: a link in a message that unsubscribes its recipient without a login.
+//! Consent: whether a message may go out to its user, and the unsubscribe links.
 //!
+//! `refusal` is the one definition of the consent rule. The campaign trigger applies it when
+//! it writes a message (from an index probe of `personalize.consents`) and `claim_messages()`
+//! when it hands one out (from the same rows, read by its query), so both say the same thing
+//! in the same words.
+//!
+//! Unsubscribe tokens: a link in a message that unsubscribes its recipient without a login.
 //! A token names the user, the channel and (optionally) the campaign, and carries an
 //! HMAC-SHA-256 of exactly those under a secret only the database knows. Changing any part
 //! (another user id, another channel) breaks the signature, so a token can only ever
@@ -11,6 +17,56 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+/// One row of `personalize.consents` for a user and channel.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ConsentRecord {
+    /// `''`: the whole channel; else one campaign's name.
+    pub campaign: String,
+    /// `subscribed`, `unsubscribed` or `suppressed`.
+    pub status: String,
+    pub source: String,
+}
+
+/// Whether a channel needs the user's opt-in when its policy does not say (NULL or no row):
+/// push, SMS and WhatsApp do (WhatsApp Business policy, ePrivacy), email and webhook do not.
+pub fn opt_in_by_default(channel: &str) -> bool {
+    matches!(channel, "push" | "sms" | "whatsapp")
+}
+
+/// Why a message of `campaign` on `channel` may not go out to its user, or None. `records` are
+/// the user's consent rows on the channel (any campaign; only `''` and `campaign` count). In
+/// order: suppressed on the channel, unsubscribed from the channel, unsubscribed from this
+/// campaign, no opt-in on a channel that needs one (`requires_opt_in`, the channel's policy).
+pub fn refusal(
+    channel: &str,
+    campaign: &str,
+    requires_opt_in: bool,
+    records: &[ConsentRecord],
+) -> Option<String> {
+    let relevant = || {
+        records
+            .iter()
+            .filter(|r| r.campaign.is_empty() || r.campaign == campaign)
+    };
+    if let Some(source) = relevant()
+        .filter(|r| r.status == "suppressed")
+        .map(|r| r.source.as_str())
+        .max()
+    {
+        return Some(format!("the user is suppressed on {channel} ({source})"));
+    }
+    if relevant().any(|r| r.status == "unsubscribed" && r.campaign.is_empty()) {
+        return Some(format!("the user unsubscribed from {channel}"));
+    }
+    if relevant().any(|r| r.status == "unsubscribed") {
+        return Some(format!("the user unsubscribed from campaign {campaign}"));
+    }
+    if requires_opt_in && !relevant().any(|r| r.status == "subscribed" && r.campaign.is_empty()) {
+        return Some(format!("no opt-in: {channel} needs the user's consent"));
+    }
+    None
+}
 
 /// Who a token unsubscribes, from what.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +129,66 @@ mod tests {
             channel: "email".into(),
             campaign: None,
         }
+    }
+
+    fn record(campaign: &str, status: &str, source: &str) -> ConsentRecord {
+        ConsentRecord {
+            campaign: campaign.into(),
+            status: status.into(),
+            source: source.into(),
+        }
+    }
+
+    #[test]
+    fn the_consent_rule() {
+        let no =
+            |records: &[ConsentRecord], opt_in: bool| refusal("whatsapp", "carts", opt_in, records);
+        assert_eq!(
+            no(&[], true).as_deref(),
+            Some("no opt-in: whatsapp needs the user's consent")
+        );
+        assert_eq!(no(&[], false), None);
+        let subscribed = record("", "subscribed", "checkout");
+        assert_eq!(no(std::slice::from_ref(&subscribed), true), None);
+        // Subscribing to one campaign is not an opt-in to the channel.
+        assert!(no(&[record("carts", "subscribed", "x")], true).is_some());
+        // Another campaign's unsubscribe does not count; this campaign's does.
+        assert_eq!(
+            no(
+                &[subscribed.clone(), record("views", "unsubscribed", "x")],
+                true
+            ),
+            None
+        );
+        assert_eq!(
+            no(
+                &[subscribed.clone(), record("carts", "unsubscribed", "x")],
+                true
+            )
+            .as_deref(),
+            Some("the user unsubscribed from campaign carts")
+        );
+        // The channel's unsubscribe beats the campaign's; a suppression beats both.
+        let both = [
+            record("", "unsubscribed", "STOP"),
+            record("carts", "unsubscribed", "x"),
+        ];
+        assert_eq!(
+            no(&both, false).as_deref(),
+            Some("the user unsubscribed from whatsapp")
+        );
+        assert_eq!(
+            no(
+                &[
+                    record("", "suppressed", "suppressed: 131026"),
+                    both[1].clone()
+                ],
+                false
+            )
+            .as_deref(),
+            Some("the user is suppressed on whatsapp (suppressed: 131026)")
+        );
+        assert!(opt_in_by_default("sms") && !opt_in_by_default("email"));
     }
 
     #[test]

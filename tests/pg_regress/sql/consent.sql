@@ -16,6 +16,18 @@ SELECT personalize.set_consent('e2', 'email', false, 'unsubscribe page');
 SELECT user_id, channel, campaign, status, source FROM personalize.consents ORDER BY 1, 2, 3;
 SELECT count(personalize.track(jsonb_build_object('type', t, 'user_id', u, 'item_id', 'i1'))) AS tracked
   FROM unnest(ARRAY['w1', 'w2', 'w3', 'w4', 'w5', 'e1', 'e2']) u, unnest(ARRAY['view', 'add_to_cart']) t;
+-- The trigger knows already: what the consents refuse is written cancelled, with the reason,
+-- never queued.
+SELECT user_id, campaign, state, last_error FROM personalize.outbox
+ WHERE state <> 'pending' ORDER BY 1, 2;
+-- More views of a refused user add no record for a day (one row, not one per page view).
+SELECT count(personalize.track(jsonb_build_object('type', 'view', 'user_id', 'w2', 'item_id', i)))
+  FROM unnest(ARRAY['i2', 'i3', 'i4']) i;
+SELECT campaign, count(*) FROM personalize.outbox WHERE user_id = 'w2' GROUP BY 1 ORDER BY 1;
+-- A day later, one more.
+UPDATE personalize.outbox SET created_at = created_at - interval '25 hours' WHERE user_id = 'w2' AND campaign = 'wa_views';
+SELECT personalize.track('{"type": "view", "user_id": "w2", "item_id": "i5"}') > 0 AS tracked;
+SELECT campaign, count(*) FROM personalize.outbox WHERE user_id = 'w2' GROUP BY 1 ORDER BY 1;
 UPDATE personalize.outbox SET visible_at = now() - interval '1 second';
 -- WhatsApp needs an opt-in: only w1 gets both, w4 only the campaign it did not leave.
 SELECT user_id, campaign FROM personalize.claim_messages('whatsapp', 100) ORDER BY 1, 2;
@@ -26,10 +38,15 @@ SELECT user_id FROM personalize.claim_messages('email', 100) ORDER BY 1;
 SELECT user_id, last_error FROM personalize.outbox WHERE channel = 'email' AND state = 'cancelled';
 -- A shop whose email needs an opt-in says so; a user who opts in again after a suppression
 -- is contacted again.
+SELECT max(message_id) AS last_id FROM personalize.outbox \gset
 INSERT INTO personalize.channel_policies VALUES ('email', true);
 SELECT personalize.set_consent('w5', 'whatsapp', true, 'new number');
 SELECT count(personalize.track(jsonb_build_object('type', 'view', 'user_id', u, 'item_id', 'i2'))) AS tracked
   FROM unnest(ARRAY['w5', 'e1']) u;
+-- The policy is cached with the campaigns and re-read when it changes: e1's email is refused
+-- at once; w5's WhatsApp, opted in again, is queued.
+SELECT user_id, campaign, state, last_error FROM personalize.outbox
+ WHERE message_id > :last_id ORDER BY 1, 2;
 UPDATE personalize.outbox SET visible_at = now() - interval '1 second' WHERE state = 'pending';
 SELECT user_id, campaign FROM personalize.claim_messages('whatsapp', 100) ORDER BY 1, 2;
 SELECT count(*) AS emails_claimed FROM personalize.claim_messages('email', 100);
