@@ -52,21 +52,23 @@ pub struct Campaigns {
     pub property_ids: Vec<i64>,
     pub property_filters: Vec<String>,
     /// The channels whose policy says whether they need an opt-in (others: the default).
-    opt_in: Vec<(String, bool)>,
+    /// None: a schema from before 0.9.0, which records no consent (nothing is refused).
+    opt_in: Option<Vec<(String, bool)>>,
 }
 
 impl Campaigns {
     /// Whether messages on `channel` need the user's opt-in (its policy, else the default).
     pub fn requires_opt_in(&self, channel: &str) -> bool {
-        requires_opt_in(&self.opt_in, channel)
+        requires_opt_in(self.opt_in.as_deref(), channel)
     }
 }
 
-fn requires_opt_in(policies: &[(String, bool)], channel: &str) -> bool {
-    policies
-        .iter()
-        .find(|(c, _)| c == channel)
-        .map_or_else(|| opt_in_by_default(channel), |(_, r)| *r)
+fn requires_opt_in(policies: Option<&[(String, bool)]>, channel: &str) -> bool {
+    policies.is_some_and(|p| {
+        p.iter()
+            .find(|(c, _)| c == channel)
+            .map_or_else(|| opt_in_by_default(channel), |(_, r)| *r)
+    })
 }
 
 thread_local! {
@@ -113,23 +115,21 @@ fn load(generation: (u64, u64, u64)) -> Campaigns {
         FREQUENCY_CAPS_TABLE.note_relid(client);
         // A schema from before 0.9.0 (the library is updated before ALTER EXTENSION UPDATE)
         // has no consent: nothing is refused, as it was.
-        let opt_in: Vec<(String, bool)> = if CHANNEL_POLICIES_TABLE.note_relid(client).is_none() {
-            ["email", "push", "sms", "whatsapp", "webhook"]
-                .iter()
-                .map(|c| (c.to_string(), false))
-                .collect()
-        } else {
-            client
-                .select(
-                    "SELECT channel, requires_opt_in FROM personalize.channel_policies \
-                      WHERE requires_opt_in IS NOT NULL",
-                    None,
-                    &[],
-                )
-                .unwrap_or_else(|e| spi_failed("cannot read personalize.channel_policies", e))
-                .filter_map(|row| Some((row.get::<String>(1).ok()??, row.get::<bool>(2).ok()??)))
-                .collect()
-        };
+        let opt_in: Option<Vec<(String, bool)>> =
+            CHANNEL_POLICIES_TABLE.note_relid(client).map(|_| {
+                client
+                    .select(
+                        "SELECT channel, requires_opt_in FROM personalize.channel_policies \
+                          WHERE requires_opt_in IS NOT NULL",
+                        None,
+                        &[],
+                    )
+                    .unwrap_or_else(|e| spi_failed("cannot read personalize.channel_policies", e))
+                    .filter_map(|row| {
+                        Some((row.get::<String>(1).ok()??, row.get::<bool>(2).ok()??))
+                    })
+                    .collect()
+            });
         let list: Vec<Campaign> = client
             .select(
                 "SELECT campaign_id, enabled, name, channel, trigger_event_type, trigger_category, \
@@ -162,7 +162,7 @@ fn load(generation: (u64, u64, u64)) -> Campaigns {
                 Campaign {
                     rule: CampaignRule {
                         name: name.clone(),
-                        requires_opt_in: requires_opt_in(&opt_in, &channel),
+                        requires_opt_in: requires_opt_in(opt_in.as_deref(), &channel),
                         campaign_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
                         enabled: row.get::<bool>(2).ok().flatten().unwrap_or(false),
                         trigger_event_type: text(5).unwrap_or_default(),
