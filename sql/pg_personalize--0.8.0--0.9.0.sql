@@ -22,6 +22,8 @@
 --   * identify() and personalize.identities (an anonymous visitor logs in).
 --   * forget_user() and its log, personalize.erasures (the right to be forgotten).
 --   * Every function taking a user or item id also takes it of any type (sql/any_ids.sql).
+--   * EASE with input dropout (EDLAE): train() takes dropout, and chooses it on the
+--     validation split when it is left out.
 -- tests/upgrade.sh checks that an updated database has exactly the catalogue of a fresh 0.9.0
 -- install and passes the regression suite.
 \echo Use "ALTER EXTENSION pg_personalize UPDATE TO '0.9.0'" to load this file. \quit
@@ -1166,6 +1168,43 @@ RETURNS TABLE (table_name text, rows_deleted bigint)
 LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT * FROM personalize.forget_user(CAST(forget_user.user_id AS pg_catalog.text)) $$;
 COMMENT ON FUNCTION personalize.forget_user(anyelement) IS 'forget_user() with user_id of any type (integer, bigint, uuid, …), compared as text: 7 and ''7'' are the same id';
+
+-- train() takes EASE's dropout: a new signature (the old one is served by the library's
+-- train_models until this runs).
+DROP FUNCTION personalize.train(text, integer, integer, real, real, interval, timestamptz, bigint, text, integer, text, double precision, integer, double precision, real);
+CREATE FUNCTION personalize.train(
+	"model_name" TEXT DEFAULT 'default',
+	"factors" INT DEFAULT NULL,
+	"iterations" INT DEFAULT NULL,
+	"regularization" real DEFAULT NULL,
+	"alpha" real DEFAULT NULL,
+	"window" interval DEFAULT NULL,
+	"as_of" timestamp with time zone DEFAULT NULL,
+	"seed" bigint DEFAULT 42,
+	"solver" TEXT DEFAULT NULL,
+	"cg_steps" INT DEFAULT NULL,
+	"model_type" TEXT DEFAULT NULL,
+	"l2" double precision DEFAULT NULL,
+	"neighbors" INT DEFAULT NULL,
+	"beta" double precision DEFAULT NULL,
+	"frequency_scaling" real DEFAULT NULL,
+	"dropout" double precision DEFAULT NULL
+) RETURNS TABLE (
+	"model_id" bigint,
+	"model_name" TEXT,
+	"users" INT,
+	"items" INT,
+	"interactions" bigint,
+	"final_loss" double precision,
+	"read_seconds" double precision,
+	"train_seconds" double precision,
+	"write_seconds" double precision
+)
+VOLATILE PARALLEL UNSAFE
+SET search_path TO pg_catalog, pg_temp
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'train_recommender_wrapper';
+COMMENT ON FUNCTION personalize.train(text, integer, integer, real, real, interval, timestamptz, bigint, text, integer, text, double precision, integer, double precision, real, double precision) IS 'Trains a recommender on the event log (per user and item: event-type weights, each halved every half-life before as_of) and makes it the active model of its name in this transaction. model_type auto (the default) fits popularity, trending (recency-weighted popularity), RP3beta (item-item random walk), EASE (item-item regression, when its dense solve fits personalize.training_memory_mb) a small ALS grid and blends of the best EASE and RP3beta on a temporal validation split, cheapest first within personalize.training_time_budget, keeps the best by NDCG@10 (see personalize.model_selection) and refits it on all the data; als, ease, rp3beta, popularity or trending train that family (ALS: factors, iterations, regularization, alpha, solver, cg_steps, frequency_scaling; EASE: l2, dropout, neighbors; RP3beta: beta, neighbors; a parameter left out is chosen on the validation split, or for ALS takes its old default). Without arguments a name is trained as it was last time. NOTICE per step; honours cancel and statement_timeout.';
 
 -- Every upgrade script ends with this.
 SELECT personalize._apply_privileges();

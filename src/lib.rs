@@ -60,7 +60,7 @@ pgrx::extension_sql_file!(
     name = "models",
     requires = [
         api::training::evaluate_families,
-        api::training::train_models
+        api::training::train_recommender
     ]
 );
 pgrx::extension_sql_file!(

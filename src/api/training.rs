@@ -316,6 +316,8 @@ struct Spec {
     beta: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     frequency_scaling: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropout: Option<f64>,
 }
 
 impl Spec {
@@ -331,7 +333,10 @@ impl Spec {
 
     /// EASE's or RP3beta's: `neighbors` belongs to both.
     fn has_item_item_params(&self) -> bool {
-        self.l2.is_some() || self.neighbors.is_some() || self.beta.is_some()
+        self.l2.is_some()
+            || self.dropout.is_some()
+            || self.neighbors.is_some()
+            || self.beta.is_some()
     }
 }
 
@@ -356,11 +361,11 @@ fn resolve_spec(name: &str, mut given: Spec) -> Spec {
         ) {
             (true, false, false) if given.neighbors.is_none() => "als",
             (false, _, false) => "ease",
-            (false, false, true) => "rp3beta",
+            (false, false, true) if given.dropout.is_none() => "rp3beta",
             _ => PersonalizeError::invalid(
                 "the parameters given belong to different model families",
                 "ALS takes factors, iterations, regularization, alpha, solver, cg_steps and \
-                 frequency_scaling; EASE l2 and neighbors; RP3beta beta and neighbors. Pass \
+                 frequency_scaling; EASE l2, dropout and neighbors; RP3beta beta and neighbors. Pass \
                  model_type with one family's parameters.",
             )
             .raise(),
@@ -373,7 +378,7 @@ fn resolve_spec(name: &str, mut given: Spec) -> Spec {
         }
         "als" => !given.has_item_item_params(),
         "ease" => !given.has_als_params() && given.beta.is_none(),
-        "rp3beta" => !given.has_als_params() && given.l2.is_none(),
+        "rp3beta" => !given.has_als_params() && given.l2.is_none() && given.dropout.is_none(),
         other => PersonalizeError::invalid(
             format!("unknown model_type \"{}\"", crate::error::shown(other)),
             "Use 'auto' (the default: the best family on a validation split), 'als', 'ease', \
@@ -388,7 +393,7 @@ fn resolve_spec(name: &str, mut given: Spec) -> Spec {
                 given.model_type
             ),
             "ALS takes factors, iterations, regularization, alpha, solver, cg_steps and \
-             frequency_scaling; EASE takes l2 and neighbors; RP3beta beta and neighbors; auto, \
+             frequency_scaling; EASE takes l2, dropout and neighbors; RP3beta beta and neighbors; auto, \
              popularity and trending take none of them.",
         )
         .raise();
@@ -416,8 +421,10 @@ enum Candidate {
     /// Recency-weighted popularity: items by the sum of their decayed interaction strengths
     /// (each event halved every half-life of its type), so what sells now comes first.
     Trending,
+    /// EASE with λ = `l2` and input dropout `dropout` (`ease::Penalty`).
     Ease {
         l2: f64,
+        dropout: f64,
         neighbors: usize,
     },
     /// Item-item weights of a random walk item → user → item, popular targets damped by β.
@@ -433,6 +440,7 @@ enum Candidate {
     /// mean row L1 norm (`item_item::blend`).
     Blend {
         l2: f64,
+        dropout: f64,
         beta: f64,
         ease_share: f64,
         neighbors: usize,
@@ -476,18 +484,23 @@ impl Candidate {
     fn params(&self) -> serde_json::Value {
         match self {
             Candidate::Popularity | Candidate::Trending => json!({}),
-            Candidate::Ease { l2, neighbors } => json!({"l2": l2, "neighbors": neighbors}),
+            Candidate::Ease {
+                l2,
+                dropout,
+                neighbors,
+            } => json!({"l2": l2, "dropout": dropout, "neighbors": neighbors}),
             Candidate::Rp3beta { beta, neighbors } => {
                 json!({"beta": beta, "neighbors": neighbors})
             }
             Candidate::Blend {
                 l2,
+                dropout,
                 beta,
                 ease_share,
                 neighbors,
                 rp3beta_neighbors,
-            } => json!({"ease_share": ease_share, "l2": l2, "beta": beta, "neighbors": neighbors,
-                        "rp3beta_neighbors": rp3beta_neighbors}),
+            } => json!({"ease_share": ease_share, "l2": l2, "dropout": dropout, "beta": beta,
+                        "neighbors": neighbors, "rp3beta_neighbors": rp3beta_neighbors}),
             Candidate::Als { params, alpha } => json!({
                 "factors": params.factors,
                 "iterations": params.iterations,
@@ -563,12 +576,13 @@ fn als_grid(seed: u64) -> Vec<Candidate> {
 }
 
 /// λ for EASE: multiples of the mean number of users per item (the Gram matrix's diagonal),
-/// the scale at which λ starts to matter.
-fn ease_grid(mean_item_count: f64, neighbors: usize) -> Vec<Candidate> {
+/// the scale at which λ starts to matter; each with `dropout`.
+fn ease_grid(mean_item_count: f64, dropout: f64, neighbors: usize) -> Vec<Candidate> {
     [0.125, 0.5, 2.0]
         .into_iter()
         .map(|f| Candidate::Ease {
             l2: (f * mean_item_count).max(1.0),
+            dropout,
             neighbors,
         })
         .collect()
@@ -663,6 +677,24 @@ fn ease_l2(spec: &Spec) -> Option<f64> {
     })
 }
 
+/// The highest dropout train() takes or tries.
+const MAX_DROPOUT: f64 = 0.99;
+
+/// The `dropout` argument, checked (None: chosen on the validation split).
+fn ease_dropout(spec: &Spec) -> Option<f64> {
+    spec.dropout.inspect(|&p| {
+        if !(p.is_finite() && (0.0..=MAX_DROPOUT).contains(&p)) {
+            PersonalizeError::invalid(
+                format!("dropout must be between 0 and 0.99, not {p}"),
+                "dropout is the probability with which EASE drops each history item in \
+                 training, shrinking popular items' weights (0: plain EASE); omit it to choose \
+                 it on a validation split.",
+            )
+            .raise();
+        }
+    })
+}
+
 /// Whether EASE's dense solve for `n_items` fits the training memory budget; says why not.
 fn ease_fits(n_items: usize) -> bool {
     within_memory_budget(
@@ -693,12 +725,20 @@ fn fit(c: &Candidate, strengths: &Csr, pool: &rayon::ThreadPool) -> Fitted {
     match c {
         Candidate::Popularity => Fitted::Popularity,
         Candidate::Trending => Fitted::Trending,
-        Candidate::Ease { l2, neighbors } => {
+        Candidate::Ease {
+            l2,
+            dropout,
+            neighbors,
+        } => {
             let by_item = strengths.transpose();
             let gram = pool.install(|| ease::gram(strengths, &by_item));
             pgrx::check_for_interrupts!();
             let n = strengths.n_cols;
-            match solve_interruptibly(gram, n, *l2, *neighbors, pool) {
+            let penalty = ease::Penalty {
+                l2: *l2,
+                dropout: *dropout,
+            };
+            match solve_interruptibly(gram, n, penalty, *neighbors, pool) {
                 Some(b) => Fitted::ItemItem(b),
                 None => PersonalizeError::invalid(
                     format!("EASE with l2 = {l2} has no solution on this data"),
@@ -725,6 +765,7 @@ fn fit(c: &Candidate, strengths: &Csr, pool: &rayon::ThreadPool) -> Fitted {
         }
         Candidate::Blend {
             l2,
+            dropout,
             beta,
             ease_share,
             neighbors,
@@ -736,6 +777,7 @@ fn fit(c: &Candidate, strengths: &Csr, pool: &rayon::ThreadPool) -> Fitted {
             };
             let ease = part(Candidate::Ease {
                 l2: *l2,
+                dropout: *dropout,
                 neighbors: *neighbors,
             });
             let rp3 = part(Candidate::Rp3beta {
@@ -760,7 +802,7 @@ const RP3BETA_BLOCK: usize = 2048;
 fn solve_interruptibly(
     gram: Vec<f64>,
     n: usize,
-    l2: f64,
+    penalty: ease::Penalty,
     neighbors: usize,
     pool: &rayon::ThreadPool,
 ) -> Option<ItemItem> {
@@ -780,7 +822,9 @@ fn solve_interruptibly(
         // A panic must not escape a spawned job (rayon would abort the process): it comes
         // back as a value instead.
         let result = std::panic::catch_unwind(move || {
-            ease::fit_from_gram(gram, n, l2, neighbors, &|| stop.load(Ordering::Relaxed))
+            ease::fit_from_gram(gram, n, penalty, neighbors, &|| {
+                stop.load(Ordering::Relaxed)
+            })
         });
         let _ = tx.send(result);
     });
@@ -834,48 +878,34 @@ fn item_order(m: &Csr, weight: impl Fn(f32) -> f32) -> (Vec<f32>, Vec<u32>) {
 const MAX_L2_STEPS: usize = 5;
 
 /// `select`, then a search along EASE's λ while its best is at an edge of what was tried:
-/// λ × 4 past the top, λ / 4 below the bottom (down to 1), up to `MAX_L2_STEPS` fits, stopping as soon
-/// as a step does not improve; then λ × 2 and λ / 2 around the best. The grid is relative to the data (users per item), and the best
-/// λ of a shop can still sit outside it.
+/// λ × 4 past the top, λ / 4 below the bottom (down to 1), up to `MAX_L2_STEPS` fits,
+/// stopping as soon as a step does not improve; then λ × 2 and λ / 2 around the best. The grid
+/// is relative to the data (users per item), and the best λ of a shop can still sit outside
+/// it. With `search_dropout`, then the dropout step (`search_dropout`); then RP3beta's β.
 fn select_searching_l2(
     candidates: Vec<Candidate>,
     split: &metrics::Split,
     pool: &rayon::ThreadPool,
     budget: &TimeBudget,
+    search_dropout: bool,
 ) -> Vec<Trial> {
     let mut trials = select(candidates, split, pool, budget);
     for _ in 0..MAX_L2_STEPS {
-        let tried: Vec<(f64, f64, usize)> = trials
-            .iter()
-            .filter_map(|t| match t.candidate {
-                Candidate::Ease { l2, neighbors } => Some((l2, t.ndcg, neighbors)),
-                _ => None,
-            })
-            .collect();
-        let Some(&(best_l2, best_ndcg, neighbors)) =
-            tried.iter().max_by(|a, b| a.1.total_cmp(&b.1))
-        else {
+        let tried = ease_trials(&trials);
+        let Some(best) = best_ease(&tried) else {
             break;
         };
-        let highest = tried.iter().map(|t| t.0).fold(f64::MIN, f64::max);
-        let lowest = tried.iter().map(|t| t.0).fold(f64::MAX, f64::min);
-        let next = if best_l2 >= highest {
-            best_l2 * 4.0
-        } else if best_l2 <= lowest && best_l2 / 4.0 >= 1.0 {
-            best_l2 / 4.0
+        let highest = tried.iter().map(|t| t.l2).fold(f64::MIN, f64::max);
+        let lowest = tried.iter().map(|t| t.l2).fold(f64::MAX, f64::min);
+        let next = if best.l2 >= highest {
+            best.l2 * 4.0
+        } else if best.l2 <= lowest && best.l2 / 4.0 >= 1.0 {
+            best.l2 / 4.0
         } else {
             break;
         };
-        let more = select(
-            vec![Candidate::Ease {
-                l2: next,
-                neighbors,
-            }],
-            split,
-            pool,
-            budget,
-        );
-        let improved = more.iter().any(|t| t.ndcg > best_ndcg);
+        let more = select(vec![best.with(next, best.dropout)], split, pool, budget);
+        let improved = more.iter().any(|t| t.ndcg > best.ndcg);
         trials.extend(more);
         keep_best_fits(&mut trials);
         if !improved {
@@ -883,27 +913,115 @@ fn select_searching_l2(
         }
     }
     // Then half a step either side of the best (×2, ÷2), where nothing that close was tried.
-    let tried: Vec<(f64, f64, usize)> = trials
-        .iter()
-        .filter_map(|t| match t.candidate {
-            Candidate::Ease { l2, neighbors } => Some((l2, t.ndcg, neighbors)),
-            _ => None,
-        })
-        .collect();
-    if let Some(&(best_l2, _, neighbors)) = tried.iter().max_by(|a, b| a.1.total_cmp(&b.1)) {
-        let near = |x: f64| tried.iter().any(|t| (t.0 / x).max(x / t.0) < 1.5);
-        let refine: Vec<Candidate> = [best_l2 * 2.0, best_l2 / 2.0]
+    let tried = ease_trials(&trials);
+    if let Some(best) = best_ease(&tried) {
+        let near = |x: f64| tried.iter().any(|t| (t.l2 / x).max(x / t.l2) < 1.5);
+        let refine: Vec<Candidate> = [best.l2 * 2.0, best.l2 / 2.0]
             .into_iter()
             .filter(|&x| x >= 1.0 && !near(x))
-            .map(|l2| Candidate::Ease { l2, neighbors })
+            .map(|l2| best.with(l2, best.dropout))
             .collect();
         if !refine.is_empty() {
             trials.extend(select(refine, split, pool, budget));
             keep_best_fits(&mut trials);
         }
     }
+    if search_dropout {
+        search_ease_dropout(&mut trials, split, pool, budget);
+    }
     search_beta(&mut trials, split, pool, budget);
     trials
+}
+
+/// An EASE trial's parameters and validation NDCG@10.
+#[derive(Clone, Copy)]
+struct EaseTrial {
+    l2: f64,
+    dropout: f64,
+    neighbors: usize,
+    ndcg: f64,
+}
+
+impl EaseTrial {
+    fn with(&self, l2: f64, dropout: f64) -> Candidate {
+        Candidate::Ease {
+            l2,
+            dropout,
+            neighbors: self.neighbors,
+        }
+    }
+
+    /// What the penalty adds to the diagonal of an item with `users` users.
+    fn on_diagonal(&self, users: f64) -> f64 {
+        self.l2 + self.dropout / (1.0 - self.dropout) * users
+    }
+}
+
+fn ease_trials(trials: &[Trial]) -> Vec<EaseTrial> {
+    trials
+        .iter()
+        .filter_map(|t| match t.candidate {
+            Candidate::Ease {
+                l2,
+                dropout,
+                neighbors,
+            } => Some(EaseTrial {
+                l2,
+                dropout,
+                neighbors,
+                ndcg: t.ndcg,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn best_ease(tried: &[EaseTrial]) -> Option<EaseTrial> {
+    tried
+        .iter()
+        .copied()
+        .max_by(|a, b| a.ndcg.total_cmp(&b.ndcg))
+}
+
+/// EASE's dropout (`ease::Penalty`), tried after λ: the best λ's penalty on an item of mean
+/// popularity, half of it moved into the dropout term (λ / 2 on every item, and dropout
+/// p with p / (1 − p) × mean users = λ / 2); if that improves, the same split at twice and half
+/// the total. Up to three fits. Half is the middle of the range: on Online Retail's
+/// validation split moving 50% of the penalty scored above 0%, 80% and 95% at each of three
+/// totals (CHANGELOG 0.9.0). Dropout shrinks the weights of popular items the more, the more
+/// users they have, which λ alone cannot.
+fn search_ease_dropout(
+    trials: &mut Vec<Trial>,
+    split: &metrics::Split,
+    pool: &rayon::ThreadPool,
+    budget: &TimeBudget,
+) {
+    let Some(best) = best_ease(&ease_trials(trials)) else {
+        return;
+    };
+    let mean = mean_users_per_item(&split.train);
+    if best.dropout != 0.0 || mean <= 0.0 {
+        return;
+    }
+    // λ and dropout that put `total` on an item of mean popularity, half in each term.
+    let halved = |total: f64| {
+        let rho = total / 2.0 / mean;
+        best.with((total / 2.0).max(1.0), (rho / (1.0 + rho)).min(MAX_DROPOUT))
+    };
+    let total = best.on_diagonal(mean);
+    let first = select(vec![halved(total)], split, pool, budget);
+    let improved = first.iter().any(|t| t.ndcg > best.ndcg);
+    trials.extend(first);
+    keep_best_fits(trials);
+    if improved {
+        trials.extend(select(
+            vec![halved(total * 2.0), halved(total / 2.0)],
+            split,
+            pool,
+            budget,
+        ));
+        keep_best_fits(trials);
+    }
 }
 
 /// How far the β search may leave RP3beta's grid, in steps of ¼.
@@ -1029,7 +1147,7 @@ fn auto_candidates(
         c.extend(rp3beta_grid(neighbors));
     }
     if ease_fits(strengths.n_cols) {
-        c.extend(ease_grid(mean_users_per_item(strengths), neighbors));
+        c.extend(ease_grid(mean_users_per_item(strengths), 0.0, neighbors));
     }
     c.extend(als_grid(seed));
     c
@@ -1139,7 +1257,11 @@ fn blend_trials(
         return;
     };
     let (
-        Candidate::Ease { l2, neighbors },
+        Candidate::Ease {
+            l2,
+            dropout,
+            neighbors,
+        },
         Candidate::Rp3beta {
             beta,
             neighbors: rp3beta_neighbors,
@@ -1155,6 +1277,7 @@ fn blend_trials(
     for ease_share in BLEND_SHARES {
         let c = Candidate::Blend {
             l2: *l2,
+            dropout: *dropout,
             beta: *beta,
             ease_share,
             neighbors: *neighbors,
@@ -1178,9 +1301,10 @@ fn choose(
     candidates: Vec<Candidate>,
     split: &metrics::Split,
     pool: &rayon::ThreadPool,
+    search_dropout: bool,
 ) -> Vec<Trial> {
     let budget = TimeBudget::from_setting();
-    let mut trials = select_searching_l2(candidates, split, pool, &budget);
+    let mut trials = select_searching_l2(candidates, split, pool, &budget, search_dropout);
     blend_trials(&mut trials, split, pool, &budget);
     for t in &mut trials {
         t.fitted = None;
@@ -1254,7 +1378,7 @@ fn scored_trial(
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 #[pg_extern(name = "train", volatile, parallel_unsafe)]
 #[search_path(pg_catalog, pg_temp)]
-fn train_models(
+fn train_recommender(
     model_name: default!(Option<&str>, "'default'"),
     factors: default!(Option<i32>, "NULL"),
     iterations: default!(Option<i32>, "NULL"),
@@ -1270,6 +1394,7 @@ fn train_models(
     neighbors: default!(Option<i32>, "NULL"),
     beta: default!(Option<f64>, "NULL"),
     frequency_scaling: default!(Option<f32>, "NULL"),
+    dropout: default!(Option<f64>, "NULL"),
 ) -> TableIterator<
     'static,
     (
@@ -1300,6 +1425,7 @@ fn train_models(
             neighbors,
             beta,
             frequency_scaling,
+            dropout,
         },
     );
     let seed_value = required(seed, "seed");
@@ -1307,6 +1433,7 @@ fn train_models(
     let explicit_als = (spec.model_type == "als").then(|| als_candidate(&spec, seed));
     let neighbors = ease_neighbors(&spec);
     let l2 = ease_l2(&spec);
+    let dropout = ease_dropout(&spec);
     let beta = rp3beta_beta(&spec);
     // The read's memory check counts the factors of the largest ALS that may be fitted.
     let memory_factors = match (&explicit_als, spec.model_type.as_str()) {
@@ -1352,8 +1479,16 @@ fn train_models(
                 .raise();
             }
             match l2 {
-                Some(l2) => vec![Candidate::Ease { l2, neighbors }],
-                None => ease_grid(mean_users_per_item(&strengths), neighbors),
+                Some(l2) => vec![Candidate::Ease {
+                    l2,
+                    dropout: dropout.unwrap_or(0.0),
+                    neighbors,
+                }],
+                None => ease_grid(
+                    mean_users_per_item(&strengths),
+                    dropout.unwrap_or(0.0),
+                    neighbors,
+                ),
             }
         }
         "rp3beta" => {
@@ -1387,7 +1522,7 @@ fn train_models(
             );
             Candidate::Popularity
         } else {
-            let trials = choose(candidates, &split, &pool);
+            let trials = choose(candidates, &split, &pool, dropout.is_none());
             let best = best_trial(&trials);
             leaderboard = trials
                 .iter()
@@ -1591,7 +1726,7 @@ fn train(
         name!(write_seconds, f64),
     ),
 > {
-    train_models(
+    train_recommender(
         model_name,
         factors,
         iterations,
@@ -1603,6 +1738,7 @@ fn train(
         solver,
         cg_steps,
         Some("als"),
+        None,
         None,
         None,
         None,
@@ -1642,7 +1778,7 @@ fn train_with_families(
         name!(write_seconds, f64),
     ),
 > {
-    train_models(
+    train_recommender(
         model_name,
         factors,
         iterations,
@@ -1657,6 +1793,61 @@ fn train_with_families(
         l2,
         neighbors,
         None,
+        None,
+        None,
+    )
+}
+
+/// train() as the 0.8.0 SQL defines it (fifteen arguments, symbol `train_models_wrapper`):
+/// served by a newer library until `ALTER EXTENSION … UPDATE`.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+#[pg_extern(sql = false)]
+fn train_models(
+    model_name: Option<&str>,
+    factors: Option<i32>,
+    iterations: Option<i32>,
+    regularization: Option<f32>,
+    alpha: Option<f32>,
+    window: Option<Interval>,
+    as_of: Option<TimestampWithTimeZone>,
+    seed: Option<i64>,
+    solver: Option<&str>,
+    cg_steps: Option<i32>,
+    model_type: Option<&str>,
+    l2: Option<f64>,
+    neighbors: Option<i32>,
+    beta: Option<f64>,
+    frequency_scaling: Option<f32>,
+) -> TableIterator<
+    'static,
+    (
+        name!(model_id, i64),
+        name!(model_name, String),
+        name!(users, i32),
+        name!(items, i32),
+        name!(interactions, i64),
+        name!(final_loss, Option<f64>),
+        name!(read_seconds, f64),
+        name!(train_seconds, f64),
+        name!(write_seconds, f64),
+    ),
+> {
+    train_recommender(
+        model_name,
+        factors,
+        iterations,
+        regularization,
+        alpha,
+        window,
+        as_of,
+        seed,
+        solver,
+        cg_steps,
+        model_type,
+        l2,
+        neighbors,
+        beta,
+        frequency_scaling,
         None,
     )
 }
@@ -1917,7 +2108,7 @@ fn evaluate_families(
             cfg.params.seed,
             &pool,
         );
-        let trials = choose(candidates, &inner, &pool);
+        let trials = choose(candidates, &inner, &pool, true);
         let chosen = trials[best_trial(&trials)].candidate.clone();
         pgrx::notice!(
             "pg_personalize: auto chose {} {} on the training part",
@@ -1936,7 +2127,10 @@ fn evaluate_families(
     if ease_fits(n_items) {
         let l2 = (0.5 * mean_users_per_item(&split.train)).max(1.0);
         let gram = pool.install(|| ease::gram(&split.train, &split.train.transpose()));
-        if let Some(b) = solve_interruptibly(gram, n_items, l2, default_neighbors(n_items), &pool) {
+        let penalty = ease::Penalty::l2(l2);
+        if let Some(b) =
+            solve_interruptibly(gram, n_items, penalty, default_neighbors(n_items), &pool)
+        {
             let (_, order) = popularity_order(&split.train);
             let ranked = item_item::rankings(&b, &split.train, &split.test, &order, k, &pool);
             results.push(("ease", metrics::summarise(&ranked, &split.test, k, n_items)));
@@ -2015,6 +2209,7 @@ mod tests {
     fn blend(ease_share: f64) -> Candidate {
         Candidate::Blend {
             l2: 100.0,
+            dropout: 0.0,
             beta: 0.5,
             ease_share,
             neighbors: 10,
@@ -2030,6 +2225,7 @@ mod tests {
         // Every blend is less simple than either model alone, or ALS.
         let ease = Candidate::Ease {
             l2: 100.0,
+            dropout: 0.0,
             neighbors: 10,
         };
         assert!(ease.simplicity() < rank(0.9));

@@ -168,6 +168,32 @@ fn invert_spd(g: &mut Mat<f64>, stop: &dyn Fn() -> bool) -> Result<bool, Stopped
     Ok(true)
 }
 
+/// EASE's regularization: `l2` added to every item's diagonal of the Gram matrix and, with
+/// `dropout` p > 0, p / (1 − p) times the item's own diagonal (its number of users) on top.
+/// The second term is the closed form of training with each history item dropped at random
+/// with probability p (EDLAE: Steck, "Autoencoders that don't overfit towards the Identity",
+/// NeurIPS 2020): it shrinks the weights from and to popular items the more, the more users
+/// they have. On Online Retail's held-out split it lifted EASE's NDCG@10 from 0.1190 to 0.1213
+/// (CHANGELOG 0.9.0); `train()` chooses it on the validation split like λ.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Penalty {
+    pub l2: f64,
+    /// The dropout probability p, in [0, 1).
+    pub dropout: f64,
+}
+
+impl Penalty {
+    /// Plain EASE: λ on every item.
+    pub fn l2(l2: f64) -> Penalty {
+        Penalty { l2, dropout: 0.0 }
+    }
+
+    /// What is added to the diagonal entry `g_ii` of the Gram matrix.
+    fn on_diagonal(&self, g_ii: f64) -> f64 {
+        self.l2 + self.dropout / (1.0 - self.dropout) * g_ii
+    }
+}
+
 /// The EASE weights from a Gram matrix, sparsified to each item's `neighbors` largest.
 /// `Ok(None)` when the regularized Gram matrix is not positive definite (λ ≤ 0 with a singular
 /// Gram matrix); `Err(Stopped)` when `stop` returned true between two steps of the solve (it is
@@ -176,15 +202,15 @@ fn invert_spd(g: &mut Mat<f64>, stop: &dyn Fn() -> bool) -> Result<bool, Stopped
 pub fn fit_from_gram(
     gram: Vec<f64>,
     n: usize,
-    lambda: f64,
+    penalty: Penalty,
     neighbors: usize,
     stop: &dyn Fn() -> bool,
 ) -> Result<Option<ItemItem>, Stopped> {
     if n == 0 {
         return Ok(Some(ItemItem::from_rows(Vec::new())));
     }
-    // G + λI, column by column (G is symmetric: its rows are its columns), asking `stop`
-    // every few hundred columns.
+    // G + the penalty's diagonal, column by column (G is symmetric: its rows are its
+    // columns), asking `stop` every few hundred columns.
     let mut g = Mat::<f64>::zeros(n, n);
     for j in 0..n {
         if j % STEP_ROWS == 0 && stop() {
@@ -192,7 +218,7 @@ pub fn fit_from_gram(
         }
         g.col_as_slice_mut(j)
             .copy_from_slice(&gram[j * n..(j + 1) * n]);
-        g[(j, j)] += lambda;
+        g[(j, j)] += penalty.on_diagonal(gram[j * n + j]);
     }
     // From here two n × n matrices at a time (G, becoming P, and L⁻¹): `solve_bytes` counts
     // four.
@@ -240,7 +266,7 @@ pub fn fit_from_gram(
 pub fn fit(m: &Csr, lambda: f64, neighbors: usize) -> Option<ItemItem> {
     let by_item = m.transpose();
     let g = gram(m, &by_item);
-    fit_from_gram(g, m.n_cols, lambda, neighbors, &|| false).unwrap_or(None)
+    fit_from_gram(g, m.n_cols, Penalty::l2(lambda), neighbors, &|| false).unwrap_or(None)
 }
 
 #[cfg(test)]
@@ -317,6 +343,29 @@ pub(crate) mod tests {
         // Sparsified to one neighbour: the largest magnitude (0.5 over −0.2).
         let one = fit(&m, 1.0, 1).unwrap();
         assert_eq!(one.row(0), (&[1u32][..], &[0.5f32][..]));
+    }
+
+    #[test]
+    fn dropout_raises_each_items_penalty_with_its_users() {
+        // The two users of `weights_match_the_closed_form`, λ = 1 and dropout ½: each item's
+        // diagonal gains λ + 1 × its users, so G + Λ = [[3,1,0],[1,5,1],[0,1,3]]: det = 39;
+        // P = 1/39 · [[14,-3,1],[-3,9,-3],[1,-3,14]]. B_01 = −P_01/P_11 = 3/9,
+        // B_10 = 3/14, B_02 = −1/14.
+        let m = Csr::from_triplets(2, 3, &[0, 0, 1, 1], &[0, 1, 1, 2], &[1.0; 4]);
+        let g = gram(&m, &m.transpose());
+        let penalty = Penalty {
+            l2: 1.0,
+            dropout: 0.5,
+        };
+        let b = fit_from_gram(g.clone(), 3, penalty, 5, &|| false)
+            .unwrap()
+            .unwrap();
+        assert!((b.weight(0, 1) - 3.0 / 9.0).abs() < 1e-6);
+        assert!((b.weight(1, 0) - 3.0 / 14.0).abs() < 1e-6);
+        assert!((b.weight(0, 2) + 1.0 / 14.0).abs() < 1e-6);
+        // Dropout 0 is plain EASE.
+        let plain = fit_from_gram(g, 3, Penalty::l2(1.0), 5, &|| false).unwrap();
+        assert_eq!(plain, fit(&m, 1.0, 5));
     }
 
     #[test]
@@ -414,7 +463,9 @@ pub(crate) mod tests {
         assert_eq!(asked.get(), 1);
         let (m, _) = category_shop();
         assert_eq!(
-            fit_from_gram(gram(&m, &m.transpose()), 200, 10.0, 5, &|| true),
+            fit_from_gram(gram(&m, &m.transpose()), 200, Penalty::l2(10.0), 5, &|| {
+                true
+            }),
             Err(Stopped)
         );
     }

@@ -103,6 +103,24 @@ SELECT pg_temp.err($$SELECT * FROM personalize.train('x', factors => 8, l2 => 3)
 SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'knn')$$);
 SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', l2 => -1)$$);
 SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', neighbors => 0)$$);
+-- EASE with input dropout: each item's λ grows with its number of users (EDLAE); the 'ease'
+-- search above tried it (one trial with dropout > 0, half of the best λ moved into it).
+SELECT count(*) FILTER (WHERE (s.params ->> 'dropout')::float8 > 0) AS dropout_trials
+  FROM personalize.model_selection s JOIN personalize.models m USING (model_id)
+ WHERE m.name = 'ease' AND m.status = 'active';
+SELECT users FROM personalize.train('edlae', l2 => 5, dropout => 0.5, neighbors => 30);
+SELECT params ->> 'model_type' AS type, params ->> 'l2' AS l2, params ->> 'dropout' AS dropout,
+       params -> 'spec' AS spec
+  FROM personalize.models WHERE name = 'edlae' AND status = 'active';
+WITH per_user AS (
+  SELECT u, (SELECT count(*) FROM personalize.recommend('u' || u, 10, model => 'edlae') r
+               JOIN personalize.items i ON i.item_id = r.item_id
+              WHERE i.category = 'c' || (u % 10)) AS in_category
+    FROM generate_series(0, 299) u)
+SELECT min(in_category) AS worst_user FROM per_user;
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', dropout => 1)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', dropout => 0.5, beta => 0.5)$$);
+SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'rp3beta', dropout => 0.5)$$);
 
 -- RP3beta on its own (beta chosen on the validation split) also puts at least 7 of the 8 in
 -- every user's top 10, and serves every path an item-item model serves.
