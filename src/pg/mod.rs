@@ -22,6 +22,7 @@ pub mod random;
 pub mod recommender;
 pub mod segment_cache;
 pub mod subtransaction;
+pub mod training_host;
 pub mod transition_table;
 pub mod watched_table;
 

@@ -21,6 +21,7 @@ pub mod model_image;
 pub mod outbox;
 pub mod rp3beta;
 pub mod segments;
+pub mod selection;
 pub mod serving;
 pub mod synthetic;
 pub mod tracking;
