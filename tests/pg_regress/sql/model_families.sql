@@ -104,7 +104,8 @@ SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'knn')$$
 SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', l2 => -1)$$);
 SELECT pg_temp.err($$SELECT * FROM personalize.train('x', model_type => 'ease', neighbors => 0)$$);
 -- EASE with input dropout: each item's λ grows with its number of users (EDLAE); the 'ease'
--- search above tried it (one trial with dropout > 0, half of the best λ moved into it).
+-- search above tried it (two trials with dropout > 0: half of the best λ moved into it, at that
+-- total and at half of it).
 SELECT count(*) FILTER (WHERE (s.params ->> 'dropout')::float8 > 0) AS dropout_trials
   FROM personalize.model_selection s JOIN personalize.models m USING (model_id)
  WHERE m.name = 'ease' AND m.status = 'active';
