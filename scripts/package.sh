@@ -38,12 +38,15 @@ for arg in "$@"; do
 done
 if [ $all = 1 ]; then
     for m in 15 16 18; do
-        if [ $verify = 1 ]; then bash "$0" --major=$m --verify; else bash "$0" --major=$m; fi
+        # Each major finds its own installation: an exported PP_PGBIN would name one for all.
+        if [ $verify = 1 ]; then env -u PP_PGBIN bash "$0" --major=$m --verify
+        else env -u PP_PGBIN bash "$0" --major=$m; fi
     done
     exit 0
 fi
 if [ "$major_wanted" != 15 ] && [ -z "${PP_PGBIN:-}" ]; then
-    PP_PGBIN=$(bash -c "source '$(dirname "$0")/lib.sh' && fetch_postgres $major_wanted")
+    # fetch_postgres registers the wheel with cargo pgrx, which install_prereqs provides.
+    PP_PGBIN=$(bash -c "source '$(dirname "$0")/lib.sh' && install_prereqs >&2 && fetch_postgres $major_wanted")
     export PP_PGBIN
 fi
 source "$(dirname "$0")/lib.sh"
@@ -195,16 +198,21 @@ if [ $verify = 1 ] && [ "$major" != 15 ]; then
     check=$(mktemp -d)
     tar -C "$check" -xzf "$tarball"
     as_root env PG_CONFIG="$PG_CONFIG" "$check/$tar_name/install.sh"
-    if PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config "$check/$tar_name/install.sh" 2>/dev/null; then
+    refusal=$(PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config "$check/$tar_name/install.sh" 2>&1) && {
         echo "install.sh installed a PostgreSQL $major build into 15" >&2; exit 1
-    fi
+    }
+    grep -q "this build is for PostgreSQL $major" <<<"$refusal" ||
+        { echo "install.sh failed for another reason than the major: $refusal" >&2; exit 1; }
     rm -rf "$check"
     unset PP_RUN; export PP_PORT=$((54350 + major))
     source "$ROOT/scripts/lib.sh"
     as_root rm -rf "$PP_RUN"
     start_cluster
+    # A failed check must not leave the cluster running.
+    trap stop_cluster EXIT
     verify_loop
     stop_cluster
+    trap - EXIT
     as_root rm -rf "$PP_RUN"
     echo "PASS: PostgreSQL $major: the .deb's paths and dependency, the tarball installs and refuses 15, the extension serves"
 elif [ $verify = 1 ]; then
@@ -215,6 +223,8 @@ elif [ $verify = 1 ]; then
     source "$ROOT/scripts/lib.sh"
     as_root rm -rf "$PP_RUN"
     start_cluster
+    # A failed check must not leave the cluster running.
+    trap stop_cluster EXIT
     verify_loop
     say "Verifying the worker's package: dpkg -i, its unit, --check against the fresh cluster"
     as_root dpkg -i "$w_deb" >/dev/null
@@ -230,6 +240,7 @@ elif [ $verify = 1 ]; then
     WEBHOOK_SECRET=verify /usr/bin/pg-personalize-worker --config "$stage/verify-worker.toml" --check
     psql -X -q -d pp_package -c "DROP ROLE pp_package_worker"
     stop_cluster
+    trap - EXIT
     as_root rm -rf "$PP_RUN"
     echo "PASS: the packages install, the extension serves, the worker connects"
 fi

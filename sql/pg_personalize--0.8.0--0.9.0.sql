@@ -22,8 +22,8 @@
 --   * identify() and personalize.identities (an anonymous visitor logs in).
 --   * forget_user() and its log, personalize.erasures (the right to be forgotten).
 --   * Every function taking a user or item id also takes it of any type (sql/any_ids.sql).
---   * EASE with input dropout (EDLAE): train() takes dropout, and chooses it on the
---     validation split when it is left out.
+--   * EASE with input dropout (EDLAE): train() takes dropout (left out: 0 when l2 is given,
+--     else chosen on the validation split).
 -- tests/upgrade.sh checks that an updated database has exactly the catalogue of a fresh 0.9.0
 -- install and passes the regression suite.
 \echo Use "ALTER EXTENSION pg_personalize UPDATE TO '0.9.0'" to load this file. \quit

@@ -469,7 +469,7 @@ fn ease_dropout(spec: &Spec) -> Option<f64> {
                 format!("dropout must be between 0 and 0.99, not {p}"),
                 "dropout is the probability with which EASE drops each history item in \
                  training, shrinking popular items' weights (0: plain EASE); omit it to choose \
-                 it on a validation split.",
+                 it on a validation split (with l2 given, omitted means 0).",
             )
             .raise();
         }

@@ -173,8 +173,9 @@ fn invert_spd(g: &mut Mat<f64>, stop: &dyn Fn() -> bool) -> Result<bool, Stopped
 /// The second term is the closed form of training with each history item dropped at random
 /// with probability p (EDLAE: Steck, "Autoencoders that don't overfit towards the Identity",
 /// NeurIPS 2020): it shrinks the weights from and to popular items the more, the more users
-/// they have. On Online Retail's held-out split it lifted EASE's NDCG@10 from 0.1190 to 0.1213
-/// (CHANGELOG 0.9.0); `train()` chooses it on the validation split like λ.
+/// they have. On Online Retail's held-out split, half of the penalty in dropout lifted EASE's
+/// NDCG@10 from 0.1188 to 0.1214 at the same total (docs/benchmarks.md); `train()` chooses it
+/// on the validation split like λ.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Penalty {
     pub l2: f64,
