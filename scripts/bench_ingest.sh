@@ -35,7 +35,7 @@ BEGIN
          COALESCE((e->>'occurred_at')::timestamptz, now()), e->>'client_event_id',
          COALESCE(e->'properties', '{}')
     FROM batches, unnest(events) e
-  ON CONFLICT (client_event_id) WHERE client_event_id IS NOT NULL DO NOTHING;
+  ON CONFLICT (client_event_id, user_id, event_type) WHERE client_event_id IS NOT NULL DO NOTHING;
   GET DIAGNOSTICS n = ROW_COUNT;
   INSERT INTO timings VALUES (r, 'plain INSERT (no validation)', extract(epoch FROM clock_timestamp() - t0), n);
   COMMIT;
