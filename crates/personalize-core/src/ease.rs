@@ -189,9 +189,15 @@ impl Penalty {
         Penalty { l2, dropout: 0.0 }
     }
 
-    /// What is added to the diagonal entry `g_ii` of the Gram matrix.
-    fn on_diagonal(&self, g_ii: f64) -> f64 {
+    /// What is added to the diagonal entry `g_ii` of the Gram matrix (an item with `g_ii`
+    /// users).
+    pub fn on_diagonal(&self, g_ii: f64) -> f64 {
         self.l2 + self.dropout / (1.0 - self.dropout) * g_ii
+    }
+
+    /// The dropout p whose penalty per user of an item, p / (1 − p), is `per_user`.
+    pub fn dropout_for(per_user: f64) -> f64 {
+        per_user / (1.0 + per_user)
     }
 }
 

@@ -501,9 +501,11 @@ impl EaseTrial {
         }
     }
 
-    /// What the penalty adds to the diagonal of an item with `users` users.
-    fn on_diagonal(&self, users: f64) -> f64 {
-        self.l2 + self.dropout / (1.0 - self.dropout) * users
+    fn penalty(&self) -> ease::Penalty {
+        ease::Penalty {
+            l2: self.l2,
+            dropout: self.dropout,
+        }
     }
 }
 
@@ -558,10 +560,10 @@ fn search_ease_dropout(
     }
     // λ and dropout that put `total` on an item of mean popularity, half in each term.
     let halved = |total: f64| {
-        let rho = total / 2.0 / mean;
-        best.with((total / 2.0).max(1.0), (rho / (1.0 + rho)).min(MAX_DROPOUT))
+        let dropout = ease::Penalty::dropout_for(total / 2.0 / mean);
+        best.with((total / 2.0).max(1.0), dropout.min(MAX_DROPOUT))
     };
-    let total = best.on_diagonal(mean);
+    let total = best.penalty().on_diagonal(mean);
     let first = select(
         vec![halved(total), halved(total / 2.0)],
         split,
