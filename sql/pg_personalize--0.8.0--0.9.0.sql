@@ -24,6 +24,9 @@
 --   * Every function taking a user or item id also takes it of any type (sql/any_ids.sql).
 --   * EASE with input dropout (EDLAE): train() takes dropout (left out: 0 when l2 is given,
 --     else chosen on the validation split).
+--   * The segment predicates' SQL functions (bought(), viewed(), …) are generated from the
+--     fragments compiled segments are built of (sql/segment_predicates.sql); same signatures,
+--     results and comments.
 -- tests/upgrade.sh checks that an updated database has exactly the catalogue of a fresh 0.9.0
 -- install and passes the regression suite.
 \echo Use "ALTER EXTENSION pg_personalize UPDATE TO '0.9.0'" to load this file. \quit
@@ -1205,6 +1208,85 @@ SET search_path TO pg_catalog, pg_temp
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'train_recommender_wrapper';
 COMMENT ON FUNCTION personalize.train(text, integer, integer, real, real, interval, timestamptz, bigint, text, integer, text, double precision, integer, double precision, real, double precision) IS 'Trains a recommender on the event log (per user and item: event-type weights, each halved every half-life before as_of) and makes it the active model of its name in this transaction. model_type auto (the default) fits popularity, trending (recency-weighted popularity), RP3beta (item-item random walk), EASE (item-item regression, when its dense solve fits personalize.training_memory_mb) a small ALS grid and blends of the best EASE and RP3beta on a temporal validation split, cheapest first within personalize.training_time_budget, keeps the best by NDCG@10 (see personalize.model_selection) and refits it on all the data; als, ease, rp3beta, popularity or trending train that family (ALS: factors, iterations, regularization, alpha, solver, cg_steps, frequency_scaling; EASE: l2, dropout, neighbors; RP3beta: beta, neighbors; a parameter left out is chosen on the validation split, or for ALS takes its old default). Without arguments a name is trained as it was last time. NOTICE per step; honours cancel and statement_timeout.';
+
+-- The segment predicates as sql/segment_predicates.sql generates them (core::segments).
+CREATE OR REPLACE FUNCTION personalize.bought(user_id text, category text DEFAULT NULL, within interval DEFAULT NULL, item_id text DEFAULT NULL) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM personalize.events e LEFT JOIN personalize.items i ON i.item_id OPERATOR(pg_catalog.=) e.item_id
+         WHERE e.user_id OPERATOR(pg_catalog.=) bought.user_id
+           AND e.event_type OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))
+           AND (bought.within IS NULL OR e.occurred_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) bought.within))
+           AND (bought.item_id IS NULL OR e.item_id OPERATOR(pg_catalog.=) bought.item_id)
+           AND (bought.category IS NULL OR (e.properties OPERATOR(pg_catalog.->>) 'category' OPERATOR(pg_catalog.=) bought.category OR i.category OPERATOR(pg_catalog.=) bought.category)))
+$$;
+COMMENT ON FUNCTION personalize.bought(text, text, interval, text) IS 'Whether the user bought (an is_purchase event type) anything, in a category, an item, within an interval (NULL arguments: no restriction)';
+
+CREATE OR REPLACE FUNCTION personalize.viewed(user_id text, category text DEFAULT NULL, within interval DEFAULT NULL, item_id text DEFAULT NULL) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM personalize.events e LEFT JOIN personalize.items i ON i.item_id OPERATOR(pg_catalog.=) e.item_id
+         WHERE e.user_id OPERATOR(pg_catalog.=) viewed.user_id
+           AND e.event_type OPERATOR(pg_catalog.=) 'view'
+           AND (viewed.within IS NULL OR e.occurred_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) viewed.within))
+           AND (viewed.item_id IS NULL OR e.item_id OPERATOR(pg_catalog.=) viewed.item_id)
+           AND (viewed.category IS NULL OR (e.properties OPERATOR(pg_catalog.->>) 'category' OPERATOR(pg_catalog.=) viewed.category OR i.category OPERATOR(pg_catalog.=) viewed.category)))
+$$;
+COMMENT ON FUNCTION personalize.viewed(text, text, interval, text) IS 'Whether the user viewed (event type view) anything, in a category, an item, within an interval';
+
+CREATE OR REPLACE FUNCTION personalize.viewed_without_buying(user_id text, category text DEFAULT NULL, within interval DEFAULT NULL, item_id text DEFAULT NULL) RETURNS boolean
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT personalize.viewed(viewed_without_buying.user_id, viewed_without_buying.category, viewed_without_buying.within, viewed_without_buying.item_id)
+       AND NOT personalize.bought(viewed_without_buying.user_id, viewed_without_buying.category, viewed_without_buying.within, viewed_without_buying.item_id)
+$$;
+COMMENT ON FUNCTION personalize.viewed_without_buying(text, text, interval, text) IS 'Viewed in the scope (category, item, within) and bought nothing in the same scope';
+
+CREATE OR REPLACE FUNCTION personalize.event_count(user_id text, event_type text, within interval DEFAULT NULL) RETURNS bigint
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.count(*)
+      FROM personalize.events e
+     WHERE e.user_id OPERATOR(pg_catalog.=) event_count.user_id
+       AND e.event_type OPERATOR(pg_catalog.=) event_count.event_type
+       AND (event_count.within IS NULL OR e.occurred_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) event_count.within))
+$$;
+COMMENT ON FUNCTION personalize.event_count(text, text, interval) IS 'How many events of a type the user has (within an interval)';
+
+CREATE OR REPLACE FUNCTION personalize.total_spend(user_id text, within interval DEFAULT NULL) RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT COALESCE(pg_catalog.sum(personalize._event_value(e.properties, i.price)), 0)
+      FROM personalize.events e LEFT JOIN personalize.items i ON i.item_id OPERATOR(pg_catalog.=) e.item_id
+     WHERE e.user_id OPERATOR(pg_catalog.=) total_spend.user_id
+       AND e.event_type OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))
+       AND (total_spend.within IS NULL OR e.occurred_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) total_spend.within))
+$$;
+COMMENT ON FUNCTION personalize.total_spend(text, interval) IS 'Sum of the user''s purchase values (price times quantity) within an interval; 0 without purchases';
+
+CREATE OR REPLACE FUNCTION personalize.average_order_value(user_id text, within interval DEFAULT NULL) RETURNS numeric
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT (pg_catalog.sum(personalize._event_value(e.properties, i.price)) OPERATOR(pg_catalog./) pg_catalog.count(DISTINCT COALESCE(e.properties OPERATOR(pg_catalog.->>) 'order_id', CAST(e.event_id AS pg_catalog.text))))
+      FROM personalize.events e LEFT JOIN personalize.items i ON i.item_id OPERATOR(pg_catalog.=) e.item_id
+     WHERE e.user_id OPERATOR(pg_catalog.=) average_order_value.user_id
+       AND e.event_type OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))
+       AND (average_order_value.within IS NULL OR e.occurred_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) average_order_value.within))
+$$;
+COMMENT ON FUNCTION personalize.average_order_value(text, interval) IS 'Total spend divided by the number of orders (order_id property, else one order per event); NULL without purchases';
+
+CREATE OR REPLACE FUNCTION personalize.last_seen(user_id text) RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.max(e.occurred_at)
+      FROM personalize.events e
+     WHERE e.user_id OPERATOR(pg_catalog.=) last_seen.user_id
+$$;
+COMMENT ON FUNCTION personalize.last_seen(text) IS 'Time of the user''s newest event (NULL: never seen)';
+
+CREATE OR REPLACE FUNCTION personalize.days_since_last_purchase(user_id text) RETURNS double precision
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) pg_catalog.max(e.occurred_at)) OPERATOR(pg_catalog./) 86400
+      FROM personalize.events e
+     WHERE e.user_id OPERATOR(pg_catalog.=) days_since_last_purchase.user_id
+       AND e.event_type OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))
+$$;
+COMMENT ON FUNCTION personalize.days_since_last_purchase(text) IS 'Days (fractional) since the user''s newest purchase; NULL if they never bought';
 
 -- Every upgrade script ends with this.
 SELECT personalize._apply_privileges();

@@ -98,6 +98,11 @@ pgrx::extension_sql_file!(
     ]
 );
 pgrx::extension_sql_file!(
+    "../sql/segment_predicates.sql",
+    name = "segment_predicates",
+    requires = ["segments"]
+);
+pgrx::extension_sql_file!(
     "../sql/campaigns.sql",
     name = "campaigns",
     requires = [
@@ -155,6 +160,7 @@ pgrx::extension_sql_file!(
         "catalogue",
         "serving",
         "segments",
+        "segment_predicates",
         "experiments",
         "identity",
         "privacy",

@@ -484,15 +484,278 @@ pub fn compile(node: &Node, form: Form) -> Compiled {
     }
 }
 
-/// The purchase value of one event row `e` joined with items `i` (defined once, in SQL).
-const EVENT_VALUE: &str = "personalize._event_value(e.properties, i.price)";
+// What each predicate means, over one event row `e` and its catalogue row `i`: the one
+// definition both the compiled segments (below) and the SQL predicate functions
+// (`predicate_functions_sql`, installed from sql/segment_predicates.sql) are built from.
 
+/// `e` is a purchase: its type is marked `is_purchase` in the tracking plan.
+const PURCHASE_TYPES: &str = "e.event_type OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))";
+/// `e` is a view.
+const VIEW_TYPES: &str = "e.event_type OPERATOR(pg_catalog.=) 'view'";
+/// Events with their items' catalogue rows (`i`), when there are any.
+const EVENTS_WITH_ITEMS: &str = "personalize.events e LEFT JOIN personalize.items i ON i.item_id OPERATOR(pg_catalog.=) e.item_id";
+/// The purchase value of `e` (the function itself is hand-written SQL in sql/segments.sql).
+const EVENT_VALUE: &str = "personalize._event_value(e.properties, i.price)";
 /// The order an event belongs to (its own event when it names none).
 const EVENT_ORDER: &str = "COALESCE(e.properties OPERATOR(pg_catalog.->>) 'order_id', \
 CAST(e.event_id AS pg_catalog.text))";
+/// Time of the newest of the events aggregated.
+const NEWEST_EVENT: &str = "pg_catalog.max(e.occurred_at)";
 
-const PURCHASE_TYPES: &str = "e.event_type OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))";
-const VIEW_TYPES: &str = "e.event_type OPERATOR(pg_catalog.=) 'view'";
+/// `e` is of the event type `t`.
+fn of_type(t: &str) -> String {
+    format!("e.event_type OPERATOR(pg_catalog.=) {t}")
+}
+
+/// `e` happened less than `interval` ago.
+fn newer_than(interval: &str) -> String {
+    format!(
+        "e.occurred_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) {interval})"
+    )
+}
+
+/// `e` is about the item `item`.
+fn of_item(item: &str) -> String {
+    format!("e.item_id OPERATOR(pg_catalog.=) {item}")
+}
+
+/// `e` is in the category `category`: by its own properties or by its item's catalogue row.
+fn in_category(category: &str) -> String {
+    format!(
+        "(e.properties OPERATOR(pg_catalog.->>) 'category' OPERATOR(pg_catalog.=) {category} \
+         OR i.category OPERATOR(pg_catalog.=) {category})"
+    )
+}
+
+/// Sum of the purchase values aggregated.
+fn total_spend() -> String {
+    format!("pg_catalog.sum({EVENT_VALUE})")
+}
+
+/// Total spend over the number of orders (NULL over no purchases: the division is strict).
+fn average_order_value() -> String {
+    format!(
+        "(pg_catalog.sum({EVENT_VALUE}) OPERATOR(pg_catalog./) pg_catalog.count(DISTINCT {EVENT_ORDER}))"
+    )
+}
+
+/// Days (fractional, double precision) since the newest of the events aggregated.
+fn days_since_newest() -> String {
+    format!(
+        "pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) {NEWEST_EVENT}) \
+         OPERATOR(pg_catalog./) 86400"
+    )
+}
+
+/// One SQL predicate function: `personalize.<name>(user_id text, <args>)`.
+struct PredicateFunction {
+    name: &'static str,
+    /// The arguments after `user_id`, with their defaults.
+    args: &'static str,
+    /// The argument types after `text`, for `COMMENT ON`.
+    arg_types: &'static str,
+    returns: &'static str,
+    comment: &'static str,
+}
+
+/// The user's events (`e`, with `i` when `items`) that meet `conds`, as FROM and WHERE.
+fn users_events(f: &str, items: bool, conds: &[String]) -> String {
+    let from = if items {
+        EVENTS_WITH_ITEMS
+    } else {
+        "personalize.events e"
+    };
+    let mut sql = format!("FROM {from}\n     WHERE e.user_id OPERATOR(pg_catalog.=) {f}.user_id");
+    for c in conds {
+        let _ = write!(sql, "\n       AND {c}");
+    }
+    sql
+}
+
+/// `cond` over the argument `arg` of function `f`, true when the argument is NULL.
+fn unless_null(f: &str, arg: &str, cond: impl Fn(&str) -> String) -> String {
+    let reference = format!("{f}.{arg}");
+    format!("({reference} IS NULL OR {})", cond(&reference))
+}
+
+/// The body of a bought / viewed predicate function: any of the user's events of `kind` in the
+/// scope its NULL-able arguments (category, within, item_id) describe.
+fn scope_exists(f: &str, kind: &str) -> String {
+    let conds = [
+        kind.to_owned(),
+        unless_null(f, "within", newer_than),
+        unless_null(f, "item_id", of_item),
+        unless_null(f, "category", in_category),
+    ];
+    let events = users_events(f, true, &conds).replace('\n', "\n    ");
+    format!("SELECT EXISTS (\n        SELECT 1 {events})")
+}
+
+/// The SQL predicate functions (`personalize.bought(user_id, …)` and the rest, usable in any
+/// WHERE clause), built from the same fragments as compiled segments so the two cannot mean
+/// different things. sql/segment_predicates.sql is this text; a unit test keeps it current.
+pub fn predicate_functions_sql() -> String {
+    const SCOPE_ARGS: &str =
+        "category text DEFAULT NULL, within interval DEFAULT NULL, item_id text DEFAULT NULL";
+    let functions = [
+        (
+            PredicateFunction {
+                name: "bought",
+                args: SCOPE_ARGS,
+                arg_types: "text, interval, text",
+                returns: "boolean",
+                comment: "Whether the user bought (an is_purchase event type) anything, in a category, an item, within an interval (NULL arguments: no restriction)",
+            },
+            scope_exists("bought", PURCHASE_TYPES),
+        ),
+        (
+            PredicateFunction {
+                name: "viewed",
+                args: SCOPE_ARGS,
+                arg_types: "text, interval, text",
+                returns: "boolean",
+                comment: "Whether the user viewed (event type view) anything, in a category, an item, within an interval",
+            },
+            scope_exists("viewed", VIEW_TYPES),
+        ),
+        (
+            PredicateFunction {
+                name: "viewed_without_buying",
+                args: SCOPE_ARGS,
+                arg_types: "text, interval, text",
+                returns: "boolean",
+                comment: "Viewed in the scope (category, item, within) and bought nothing in the same scope",
+            },
+            {
+                let args = "viewed_without_buying.user_id, viewed_without_buying.category, \
+                            viewed_without_buying.within, viewed_without_buying.item_id";
+                format!(
+                    "SELECT personalize.viewed({args})\n       AND NOT personalize.bought({args})"
+                )
+            },
+        ),
+        (
+            PredicateFunction {
+                name: "event_count",
+                args: "event_type text, within interval DEFAULT NULL",
+                arg_types: "text, interval",
+                returns: "bigint",
+                comment: "How many events of a type the user has (within an interval)",
+            },
+            format!(
+                "SELECT pg_catalog.count(*)\n      {}",
+                users_events(
+                    "event_count",
+                    false,
+                    &[
+                        of_type("event_count.event_type"),
+                        unless_null("event_count", "within", newer_than),
+                    ],
+                )
+            ),
+        ),
+        (
+            PredicateFunction {
+                name: "total_spend",
+                args: "within interval DEFAULT NULL",
+                arg_types: "interval",
+                returns: "numeric",
+                comment: "Sum of the user's purchase values (price times quantity) within an interval; 0 without purchases",
+            },
+            format!(
+                "SELECT COALESCE({}, 0)\n      {}",
+                total_spend(),
+                users_events(
+                    "total_spend",
+                    true,
+                    &[
+                        PURCHASE_TYPES.to_owned(),
+                        unless_null("total_spend", "within", newer_than),
+                    ],
+                )
+            ),
+        ),
+        (
+            PredicateFunction {
+                name: "average_order_value",
+                args: "within interval DEFAULT NULL",
+                arg_types: "interval",
+                returns: "numeric",
+                comment: "Total spend divided by the number of orders (order_id property, else one order per event); NULL without purchases",
+            },
+            format!(
+                "SELECT {}\n      {}",
+                average_order_value(),
+                users_events(
+                    "average_order_value",
+                    true,
+                    &[
+                        PURCHASE_TYPES.to_owned(),
+                        unless_null("average_order_value", "within", newer_than),
+                    ],
+                )
+            ),
+        ),
+        (
+            PredicateFunction {
+                name: "last_seen",
+                args: "",
+                arg_types: "",
+                returns: "timestamptz",
+                comment: "Time of the user's newest event (NULL: never seen)",
+            },
+            format!("SELECT {NEWEST_EVENT}\n      {}", users_events("last_seen", false, &[])),
+        ),
+        (
+            PredicateFunction {
+                name: "days_since_last_purchase",
+                args: "",
+                arg_types: "",
+                returns: "double precision",
+                comment: "Days (fractional) since the user's newest purchase; NULL if they never bought",
+            },
+            format!(
+                "SELECT {}\n      {}",
+                days_since_newest(),
+                users_events(
+                    "days_since_last_purchase",
+                    false,
+                    &[PURCHASE_TYPES.to_owned()]
+                )
+            ),
+        ),
+    ];
+    let mut sql = String::from(
+        "-- GENERATED by personalize_core::segments::predicate_functions_sql() from the fragments\n\
+         -- compiled segments are built of: do not edit. To regenerate:\n\
+         --     PP_UPDATE_GENERATED=1 cargo test -p personalize-core segment_predicates\n\
+         -- Segment predicates as SQL functions, usable in any WHERE clause. CREATE OR REPLACE, so an\n\
+         -- upgrade script can carry a changed definition as it stands here.\n",
+    );
+    for (f, body) in functions {
+        let args = if f.args.is_empty() {
+            "user_id text".to_owned()
+        } else {
+            format!("user_id text, {}", f.args)
+        };
+        let arg_types = if f.arg_types.is_empty() {
+            "text".to_owned()
+        } else {
+            format!("text, {}", f.arg_types)
+        };
+        let _ = write!(
+            sql,
+            "\nCREATE OR REPLACE FUNCTION personalize.{name}({args}) RETURNS {returns}\n\
+             LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$\n    \
+             {body}\n$$;\n\
+             COMMENT ON FUNCTION personalize.{name}({arg_types}) IS '{comment}';\n",
+            name = f.name,
+            returns = f.returns,
+            comment = f.comment.replace('\'', "''"),
+        );
+    }
+    sql
+}
 
 struct Compiler {
     params: Vec<String>,
@@ -568,12 +831,14 @@ impl Compiler {
             }
             conds.insert(0, format!("e.user_id OPERATOR(pg_catalog.=) {user}"));
         }
-        let mut sql = String::from("SELECT e.user_id FROM personalize.events e");
-        if join_items {
-            sql.push_str(
-                " LEFT JOIN personalize.items i ON i.item_id OPERATOR(pg_catalog.=) e.item_id",
-            );
-        }
+        let mut sql = format!(
+            "SELECT e.user_id FROM {}",
+            if join_items {
+                EVENTS_WITH_ITEMS
+            } else {
+                "personalize.events e"
+            }
+        );
         if !conds.is_empty() {
             let _ = write!(sql, " WHERE {}", conds.join(" AND "));
         }
@@ -587,9 +852,7 @@ impl Compiler {
     fn within(&mut self, within: &Option<String>, conds: &mut Vec<String>) {
         if let Some(w) = within {
             let p = self.param(w.clone(), "interval");
-            conds.push(format!(
-                "e.occurred_at OPERATOR(pg_catalog.>) (pg_catalog.now() OPERATOR(pg_catalog.-) {p})"
-            ));
+            conds.push(newer_than(&p));
         }
     }
 
@@ -598,15 +861,12 @@ impl Compiler {
         self.within(&scope.within, &mut conds);
         if let Some(item) = &scope.item_id {
             let p = self.param(item.clone(), "text");
-            conds.push(format!("e.item_id OPERATOR(pg_catalog.=) {p}"));
+            conds.push(of_item(&p));
         }
         let mut join = false;
         if let Some(cat) = &scope.category {
             let p = self.param(cat.clone(), "text");
-            conds.push(format!(
-                "(e.properties OPERATOR(pg_catalog.->>) 'category' OPERATOR(pg_catalog.=) {p} \
-                 OR i.category OPERATOR(pg_catalog.=) {p})"
-            ));
+            conds.push(in_category(&p));
             join = true;
         }
         (conds, join)
@@ -657,7 +917,7 @@ impl Compiler {
                 range,
             } => {
                 let t = self.param(event_type.clone(), "text");
-                let mut conds = vec![format!("e.event_type OPERATOR(pg_catalog.=) {t}")];
+                let mut conds = vec![of_type(&t)];
                 self.within(within, &mut conds);
                 let count = "pg_catalog.count(*)";
                 let having = self.range(count, range);
@@ -673,11 +933,9 @@ impl Compiler {
                 let mut conds = vec![PURCHASE_TYPES.to_owned()];
                 self.within(within, &mut conds);
                 let expr = if matches!(p, Predicate::TotalSpend { .. }) {
-                    format!("pg_catalog.sum({EVENT_VALUE})")
+                    total_spend()
                 } else {
-                    format!(
-                        "(pg_catalog.sum({EVENT_VALUE}) OPERATOR(pg_catalog./) pg_catalog.count(DISTINCT {EVENT_ORDER}))"
-                    )
+                    average_order_value()
                 };
                 let having = self.range(&expr, range);
                 self.scan(conds, true, Some(having))
@@ -689,14 +947,13 @@ impl Compiler {
                     Vec::new(),
                     false,
                     Some(format!(
-                        "pg_catalog.max(e.occurred_at) OPERATOR(pg_catalog.{op}) (pg_catalog.now() OPERATOR(pg_catalog.-) {p})"
+                        "{NEWEST_EVENT} OPERATOR(pg_catalog.{op}) (pg_catalog.now() OPERATOR(pg_catalog.-) {p})"
                     )),
                 )
             }
             Predicate::DaysSinceLastPurchase { range } => {
-                let expr = "CAST(pg_catalog.date_part('epoch', pg_catalog.now() OPERATOR(pg_catalog.-) \
-                            pg_catalog.max(e.occurred_at)) OPERATOR(pg_catalog./) 86400 AS pg_catalog.numeric)";
-                let having = self.range(expr, range);
+                let expr = format!("CAST({} AS pg_catalog.numeric)", days_since_newest());
+                let having = self.range(&expr, range);
                 self.scan(vec![PURCHASE_TYPES.to_owned()], false, Some(having))
             }
         }
@@ -878,5 +1135,40 @@ mod tests {
             at_most.sql.contains("EXCEPT"),
             "users with no such events count as at most 2"
         );
+    }
+
+    /// sql/segment_predicates.sql is what `predicate_functions_sql` generates. With
+    /// PP_UPDATE_GENERATED=1 the test rewrites the file instead.
+    #[test]
+    fn segment_predicates_sql_is_generated() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../sql/segment_predicates.sql");
+        let generated = predicate_functions_sql();
+        if std::env::var_os("PP_UPDATE_GENERATED").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == generated,
+            "{} is out of date: run PP_UPDATE_GENERATED=1 cargo test -p personalize-core \
+             segment_predicates",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn predicate_functions_use_the_compiled_fragments() {
+        let sql = predicate_functions_sql();
+        for name in PREDICATES {
+            assert!(
+                sql.contains(&format!("FUNCTION personalize.{name}(user_id text")),
+                "{name} has no SQL function"
+            );
+        }
+        assert_eq!(sql.matches(PURCHASE_TYPES).count(), 5);
+        assert_eq!(sql.matches(&in_category("bought.category")).count(), 1);
+        assert_eq!(sql.matches(&in_category("viewed.category")).count(), 1);
+        assert!(sql.contains(&average_order_value()));
+        assert!(!sql.contains("$1"), "functions name their arguments");
     }
 }

@@ -74,6 +74,37 @@ SELECT personalize.user_segments('nobody');
 SELECT DISTINCT user_id FROM personalize.events
  WHERE personalize.in_segment(user_id, 'camera_browsers') OR personalize.total_spend(user_id) > 700 ORDER BY 1;
 
+-- The predicate functions mean what the same predicates in a definition mean: both are built
+-- from one set of fragments (core::segments). Each function, for every user, against
+-- in_segment() of a one-predicate segment (NULL, for a user with no events, is not a member).
+INSERT INTO personalize.segments (name, definition) VALUES
+ ('f_viewed', '{"viewed": {}}'),
+ ('f_viewed_cam_7d', '{"viewed": {"category": "cameras", "within": "7 days"}}'),
+ ('f_bought_cam', '{"bought": {"category": "cameras"}}'),
+ ('f_bought_lens1_36d', '{"bought": {"item_id": "lens1", "within": "36 days"}}'),
+ ('f_vwb_cam_30d', '{"viewed_without_buying": {"category": "cameras", "within": "30 days"}}'),
+ ('f_views_2', '{"event_count": {"event_type": "view", "min": 2}}'),
+ ('f_spend_500', '{"total_spend": {"min": 500}}'),
+ ('f_aov_150_400', '{"average_order_value": {"min": 150, "max": 400}}'),
+ ('f_seen_30d', '{"last_seen": {"within": "30 days"}}'),
+ ('f_purchase_30d', '{"days_since_last_purchase": {"min": 30}}');
+SELECT f.name, count(*) FILTER (WHERE f.holds) AS members,
+       count(*) FILTER (WHERE f.holds IS DISTINCT FROM personalize.in_segment(u, f.name)) AS disagreements
+  FROM unnest(ARRAY['a', 'b', 'c', 'd', 'e', 'nobody']) u,
+       LATERAL (VALUES
+         ('f_viewed', personalize.viewed(u)),
+         ('f_viewed_cam_7d', personalize.viewed(u, 'cameras', '7 days')),
+         ('f_bought_cam', personalize.bought(u, 'cameras')),
+         ('f_bought_lens1_36d', personalize.bought(u, item_id => 'lens1', within => '36 days')),
+         ('f_vwb_cam_30d', personalize.viewed_without_buying(u, 'cameras', '30 days')),
+         ('f_views_2', personalize.event_count(u, 'view') >= 2),
+         ('f_spend_500', personalize.total_spend(u) >= 500),
+         ('f_aov_150_400', coalesce(personalize.average_order_value(u) BETWEEN 150 AND 400, false)),
+         ('f_seen_30d', coalesce(personalize.last_seen(u) > now() - interval '30 days', false)),
+         ('f_purchase_30d', coalesce(personalize.days_since_last_purchase(u) >= 30, false))) f(name, holds)
+ GROUP BY f.name ORDER BY f.name;
+DELETE FROM personalize.segments WHERE name LIKE 'f\_%';
+
 -- Precise errors, with the JSON path of the mistake (SQLSTATE 22023).
 SELECT pg_temp.err($$INSERT INTO personalize.segments VALUES ('x', '{"all": [{"viewed": {}}, {"bought": {"within": "7 dayz"}}]}')$$);
 SELECT pg_temp.err($$INSERT INTO personalize.segments VALUES ('x', '{"any": [{"bougth": {}}]}')$$);
