@@ -174,6 +174,19 @@ standins_python() {
 }
 
 # PP_PG_OPTS adds server options (a later -c wins: fault tests turn synchronous_commit back on).
+# The releases whose install scripts sql/releases/ keeps, oldest first, one per line.
+release_versions() {
+    local f
+    for f in "$ROOT"/sql/releases/pg_personalize--*.sql; do
+        [ -f "$f" ] && basename "$f" .sql | sed 's/^pg_personalize--//'
+    done | sort -V
+}
+
+# The git commit release $1 was made from (the table in sql/releases/README.md).
+release_commit() {
+    awk -F' *[|] *' -v v="$1" '$2 == v { print $4 }' "$ROOT/sql/releases/README.md"
+}
+
 start_cluster() {
     mkdir -p "$PP_RUN"
     if [ "$(id -u)" = 0 ]; then chown postgres "$PP_RUN"; fi

@@ -2,7 +2,8 @@
 # Every test: formatting, clippy and the generated function table, the core crate's unit tests
 # and #[pg_test]s (cargo pgrx test), the pg_regress suite, the isolation specs of the outbox's
 # races,
-# a pg_dump/restore round trip, the upgrade from 0.1.0, hostile objects planted before CREATE
+# a pg_dump/restore round trip, the upgrade from every release (and from a database the previous
+# release's own library wrote), hostile objects planted before CREATE
 # EXTENSION, a streaming replica, kill -9 and immediate-restart faults, training cancel, the
 # outbox under concurrent and crashing workers, the delivery worker against a local SMTP
 # server and provider stand-ins, the real-data test on ../shared/data
@@ -53,7 +54,8 @@ start_cluster
 step "pg_regress suite" regress_suite
 step "isolation specs: the outbox's races, interleaving by interleaving" isolation_suite
 step "pg_dump / restore round trip" bash "$ROOT/tests/dump_restore.sh"
-step "ALTER EXTENSION UPDATE from 0.1.0: catalogue and regression suite" bash "$ROOT/tests/upgrade.sh"
+step "ALTER EXTENSION UPDATE from every release: catalogue and regression suite" bash "$ROOT/tests/upgrade.sh"
+step "the previous release's own library writes a database; this one updates it" bash "$ROOT/tests/upgrade_old_library.sh"
 step "hostile objects planted before CREATE EXTENSION are never called" bash "$ROOT/tests/hostile_objects.sh"
 step "streaming replica: the standby serves identical results" bash "$ROOT/tests/replica.sh"
 step "faults: kill -9 during ingestion, training and claim; immediate restart" bash "$ROOT/tests/faults.sh"

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# ALTER EXTENSION pg_personalize UPDATE from each earlier release (0.1.0 to 0.8.0) to this one:
+# ALTER EXTENSION pg_personalize UPDATE from each earlier release to this one, with this
+# release's library (tests/upgrade_old_library.sh has the previous release's own library write
+# the database first):
 #   1. an old database with data is updated, keeps its data and serves;
 #   2. its catalogue (functions with volatility, security, settings, grants and comments;
 #      tables, columns, constraints, indexes, triggers, views, grants, initial privileges,
 #      extension members and dump configuration) equals a fresh install's, line for line;
-#   3. the whole regression suite passes with every test installing 0.1.0 and updating
-#      through every upgrade script.
-# The old install scripts are kept in tests/upgrade/ (frozen as released); they are copied into
-# PostgreSQL's extension directory for the test and removed afterwards if they were not there.
+#   3. the whole regression suite passes with every test installing the oldest release and
+#      updating through every upgrade script.
+# The releases are the install scripts kept in sql/releases/ (generated, kept as released);
+# they are copied into PostgreSQL's extension directory for the test and removed afterwards if
+# they were not there.
 source "$(dirname "$0")/../scripts/lib.sh"
 start_cluster
 
-olds="0.1.0 0.2.0 0.3.0 0.4.0 0.5.0 0.6.0 0.7.0 0.8.0"
+olds=$(release_versions)
+[ -n "$olds" ] || { echo "FAIL: no release install scripts in sql/releases/"; exit 1; }
+newest_old=$(echo "$olds" | tail -1)
+oldest=$(echo "$olds" | head -1)
 new=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
 extdir=$("$PG_CONFIG" --sharedir)/extension
 copied=()
@@ -19,11 +25,12 @@ trap 'for f in "${copied[@]}"; do as_root rm -f "$f"; done' EXIT
 for old in $olds; do
     old_script=$extdir/pg_personalize--$old.sql
     if [ ! -f "$old_script" ]; then
-        as_root cp "$ROOT/tests/upgrade/pg_personalize--$old.sql" "$old_script"
+        as_root cp "$ROOT/sql/releases/pg_personalize--$old.sql" "$old_script"
         copied+=("$old_script")
     fi
 done
-[ -f "$extdir/pg_personalize--0.8.0--$new.sql" ] || { echo "no upgrade script 0.8.0 -> $new installed"; exit 1; }
+[ -f "$extdir/pg_personalize--$newest_old--$new.sql" ] \
+    || { echo "FAIL: no upgrade script $newest_old -> $new installed"; exit 1; }
 
 catalogue() {
     psql -X -At -d "$1" -v ON_ERROR_STOP=1 <<'SQL'
@@ -147,7 +154,7 @@ echo "identical: $lines catalogue lines"
 
 done
 
-old=0.1.0
+old=$oldest
 say "3. the regression suite, every test installing $old and updating to $new"
 suite=$PP_RUN/upgrade-suite
 rm -rf "$suite"; mkdir -p "$suite/sql" "$suite/expected" "$suite/out"
