@@ -25,9 +25,10 @@ lint() {
     cd "$ROOT"
     cargo fmt --all --check && cargo clippy --workspace --all-targets -- -D warnings \
         && python3 scripts/function_table.py --check CONTRIBUTING.md \
+        && python3 scripts/sql_requires.py --check \
         && python3 scripts/readme_guide.py --check
 }
-step "lint (cargo fmt --check, cargo clippy -D warnings, the SQL function table, the README guide's test)" lint
+step "lint (cargo fmt --check, cargo clippy -D warnings, the SQL function table, the SQL files' requires, the README guide's test)" lint
 
 unit_and_pg_tests() {
     cd "$ROOT"

@@ -21,7 +21,8 @@ mod pg;
 // The hand-written SQL, one file per capability beside the Rust it calls: the tables first
 // (bootstrap), then each capability's triggers, SQL wrappers and comments once the Rust
 // functions they name exist (`requires`), and last the status view and the privileges
-// (finalize).
+// (finalize). scripts/sql_requires.py --check (the lint step) fails when a list misses what
+// its file uses.
 pgrx::extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 pgrx::extension_sql_file!(
     "../sql/intervals.sql",
