@@ -167,10 +167,9 @@ struct Locked {
     segment: Option<String>,
 }
 
-/// A column of a row by name (a column added or moved cannot shift the others).
+/// A column of a locked outbox row, by name.
 fn column<T: IntoDatum + FromDatum>(row: &SpiHeapTupleData<'_>, name: &str) -> Option<T> {
-    row.get_by_name::<T, _>(name)
-        .unwrap_or_else(|e| spi_failed("cannot read a locked outbox row", e))
+    crate::pg::spi_row::column(row, name, "cannot read a locked outbox row")
 }
 
 impl Locked {

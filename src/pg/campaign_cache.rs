@@ -12,6 +12,7 @@ use crate::core::campaigns::{relevant_event_types, CampaignRule};
 use crate::core::consent::opt_in_by_default;
 use crate::core::outbox::{Cap, GlobalCap};
 use crate::error::spi_failed;
+use crate::pg::spi_row::column;
 use crate::pg::watched_table::WatchedTable;
 
 static CAMPAIGNS_TABLE: WatchedTable = WatchedTable::new("personalize.campaigns");
@@ -126,29 +127,36 @@ fn load(generation: (u64, u64, u64)) -> Campaigns {
                     )
                     .unwrap_or_else(|e| spi_failed("cannot read personalize.channel_policies", e))
                     .filter_map(|row| {
-                        Some((row.get::<String>(1).ok()??, row.get::<bool>(2).ok()??))
+                        const WHAT: &str = "cannot read personalize.channel_policies";
+                        Some((
+                            column::<String>(&row, "channel", WHAT)?,
+                            column::<bool>(&row, "requires_opt_in", WHAT)?,
+                        ))
                     })
                     .collect()
             });
         let list: Vec<Campaign> = client
             .select(
                 "SELECT campaign_id, enabled, name, channel, trigger_event_type, trigger_category, \
-                        CASE WHEN trigger_properties <> '{}' THEN CAST(trigger_properties AS text) END, \
+                        CASE WHEN trigger_properties <> '{}' THEN CAST(trigger_properties AS text) \
+                        END AS trigger_properties, \
                         delay, max_event_age, cancel_on, cap_messages, \
-                        date_part('epoch', cap_window), \
-                        CAST(EXTRACT(epoch FROM quiet_start) * 1000000 AS int8), \
-                        CAST(EXTRACT(epoch FROM quiet_end) * 1000000 AS int8), quiet_timezone \
+                        date_part('epoch', cap_window) AS cap_window_seconds, \
+                        CAST(EXTRACT(epoch FROM quiet_start) * 1000000 AS int8) AS quiet_start_micros, \
+                        CAST(EXTRACT(epoch FROM quiet_end) * 1000000 AS int8) AS quiet_end_micros, \
+                        quiet_timezone \
                    FROM personalize.campaigns ORDER BY campaign_id",
                 None,
                 &[],
             )
             .unwrap_or_else(|e| spi_failed("cannot read personalize.campaigns", e))
             .map(|row| {
-                let text = |i: usize| row.get::<String>(i).ok().flatten();
-                let trigger_properties = text(7);
+                const WHAT: &str = "cannot read personalize.campaigns";
+                let text = |name: &str| column::<String>(&row, name, WHAT);
+                let trigger_properties = text("trigger_properties");
                 let cap = match (
-                    row.get::<i32>(11).ok().flatten(),
-                    row.get::<f64>(12).ok().flatten(),
+                    column::<i32>(&row, "cap_messages", WHAT),
+                    column::<f64>(&row, "cap_window_seconds", WHAT),
                 ) {
                     (Some(m), Some(w)) => Some(Cap {
                         max_messages: i64::from(m),
@@ -157,21 +165,18 @@ fn load(generation: (u64, u64, u64)) -> Campaigns {
                     _ => None,
                 };
                 let zero = Interval::from_micros(0);
-                let channel = text(4).unwrap_or_default();
-                let name = text(3).unwrap_or_default();
+                let channel = text("channel").unwrap_or_default();
+                let name = text("name").unwrap_or_default();
                 Campaign {
                     rule: CampaignRule {
                         name: name.clone(),
                         requires_opt_in: requires_opt_in(opt_in.as_deref(), &channel),
-                        campaign_id: row.get::<i64>(1).ok().flatten().unwrap_or(0),
-                        enabled: row.get::<bool>(2).ok().flatten().unwrap_or(false),
-                        trigger_event_type: text(5).unwrap_or_default(),
-                        trigger_category: text(6),
+                        campaign_id: column::<i64>(&row, "campaign_id", WHAT).unwrap_or(0),
+                        enabled: column::<bool>(&row, "enabled", WHAT).unwrap_or(false),
+                        trigger_event_type: text("trigger_event_type").unwrap_or_default(),
+                        trigger_category: text("trigger_category"),
                         filters_properties: trigger_properties.is_some(),
-                        cancel_on: row
-                            .get::<Vec<Option<String>>>(10)
-                            .ok()
-                            .flatten()
+                        cancel_on: column::<Vec<Option<String>>>(&row, "cancel_on", WHAT)
                             .unwrap_or_default()
                             .into_iter()
                             .flatten()
@@ -180,16 +185,16 @@ fn load(generation: (u64, u64, u64)) -> Campaigns {
                         cap,
                     },
                     name,
-                    delay: row.get::<Interval>(8).ok().flatten().unwrap_or(zero),
-                    max_event_age: row.get::<Interval>(9).ok().flatten().unwrap_or(zero),
+                    delay: column::<Interval>(&row, "delay", WHAT).unwrap_or(zero),
+                    max_event_age: column::<Interval>(&row, "max_event_age", WHAT).unwrap_or(zero),
                     quiet: match (
-                        row.get::<i64>(13).ok().flatten(),
-                        row.get::<i64>(14).ok().flatten(),
+                        column::<i64>(&row, "quiet_start_micros", WHAT),
+                        column::<i64>(&row, "quiet_end_micros", WHAT),
                     ) {
                         (Some(start), Some(end)) if start != end => Some(QuietHours {
                             start,
                             end,
-                            timezone: text(15).unwrap_or_else(|| "UTC".into()),
+                            timezone: text("quiet_timezone").unwrap_or_else(|| "UTC".into()),
                         }),
                         _ => None,
                     },
@@ -199,18 +204,19 @@ fn load(generation: (u64, u64, u64)) -> Campaigns {
             .collect();
         let global_caps: Vec<GlobalCap> = client
             .select(
-                "SELECT channel, max_messages, date_part('epoch', \"window\") \
+                "SELECT channel, max_messages, date_part('epoch', \"window\") AS window_seconds \
                    FROM personalize.frequency_caps",
                 None,
                 &[],
             )
             .unwrap_or_else(|e| spi_failed("cannot read personalize.frequency_caps", e))
             .filter_map(|row| {
+                const WHAT: &str = "cannot read personalize.frequency_caps";
                 Some(GlobalCap {
-                    channel: row.get::<String>(1).ok().flatten(),
+                    channel: column::<String>(&row, "channel", WHAT),
                     cap: Cap {
-                        max_messages: i64::from(row.get::<i32>(2).ok()??),
-                        window_seconds: row.get::<f64>(3).ok()??,
+                        max_messages: i64::from(column::<i32>(&row, "max_messages", WHAT)?),
+                        window_seconds: column::<f64>(&row, "window_seconds", WHAT)?,
                     },
                 })
             })

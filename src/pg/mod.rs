@@ -21,6 +21,7 @@ pub mod quiet_hours;
 pub mod random;
 pub mod recommender;
 pub mod segment_cache;
+pub mod spi_row;
 pub mod subtransaction;
 pub mod training_host;
 pub mod transition_table;
