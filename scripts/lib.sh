@@ -173,12 +173,12 @@ standins_python() {
     echo "$venv/bin/python"
 }
 
-# PP_PG_OPTS adds server options (a later -c wins: fault tests turn synchronous_commit back on).
 # The releases whose install scripts sql/releases/ keeps, oldest first, one per line.
 release_versions() {
     local f
     for f in "$ROOT"/sql/releases/pg_personalize--*.sql; do
-        [ -f "$f" ] && basename "$f" .sql | sed 's/^pg_personalize--//'
+        [ -f "$f" ] || continue
+        basename "$f" .sql | sed 's/^pg_personalize--//'
     done | sort -V
 }
 
@@ -187,6 +187,7 @@ release_commit() {
     awk -F' *[|] *' -v v="$1" '$2 == v { print $4 }' "$ROOT/sql/releases/README.md"
 }
 
+# PP_PG_OPTS adds server options (a later -c wins: fault tests turn synchronous_commit back on).
 start_cluster() {
     mkdir -p "$PP_RUN"
     if [ "$(id -u)" = 0 ]; then chown postgres "$PP_RUN"; fi

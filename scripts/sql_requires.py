@@ -2,12 +2,14 @@
 """Checks the `requires` lists of src/lib.rs's extension_sql_file!s against the SQL they name.
 
 pgrx orders the install script by these lists: a hand-written file must come after every Rust
-function and every other file's function it calls (a LANGUAGE sql body is checked when it is
-created). The SQL files are the one definition of what they call; this check fails when a list
-misses one (directly or through a file it requires) or names one the file does not use.
+function and every other file's function, table or view it names (a LANGUAGE sql body is
+checked when it is created; a COMMENT ON or a trigger needs its function). The SQL files are the
+one definition of what they use; this check fails when a list misses such a requirement
+(directly or through a file it requires), or when a file uses what finalize.sql, which comes
+last, defines. An entry a file does not need only orders the files, and is allowed.
 
-  scripts/sql_requires.py           prints each file's calls and its list
-  scripts/sql_requires.py --check   fails on a missing or unused requirement
+  scripts/sql_requires.py           prints what each file needs and its list
+  scripts/sql_requires.py --check   fails on a missing requirement
 """
 import os
 import re
@@ -87,6 +89,9 @@ def main():
             if obj in rust:
                 needed.add(rust[obj])
             needed |= {d for d in defined.get(obj, ()) if files[d]["order"] is None}
+            if any(files[d]["order"] == "finalize" for d in defined.get(obj, ())):
+                problems.append(f"{f['path']}: uses personalize.{obj}, which finalize.sql "
+                                "defines after every other file")
         reachable = closure(name)
         for n in sorted(needed - reachable):
             problems.append(f"{f['path']}: uses what `{n}` defines, but its requires list "

@@ -44,9 +44,10 @@ bindir=$("$PG_CONFIG" --bindir)
 pkglibdir=$("$PG_CONFIG" --pkglibdir)
 sharedir=$("$PG_CONFIG" --sharedir)
 old_bin=$work/pg$bindir
-stop_old_cluster() {
-    [ -f "$data/postmaster.pid" ] && as_pg_owner "$PGBIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1
-    return 0
+stop_old_cluster() {  # never fails: a stale postmaster.pid from a killed run is removed below
+    if [ -f "$data/postmaster.pid" ]; then
+        as_pg_owner "$PGBIN/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true
+    fi
 }
 # The copy of the installation is large; the data directory and the log stay for a look.
 trap 'stop_old_cluster; as_root rm -rf "$work/pg" "$work/src"' EXIT
@@ -59,10 +60,12 @@ say "1. release $prev (commit ${commit:0:12}) built and installed into a copy of
 git -C "$ROOT" archive "$commit" | tar -x -C "$work/src"
 features=()
 [ "$major" = 15 ] || features=(--no-default-features --features "pg$major")
-# Outside this workspace, into the same target directory: the dependencies it shares with this
-# release are already built.
-(cd "$work/src" && CARGO_TARGET_DIR="$ROOT/target" cargo pgrx package --debug "${features[@]}" \
-    --pg-config "$PG_CONFIG" --out-dir "$work/pkg") >"$work/build.log" 2>&1 \
+# Outside this workspace and into a target directory of its own: both releases build a
+# library and a pgrx_embed binary of the same names, and cargo does not link a fresh one into
+# place again, so a shared target directory can hand one release's schema generator to the
+# other. The directory is kept between runs (a first build takes a few minutes).
+(cd "$work/src" && CARGO_TARGET_DIR="$ROOT/target/old-release" cargo pgrx package --debug \
+    "${features[@]}" --pg-config "$PG_CONFIG" --out-dir "$work/pkg") >"$work/build.log" 2>&1 \
     || { tail -30 "$work/build.log"; echo "FAIL: release $prev did not build"; exit 1; }
 generated=$work/pkg$sharedir/extension/pg_personalize--$prev.sql
 source_lines='^-- src/[^ ]*:[0-9]+$'
@@ -148,6 +151,9 @@ BEGIN
     END LOOP;
 END \$\$;
 CREATE TABLE public.before AS SELECT * FROM public.digests();
+CREATE TABLE public.before_segments AS
+SELECT s.name, ARRAY(SELECT personalize.segment_members(s.name)) AS members
+  FROM personalize.segments s;
 CREATE TABLE public.before_recs AS
 SELECT u AS user_id, m AS model_name,
        (SELECT string_agg(item_id, ',' ORDER BY score DESC, item_id)
@@ -186,8 +192,14 @@ BEGIN
     IF recs_changed IS NOT NULL THEN
         RAISE EXCEPTION 'recommendations changed in the update: %', recs_changed;
     END IF;
-    RAISE NOTICE 'every row of % tables unchanged; % recommendation lists the same',
-        (SELECT count(*) FROM public.before), (SELECT count(*) FROM public.before_recs);
+    IF EXISTS (SELECT 1 FROM public.before_segments b
+                WHERE b.members IS DISTINCT FROM ARRAY(SELECT personalize.segment_members(b.name))
+                   OR cardinality(b.members) = 0) THEN
+        RAISE EXCEPTION 'the old segments have other members (or none)';
+    END IF;
+    RAISE NOTICE 'every row of % tables unchanged; % recommendation lists and % segments'' members the same',
+        (SELECT count(*) FROM public.before), (SELECT count(*) FROM public.before_recs),
+        (SELECT count(*) FROM public.before_segments);
 END \$\$;
 SQL
 # The default plan, as updated, equals a fresh install's.
@@ -224,10 +236,7 @@ BEGIN
     IF (SELECT count(*) FROM personalize.recommend('U0000001', 10)) <> 10 THEN
         RAISE EXCEPTION 'the retrained model does not serve';
     END IF;
-    IF NOT personalize.in_segment('U0000001', 'buyers') IS NOT NULL THEN
-        RAISE EXCEPTION 'the old segments do not evaluate';
-    END IF;
-    RAISE NOTICE 'new events fire campaigns; a claim took % push messages and left none pending (consent cancels the others); training and segments work', claimed;
+    RAISE NOTICE 'new events fire campaigns; a claim took % push messages and left none pending (consent cancels the others); training works', claimed;
 END $$;
 SQL
 echo "PASS: $prev, written by its own library, updated to $new"

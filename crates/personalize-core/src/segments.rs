@@ -1165,7 +1165,7 @@ mod tests {
                 "{name} has no SQL function"
             );
         }
-        assert_eq!(sql.matches(PURCHASE_TYPES).count(), 5);
+        assert_eq!(sql.matches(PURCHASE_TYPES).count(), 4);
         assert_eq!(sql.matches(&in_category("bought.category")).count(), 1);
         assert_eq!(sql.matches(&in_category("viewed.category")).count(), 1);
         assert!(sql.contains(&average_order_value()));
