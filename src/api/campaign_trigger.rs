@@ -12,20 +12,17 @@
 //! consents refuse is written cancelled with the reason. A campaign's segment is checked when
 //! its message is due, by `claim_messages`, not here.
 
-use std::collections::HashSet;
-
 use pgrx::prelude::*;
 
 use crate::core::campaigns::{self, cancel_reason, Decision, TriggerEvent};
 use crate::error::PersonalizeError;
-use crate::pg::campaign_cache::{self, Campaigns};
+use crate::pg::campaign_cache;
 use crate::pg::outbox_probe::OutboxLookups;
 use crate::pg::outbox_sink::{self, NewMessage, OutboxSink};
-use crate::pg::quiet_hours::after_quiet_hours;
 use crate::pg::transition_table::{self, NewEvent};
 use crate::pg::POSTGRES_EPOCH_UNIX_MICROS;
 
-/// The trigger function (see the module comment). Created by sql/finalize.sql as
+/// The trigger function (see the module comment). Created by sql/campaigns.sql as
 /// `personalize._events_fire_campaigns()` on `AFTER INSERT ... REFERENCING NEW TABLE AS
 /// new_events FOR EACH STATEMENT`.
 #[pg_trigger]
@@ -45,7 +42,7 @@ fn _events_fire_campaigns<'a>(
     if read.is_empty() {
         return Ok(None);
     }
-    read.sort_by_key(|r| (r.event.occurred_at, r.event.event_id));
+    campaigns::chronological_by(&mut read, |r| &r.event);
     let (events, item_ids): (Vec<TriggerEvent>, Vec<Option<String>>) = read
         .into_iter()
         .map(|NewEvent { event, item_id }| (event, item_id))
@@ -53,7 +50,7 @@ fn _events_fire_campaigns<'a>(
 
     // SAFETY: a plain backend call (now()).
     let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-    let oldest = oldest_events(&set, &events, now);
+    let oldest = set.oldest_events(&events, now);
     let now_seconds = (now + POSTGRES_EPOCH_UNIX_MICROS) as f64 / 1e6;
     let decision = {
         let mut outbox = OutboxLookups::new(now);
@@ -88,7 +85,7 @@ fn _events_fire_campaigns<'a>(
             let c = &set.list[m.firing.campaign];
             let e = &events[m.firing.event];
             let cancelled = m.cancelled_by.is_some() || m.refused.is_some();
-            let visible = visible_at(&set, m.firing.campaign, e.occurred_at, now, cancelled);
+            let visible = set.visible_at(m.firing.campaign, e.occurred_at, now, cancelled);
             if !cancelled && visible <= now {
                 due_channels.push(&c.rule.channel);
             }
@@ -121,40 +118,6 @@ fn _events_fire_campaigns<'a>(
         }
     });
     Ok(None)
-}
-
-/// How old an event may be to fire each campaign (its max_event_age before now), for the
-/// campaigns the statement's event types can fire (the others cannot: i64::MAX).
-fn oldest_events(set: &Campaigns, events: &[TriggerEvent], now: i64) -> Vec<i64> {
-    let now_ts = crate::pg::timestamptz(now);
-    let types: HashSet<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    set.list
-        .iter()
-        .map(|c| {
-            if types.contains(c.rule.trigger_event_type.as_str()) {
-                i64::from(now_ts - c.max_event_age)
-            } else {
-                i64::MAX
-            }
-        })
-        .collect()
-}
-
-/// When a message is due: after the campaign's delay, not before now; quiet hours move a
-/// pending message's delivery to their end (not a message written cancelled).
-fn visible_at(
-    set: &Campaigns,
-    campaign: usize,
-    occurred_at: i64,
-    now: i64,
-    cancelled: bool,
-) -> i64 {
-    let c = &set.list[campaign];
-    let visible = i64::from(crate::pg::timestamptz(occurred_at) + c.delay).max(now);
-    match &c.quiet {
-        Some(quiet) if !cancelled => after_quiet_hours(visible, quiet),
-        _ => visible,
-    }
 }
 
 /// Makes every backend re-read the campaigns and frequency caps (at commit; this one at once).

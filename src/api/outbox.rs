@@ -375,15 +375,15 @@ fn claim_messages(
                 let args: [DatumWithOid; 2] = [channel.into(), users.into()];
                 client
                     .select(
-                        "SELECT personalize._users_with_address($1, $2)",
+                        "SELECT personalize._users_with_address($1, $2) AS users",
                         None,
                         &args,
                     )
                     .unwrap_or_else(|e| spi_failed("cannot read the channel's recipients", e))
                     .first()
-                    .get::<Vec<String>>(1)
-                    .ok()
-                    .flatten()
+                    .get_by_name::<Vec<String>, _>("users")
+                    .unwrap_or_else(|e| spi_failed("cannot read the channel's recipients", e))
+                    // NULL: nobody in the batch has an address.
                     .unwrap_or_default()
                     .into_iter()
                     .collect::<HashSet<String>>()

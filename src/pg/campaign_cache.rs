@@ -3,15 +3,17 @@
 //! the events whose types no campaign cares about costs the events trigger no query at all.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use pgrx::datum::Interval;
 use pgrx::prelude::*;
 
-use crate::core::campaigns::{relevant_event_types, CampaignRule};
+use crate::core::campaigns::{relevant_event_types, CampaignRule, TriggerEvent};
 use crate::core::consent::opt_in_by_default;
 use crate::core::outbox::{Cap, GlobalCap};
 use crate::error::spi_failed;
+use crate::pg::quiet_hours::after_quiet_hours;
 use crate::pg::spi_row::column;
 use crate::pg::watched_table::WatchedTable;
 
@@ -61,6 +63,36 @@ impl Campaigns {
     /// Whether messages on `channel` need the user's opt-in (its policy, else the default).
     pub fn requires_opt_in(&self, channel: &str) -> bool {
         requires_opt_in(self.opt_in.as_deref(), channel)
+    }
+
+    /// How old an event may be to fire each campaign (its max_event_age before `now`), for the
+    /// campaigns the events' types can fire (the others cannot: i64::MAX). Postgres's interval
+    /// arithmetic (months and days in the session's time zone), hence here and not in core.
+    pub fn oldest_events(&self, events: &[TriggerEvent], now: i64) -> Vec<i64> {
+        let now_ts = crate::pg::timestamptz(now);
+        let types: HashSet<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+        self.list
+            .iter()
+            .map(|c| {
+                if types.contains(c.rule.trigger_event_type.as_str()) {
+                    i64::from(now_ts - c.max_event_age)
+                } else {
+                    i64::MAX
+                }
+            })
+            .collect()
+    }
+
+    /// When a message of campaign `campaign` is due: after the campaign's delay, not before
+    /// `now`; quiet hours move a pending message's delivery to their end (not a message
+    /// written cancelled).
+    pub fn visible_at(&self, campaign: usize, occurred_at: i64, now: i64, cancelled: bool) -> i64 {
+        let c = &self.list[campaign];
+        let visible = i64::from(crate::pg::timestamptz(occurred_at) + c.delay).max(now);
+        match &c.quiet {
+            Some(quiet) if !cancelled => after_quiet_hours(visible, quiet),
+            _ => visible,
+        }
     }
 }
 

@@ -61,7 +61,15 @@ pub struct Firing {
 
 /// Events in the order the outbox rules read them: by time, then by id.
 pub fn chronological(events: &mut [TriggerEvent]) {
-    events.sort_by_key(|e| (e.occurred_at, e.event_id));
+    chronological_by(events, |e| e);
+}
+
+/// `chronological` for rows that carry an event (and more, kept with it).
+pub fn chronological_by<T>(rows: &mut [T], event: impl Fn(&T) -> &TriggerEvent) {
+    rows.sort_by_key(|r| {
+        let e = event(r);
+        (e.occurred_at, e.event_id)
+    });
 }
 
 /// Whether the event meets the campaign's trigger (type, category, properties) and is not
