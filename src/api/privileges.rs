@@ -98,6 +98,7 @@ pub const ROLES: [(&str, &str, &[&str]); 4] = [
             "unsubscribe",
             "suppress",
             "recipient_address",
+            "recipient_addresses",
         ],
     ),
 ];

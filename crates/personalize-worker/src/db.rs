@@ -40,13 +40,25 @@ pub fn tls(config: &crate::config::Config) -> Result<tokio_postgres_rustls::Make
 
 /// Claims up to `batch` due messages of a channel, with each recipient's address (when the
 /// channel names its recipients) and unsubscribe token, in one statement: its transaction is
-/// the claim's, so a failure claims nothing.
+/// the claim's, so a failure claims nothing. The addresses of the whole batch are read at once
+/// (`recipient_addresses`), in the order the claim returned the messages.
+const CLAIM_WITH_ADDRESSES: &str = "
+WITH m AS (SELECT c.*, pg_catalog.row_number() OVER () AS n
+             FROM personalize.claim_messages($1::text, $2::int, make_interval(secs => $3::float8)) c),
+     a AS (SELECT * FROM personalize.recipient_addresses($1::text, ARRAY(SELECT DISTINCT m.user_id::text FROM m)))
+SELECT m.message_id, m.lease_token, m.idempotency_key, m.campaign, m.channel, m.user_id,
+       m.payload, m.attempt, a.address,
+       CASE WHEN $4 THEN personalize.unsubscribe_token(m.user_id::text, m.channel,
+                                                       CASE WHEN $5 THEN m.campaign END) END AS token
+  FROM m LEFT JOIN a ON a.user_id = m.user_id::text
+ ORDER BY m.n";
+
+/// `CLAIM_WITH_ADDRESSES` for a channel that names no recipients (a webhook).
 const CLAIM: &str = "
 SELECT m.message_id, m.lease_token, m.idempotency_key, m.campaign, m.channel, m.user_id,
-       m.payload, m.attempt,
-       CASE WHEN $4 THEN personalize.recipient_address(m.user_id::text, m.channel) END AS address,
-       CASE WHEN $5 THEN personalize.unsubscribe_token(m.user_id::text, m.channel,
-                                                       CASE WHEN $6 THEN m.campaign END) END AS token
+       m.payload, m.attempt, CAST(NULL AS text) AS address,
+       CASE WHEN $4 THEN personalize.unsubscribe_token(m.user_id::text, m.channel,
+                                                       CASE WHEN $5 THEN m.campaign END) END AS token
   FROM personalize.claim_messages($1::text, $2::int, make_interval(secs => $3::float8)) m";
 
 pub struct ClaimOptions {
@@ -66,12 +78,15 @@ pub async fn claim(
 ) -> Result<Vec<Message>> {
     let rows = client
         .query(
-            CLAIM,
+            if o.with_address {
+                CLAIM_WITH_ADDRESSES
+            } else {
+                CLAIM
+            },
             &[
                 &channel,
                 &(n.min(o.batch) as i32),
                 &o.visibility.as_secs_f64(),
-                &o.with_address,
                 &o.with_token,
                 &o.token_per_campaign,
             ],

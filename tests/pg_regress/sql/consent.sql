@@ -106,6 +106,9 @@ SELECT user_id, state, last_error FROM personalize.outbox
  WHERE channel = 'whatsapp' AND last_error LIKE 'no whatsapp address%' ORDER BY 1;
 SELECT personalize.recipient_address('w1', 'whatsapp') AS w1, personalize.recipient_address('w9', 'whatsapp') AS w9;
 SELECT pg_temp.err($$SELECT personalize.recipient_address('w1', 'email')$$);
+-- The same for a batch, in one read: each user found once, the others left out.
+SELECT * FROM personalize.recipient_addresses('whatsapp', ARRAY['w1', 'w4', 'w9', 'w1', 'nobody']) ORDER BY 1;
+SELECT pg_temp.err($$SELECT * FROM personalize.recipient_addresses('email', ARRAY['w1'])$$);
 DELETE FROM personalize.channel_policies;
 -- Bad input.
 SELECT pg_temp.err($$SELECT personalize.set_consent('x', 'fax', true)$$);
