@@ -2,6 +2,31 @@
 -- Catalogue
 ------------------------------------------------------------------------------------------
 
+-- The one catalogue write: rows in, inserted or updated by item_id (each id once). A NULL
+-- attributes, available or updated_at takes its default. only_changed leaves an item whose
+-- values are the same untouched, its updated_at and the serving caches too (the syncs, which
+-- see every row of the shop's table again); the upsert functions replace every item given.
+-- Returns how many items were written.
+CREATE FUNCTION personalize._write_items(items personalize.items[], only_changed boolean) RETURNS bigint
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH written AS (
+        INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price, updated_at)
+        SELECT r.item_id, r.category, r.title, COALESCE(r.attributes, '{}'), COALESCE(r.available, true),
+               r.price, COALESCE(r.updated_at, now())
+          FROM unnest(_write_items.items) AS r
+        ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE
+           SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes,
+               available = EXCLUDED.available, price = EXCLUDED.price, updated_at = EXCLUDED.updated_at
+         WHERE NOT _write_items.only_changed
+            OR (i.category, i.title, i.attributes, i.available, i.price)
+               IS DISTINCT FROM (EXCLUDED.category, EXCLUDED.title, EXCLUDED.attributes, EXCLUDED.available,
+                                 EXCLUDED.price)
+        RETURNING 1)
+    SELECT count(*) FROM written
+$$;
+COMMENT ON FUNCTION personalize._write_items(personalize.items[], boolean) IS 'Internal: the one catalogue write (insert or update by item_id) behind upsert_item(), upsert_items() and the catalogue sync; only_changed leaves unchanged items untouched; returns how many were written';
+
 CREATE FUNCTION personalize.upsert_item(
     item_id text,
     category text DEFAULT NULL,
@@ -12,13 +37,9 @@ CREATE FUNCTION personalize.upsert_item(
 ) RETURNS void
 LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price)
-    VALUES (upsert_item.item_id, upsert_item.category, upsert_item.title,
-            COALESCE(upsert_item.attributes, '{}'), COALESCE(upsert_item.available, true),
-            upsert_item.price)
-    ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE
-       SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes,
-           available = EXCLUDED.available, price = EXCLUDED.price, updated_at = now()
+    SELECT personalize._write_items(
+        ARRAY[CAST(ROW(upsert_item.item_id, upsert_item.category, upsert_item.title, upsert_item.attributes,
+                       upsert_item.available, upsert_item.price, NULL) AS personalize.items)], false)
 $$;
 COMMENT ON FUNCTION personalize.upsert_item(text, text, text, jsonb, boolean, numeric) IS 'Inserts or replaces one catalogue item (every field: omitted arguments take their defaults)';
 
@@ -50,18 +71,15 @@ BEGIN
                       || 'title, attributes (object), available (boolean), price (number >= 0).';
     END IF;
     -- Keys an object leaves out keep their stored values; the last object for an id wins.
-    INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price)
-    SELECT r.item_id, r.category, r.title, COALESCE(r.attributes, '{}'), COALESCE(r.available, true), r.price
-      FROM (SELECT DISTINCT ON (x.e ->> 'item_id') x.e
-              FROM jsonb_array_elements(items) WITH ORDINALITY AS x(e, n)
-             ORDER BY x.e ->> 'item_id', x.n DESC) AS latest
-      LEFT JOIN personalize.items AS cur ON cur.item_id = latest.e ->> 'item_id',
-           jsonb_populate_record(NULL::personalize.items,
-               COALESCE(to_jsonb(cur), '{}') || latest.e) AS r
-    ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE
-       SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes,
-           available = EXCLUDED.available, price = EXCLUDED.price, updated_at = now();
-    GET DIAGNOSTICS n = ROW_COUNT;
+    -- updated_at is left out, so that every item written gets now().
+    n := personalize._write_items(ARRAY(
+        SELECT r
+          FROM (SELECT DISTINCT ON (x.e ->> 'item_id') x.e
+                  FROM jsonb_array_elements(items) WITH ORDINALITY AS x(e, n)
+                 ORDER BY x.e ->> 'item_id', x.n DESC) AS latest
+          LEFT JOIN personalize.items AS cur ON cur.item_id = latest.e ->> 'item_id',
+               jsonb_populate_record(NULL::personalize.items,
+                   (COALESCE(to_jsonb(cur), '{}') || latest.e) - 'updated_at') AS r), false);
     RETURN n;
 END
 $$;

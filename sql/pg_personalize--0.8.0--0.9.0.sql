@@ -24,6 +24,8 @@
 --   * Every function taking a user or item id also takes it of any type (sql/any_ids.sql).
 --   * EASE with input dropout (EDLAE): train() takes dropout (left out: 0 when l2 is given,
 --     else chosen on the validation split).
+--   * One catalogue write, personalize._write_items(), behind upsert_item(), upsert_items() and
+--     the catalogue sync (their bodies call it; same results).
 --   * The segment predicates' SQL functions (bought(), viewed(), …) are generated from the
 --     fragments compiled segments are built of (sql/segment_predicates.sql); same signatures,
 --     results and comments.
@@ -108,6 +110,47 @@ UPDATE personalize.event_types t
  WHERE t.origin = 'default' AND t.properties_schema -> 'properties' ? 'list_id';
 ALTER TABLE personalize.event_types ENABLE TRIGGER event_types_before_write;
 
+-- The one catalogue write behind upsert_item(), upsert_items() and the catalogue sync.
+-- The one catalogue write: rows in, inserted or updated by item_id (each id once). A NULL
+-- attributes, available or updated_at takes its default. only_changed leaves an item whose
+-- values are the same untouched, its updated_at and the serving caches too (the syncs, which
+-- see every row of the shop's table again); the upsert functions replace every item given.
+-- Returns how many items were written.
+CREATE FUNCTION personalize._write_items(items personalize.items[], only_changed boolean) RETURNS bigint
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH written AS (
+        INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price, updated_at)
+        SELECT r.item_id, r.category, r.title, COALESCE(r.attributes, '{}'), COALESCE(r.available, true),
+               r.price, COALESCE(r.updated_at, now())
+          FROM unnest(_write_items.items) AS r
+        ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE
+           SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes,
+               available = EXCLUDED.available, price = EXCLUDED.price, updated_at = EXCLUDED.updated_at
+         WHERE NOT _write_items.only_changed
+            OR (i.category, i.title, i.attributes, i.available, i.price)
+               IS DISTINCT FROM (EXCLUDED.category, EXCLUDED.title, EXCLUDED.attributes, EXCLUDED.available,
+                                 EXCLUDED.price)
+        RETURNING 1)
+    SELECT count(*) FROM written
+$$;
+COMMENT ON FUNCTION personalize._write_items(personalize.items[], boolean) IS 'Internal: the one catalogue write (insert or update by item_id) behind upsert_item(), upsert_items() and the catalogue sync; only_changed leaves unchanged items untouched; returns how many were written';
+
+CREATE OR REPLACE FUNCTION personalize.upsert_item(
+    item_id text,
+    category text DEFAULT NULL,
+    title text DEFAULT NULL,
+    attributes jsonb DEFAULT '{}',
+    available boolean DEFAULT true,
+    price numeric DEFAULT NULL
+) RETURNS void
+LANGUAGE sql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT personalize._write_items(
+        ARRAY[CAST(ROW(upsert_item.item_id, upsert_item.category, upsert_item.title, upsert_item.attributes,
+                       upsert_item.available, upsert_item.price, NULL) AS personalize.items)], false)
+$$;
+
 -- upsert_items() takes integer item ids.
 CREATE OR REPLACE FUNCTION personalize.upsert_items(items jsonb) RETURNS integer
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE SET search_path = pg_catalog, pg_temp
@@ -137,18 +180,15 @@ BEGIN
                       || 'title, attributes (object), available (boolean), price (number >= 0).';
     END IF;
     -- Keys an object leaves out keep their stored values; the last object for an id wins.
-    INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price)
-    SELECT r.item_id, r.category, r.title, COALESCE(r.attributes, '{}'), COALESCE(r.available, true), r.price
-      FROM (SELECT DISTINCT ON (x.e ->> 'item_id') x.e
-              FROM jsonb_array_elements(items) WITH ORDINALITY AS x(e, n)
-             ORDER BY x.e ->> 'item_id', x.n DESC) AS latest
-      LEFT JOIN personalize.items AS cur ON cur.item_id = latest.e ->> 'item_id',
-           jsonb_populate_record(NULL::personalize.items,
-               COALESCE(to_jsonb(cur), '{}') || latest.e) AS r
-    ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE
-       SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes,
-           available = EXCLUDED.available, price = EXCLUDED.price, updated_at = now();
-    GET DIAGNOSTICS n = ROW_COUNT;
+    -- updated_at is left out, so that every item written gets now().
+    n := personalize._write_items(ARRAY(
+        SELECT r
+          FROM (SELECT DISTINCT ON (x.e ->> 'item_id') x.e
+                  FROM jsonb_array_elements(items) WITH ORDINALITY AS x(e, n)
+                 ORDER BY x.e ->> 'item_id', x.n DESC) AS latest
+          LEFT JOIN personalize.items AS cur ON cur.item_id = latest.e ->> 'item_id',
+               jsonb_populate_record(NULL::personalize.items,
+                   (COALESCE(to_jsonb(cur), '{}') || latest.e) - 'updated_at') AS r), false);
     RETURN n;
 END
 $$;
@@ -258,13 +298,7 @@ DECLARE
     item personalize.items;
 BEGIN
     item := personalize._item_from_row(r, mapping);
-    INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price, updated_at)
-    VALUES (item.item_id, item.category, item.title, item.attributes, item.available, item.price, item.updated_at)
-    ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE
-       SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes,
-           available = EXCLUDED.available, price = EXCLUDED.price, updated_at = EXCLUDED.updated_at
-     WHERE (i.category, i.title, i.attributes, i.available, i.price)
-           IS DISTINCT FROM (EXCLUDED.category, EXCLUDED.title, EXCLUDED.attributes, EXCLUDED.available, EXCLUDED.price);
+    PERFORM personalize._write_items(ARRAY[item], true);
     RETURN true;
 EXCEPTION WHEN OTHERS THEN
     IF strict THEN
@@ -436,15 +470,7 @@ BEGIN
     -- 100,000 products that fit must not open 100,000 subtransactions.
     BEGIN
         EXECUTE format(
-            'INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price, updated_at) '
-            'SELECT (x.it).item_id, (x.it).category, (x.it).title, (x.it).attributes, (x.it).available, '
-            '       (x.it).price, (x.it).updated_at '
-            '  FROM (SELECT personalize._item_from_row(%s, $1) AS it FROM %s s) x '
-            'ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE '
-            '   SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes, '
-            '       available = EXCLUDED.available, price = EXCLUDED.price, updated_at = EXCLUDED.updated_at '
-            ' WHERE (i.category, i.title, i.attributes, i.available, i.price) IS DISTINCT FROM '
-            '       (EXCLUDED.category, EXCLUDED.title, EXCLUDED.attributes, EXCLUDED.available, EXCLUDED.price)',
+            'SELECT personalize._write_items(ARRAY(SELECT personalize._item_from_row(%s, $1) FROM %s s), true)',
             row_sql, source) USING m;
         EXECUTE format('SELECT pg_catalog.count(*) FROM %s s', source) INTO written;
     EXCEPTION WHEN OTHERS THEN

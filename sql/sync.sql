@@ -56,13 +56,7 @@ DECLARE
     item personalize.items;
 BEGIN
     item := personalize._item_from_row(r, mapping);
-    INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price, updated_at)
-    VALUES (item.item_id, item.category, item.title, item.attributes, item.available, item.price, item.updated_at)
-    ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE
-       SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes,
-           available = EXCLUDED.available, price = EXCLUDED.price, updated_at = EXCLUDED.updated_at
-     WHERE (i.category, i.title, i.attributes, i.available, i.price)
-           IS DISTINCT FROM (EXCLUDED.category, EXCLUDED.title, EXCLUDED.attributes, EXCLUDED.available, EXCLUDED.price);
+    PERFORM personalize._write_items(ARRAY[item], true);
     RETURN true;
 EXCEPTION WHEN OTHERS THEN
     IF strict THEN
@@ -234,15 +228,7 @@ BEGIN
     -- 100,000 products that fit must not open 100,000 subtransactions.
     BEGIN
         EXECUTE format(
-            'INSERT INTO personalize.items AS i (item_id, category, title, attributes, available, price, updated_at) '
-            'SELECT (x.it).item_id, (x.it).category, (x.it).title, (x.it).attributes, (x.it).available, '
-            '       (x.it).price, (x.it).updated_at '
-            '  FROM (SELECT personalize._item_from_row(%s, $1) AS it FROM %s s) x '
-            'ON CONFLICT ON CONSTRAINT items_pkey DO UPDATE '
-            '   SET category = EXCLUDED.category, title = EXCLUDED.title, attributes = EXCLUDED.attributes, '
-            '       available = EXCLUDED.available, price = EXCLUDED.price, updated_at = EXCLUDED.updated_at '
-            ' WHERE (i.category, i.title, i.attributes, i.available, i.price) IS DISTINCT FROM '
-            '       (EXCLUDED.category, EXCLUDED.title, EXCLUDED.attributes, EXCLUDED.available, EXCLUDED.price)',
+            'SELECT personalize._write_items(ARRAY(SELECT personalize._item_from_row(%s, $1) FROM %s s), true)',
             row_sql, source) USING m;
         EXECUTE format('SELECT pg_catalog.count(*) FROM %s s', source) INTO written;
     EXCEPTION WHEN OTHERS THEN
