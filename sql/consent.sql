@@ -164,6 +164,10 @@ AS $$
 DECLARE
     p personalize.channel_policies;
 BEGIN
+    -- An empty claim reads nothing (and raises nothing), as a claim of no message did before.
+    IF COALESCE(cardinality(recipient_addresses.user_ids), 0) = 0 THEN
+        RETURN;
+    END IF;
     SELECT * INTO p FROM personalize.channel_policies c WHERE c.channel = recipient_addresses.channel;
     IF p.recipients IS NULL THEN
         RAISE EXCEPTION 'channel % names no recipients', quote_literal(left(recipient_addresses.channel, 100))

@@ -110,7 +110,6 @@ UPDATE personalize.event_types t
  WHERE t.origin = 'default' AND t.properties_schema -> 'properties' ? 'list_id';
 ALTER TABLE personalize.event_types ENABLE TRIGGER event_types_before_write;
 
--- The one catalogue write behind upsert_item(), upsert_items() and the catalogue sync.
 -- The one catalogue write: rows in, inserted or updated by item_id (each id once). A NULL
 -- attributes, available or updated_at takes its default. only_changed leaves an item whose
 -- values are the same untouched, its updated_at and the serving caches too (the syncs, which
@@ -437,6 +436,8 @@ DECLARE
     row_sql text;
     failed text[] := '{}';
     r jsonb;
+    item personalize.items;
+    chunk personalize.items[] := '{}';
     written bigint := 0;
     quarantined bigint := 0;
     removed bigint := 0;
@@ -465,13 +466,20 @@ BEGIN
     EXECUTE format('CREATE OR REPLACE TRIGGER personalize_sync_catalogue AFTER INSERT OR UPDATE OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION personalize._sync_items_trigger(%L, %L)',
                    source, CAST(m AS text), CAST(strict AS text));
-    -- One statement for the whole table first (one subtransaction); only when a row does not
-    -- fit (or a key repeats) row by row, so that each bad row is quarantined alone. A load of
-    -- 100,000 products that fit must not open 100,000 subtransactions.
+    -- The whole table in one subtransaction first, streamed in chunks of 10,000 items (memory
+    -- stays bounded); only when a row does not fit (or a key repeats within a chunk) row by
+    -- row, so that each bad row is quarantined alone. A load of 100,000 products that fit must
+    -- not open 100,000 subtransactions.
     BEGIN
-        EXECUTE format(
-            'SELECT personalize._write_items(ARRAY(SELECT personalize._item_from_row(%s, $1) FROM %s s), true)',
-            row_sql, source) USING m;
+        FOR item IN EXECUTE format('SELECT it.* FROM %s s, LATERAL personalize._item_from_row(%s, $1) AS it',
+                                   source, row_sql) USING m LOOP
+            chunk := chunk || item;
+            IF cardinality(chunk) >= 10000 THEN
+                PERFORM personalize._write_items(chunk, true);
+                chunk := '{}';
+            END IF;
+        END LOOP;
+        PERFORM personalize._write_items(chunk, true);
         EXECUTE format('SELECT pg_catalog.count(*) FROM %s s', source) INTO written;
     EXCEPTION WHEN OTHERS THEN
         IF strict THEN
@@ -819,6 +827,10 @@ AS $$
 DECLARE
     p personalize.channel_policies;
 BEGIN
+    -- An empty claim reads nothing (and raises nothing), as a claim of no message did before.
+    IF COALESCE(cardinality(recipient_addresses.user_ids), 0) = 0 THEN
+        RETURN;
+    END IF;
     SELECT * INTO p FROM personalize.channel_policies c WHERE c.channel = recipient_addresses.channel;
     IF p.recipients IS NULL THEN
         RAISE EXCEPTION 'channel % names no recipients', quote_literal(left(recipient_addresses.channel, 100))
