@@ -211,6 +211,12 @@ SELECT item_id, price, available FROM personalize.items WHERE item_id = '2';
 -- Idempotent: again, nothing new is quarantined for rows that fit.
 SELECT * FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "sku", "title": "label", "category": "cat", "price": "eur", "available": "stock"}');
 SELECT count(*) AS catalogue_rejections FROM personalize.rejected_events WHERE 'invalid_catalogue_row' = ANY (reasons);
+-- A sync leaves unchanged items untouched (their updated_at too); upsert_items() rewrites
+-- every item it is given.
+UPDATE personalize.items SET updated_at = '2020-01-01' WHERE item_id IN ('2', '30');
+SELECT items_written FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "sku", "title": "label", "category": "cat", "price": "eur", "available": "stock"}');
+SELECT personalize.upsert_items('[{"item_id": "30"}]') AS upserted;
+SELECT item_id, updated_at > '2021-01-01' AS touched FROM personalize.items WHERE item_id IN ('2', '30') ORDER BY 1;
 -- The shop corrects its row: the next sync resolves the rejection.
 UPDATE pg_temp.products SET eur = 1 WHERE sku = 4;
 SELECT * FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "sku", "title": "label", "category": "cat", "price": "eur", "available": "stock"}');
@@ -219,6 +225,13 @@ SELECT payload -> 'key' AS key, resolved_at IS NOT NULL AS resolved FROM persona
 SELECT * FROM personalize.sync_catalogue('pg_temp.products', '{"item_id": "sku", "title": "label", "category": "cat", "price": "eur", "available": "stock"}', strict => true);
 SELECT pg_temp.err($$INSERT INTO pg_temp.products VALUES (5, 'five', 'b', -1, true)$$);
 SELECT count(*) AS five_in_table FROM pg_temp.products WHERE sku = 5;
+
+-- The load streams the table in chunks of 10,000 items: a table of 10,001 loads whole.
+CREATE TABLE pg_temp.many (sku int PRIMARY KEY, eur numeric);
+INSERT INTO pg_temp.many SELECT i, i % 50 FROM generate_series(1, 10001) i;
+SELECT * FROM personalize.sync_catalogue('pg_temp.many', '{"item_id": "sku", "price": "eur"}');
+SELECT count(*) AS items, sum(price) AS total_price FROM personalize.items;
+SELECT personalize.stop_sync('pg_temp.many') AS stopped;
 
 -- Mapped columns must be of built-in types (the trigger runs as personalize_definer); keys are
 -- read the same way by the load and the removal (char(n) keeps its padding in both).
