@@ -16,7 +16,7 @@ import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from function_table import ROOT, rust_functions  # noqa: E402
+from function_table import ROOT, rust_functions, takes_any_ids  # noqa: E402
 
 
 def sql_files():
@@ -51,7 +51,7 @@ def defined_objects(files):
     for name, f in files.items():
         text = strip_comments(open(os.path.join(ROOT, f["path"])).read())
         for m in re.finditer(CREATES, text):
-            if text[m.end():m.end() + 200].lstrip("(").split(")")[0].find("anyelement") >= 0:
+            if takes_any_ids(text[m.end():]):
                 continue
             found.setdefault(m.group(1), set()).add(name)
     return found

@@ -794,32 +794,9 @@ END
 $$;
 COMMENT ON FUNCTION personalize._users_with_address(text, text[]) IS 'Internal: the users among these with an address in the channel''s recipients (all of them when it names none)';
 
--- The worker's lookup when it sends: the address is never stored in the outbox.
-CREATE FUNCTION personalize.recipient_address(user_id text, channel text) RETURNS text
-LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    p personalize.channel_policies;
-    address text;
-BEGIN
-    SELECT * INTO p FROM personalize.channel_policies c WHERE c.channel = recipient_address.channel;
-    IF p.recipients IS NULL THEN
-        RAISE EXCEPTION 'channel % names no recipients', quote_literal(left(recipient_address.channel, 100))
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'UPDATE personalize.channel_policies SET recipients = ''shop.whatsapp_recipients'', address_column = ''phone'' WHERE channel = ''whatsapp''; '
-                      || 'and GRANT SELECT ON shop.whatsapp_recipients TO personalize_definer.';
-    END IF;
-    EXECUTE format('SELECT CAST(r.%I AS pg_catalog.text) FROM %s r WHERE CAST(r.user_id AS pg_catalog.text) OPERATOR(pg_catalog.=) $1 LIMIT 1',
-                   p.address_column, p.recipients)
-        INTO address USING recipient_address.user_id;
-    RETURN address;
-END
-$$;
-COMMENT ON FUNCTION personalize.recipient_address(text, text) IS 'The user''s address on a channel, read from the channel''s recipients table or view when the worker sends (never stored in the outbox); NULL when the user has none';
-
 -- The worker's lookup for a claimed batch: one read of the recipients for all its users
--- (recipient_address() per message read them once per message). A user with no row has no
--- row here; several rows of one user: any one of them, as recipient_address() takes.
+-- (recipient_address() below is this for one). A user with no row has no row here; several
+-- rows of one user: any one of them.
 CREATE FUNCTION personalize.recipient_addresses(channel text, user_ids text[])
 RETURNS TABLE (user_id text, address text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
@@ -846,6 +823,16 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION personalize.recipient_addresses(text, text[]) IS 'recipient_address() for many users at once, in one read of the channel''s recipients: each user found with their address (NULL when the row has none); users not found are left out';
+
+-- The worker's lookup when it sends (the address is never stored in the outbox): the batch
+-- lookup for one user.
+CREATE FUNCTION personalize.recipient_address(user_id text, channel text) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT (SELECT a.address
+              FROM personalize.recipient_addresses(recipient_address.channel, ARRAY[recipient_address.user_id]) a)
+$$;
+COMMENT ON FUNCTION personalize.recipient_address(text, text) IS 'The user''s address on a channel, read from the channel''s recipients table or view when the worker sends (never stored in the outbox); NULL when the user has none';
 
 -- The Rust functions' comments (their code: see CONTRIBUTING.md's function table).
 COMMENT ON FUNCTION personalize.unsubscribe_token(text, text, text) IS 'The token of an unsubscribe link for a user on a channel (campaign: that campaign only), signed with personalize.unsubscribe_secret (HMAC-SHA-256): unsubscribe() accepts it for this user and nobody else';

@@ -492,8 +492,14 @@ pub fn compile(node: &Node, form: Form) -> Compiled {
 const PURCHASE_TYPES: &str = "e.event_type OPERATOR(pg_catalog.=) ANY (ARRAY(SELECT t.event_type FROM personalize.event_types t WHERE t.is_purchase))";
 /// `e` is a view.
 const VIEW_TYPES: &str = "e.event_type OPERATOR(pg_catalog.=) 'view'";
-/// Events with their items' catalogue rows (`i`), when there are any.
-const EVENTS_WITH_ITEMS: &str = "personalize.events e LEFT JOIN personalize.items i ON i.item_id OPERATOR(pg_catalog.=) e.item_id";
+/// The events (`e`), with their items' catalogue rows (`i`, when there are any) if `items`.
+fn events_from(items: bool) -> &'static str {
+    if items {
+        "personalize.events e LEFT JOIN personalize.items i ON i.item_id OPERATOR(pg_catalog.=) e.item_id"
+    } else {
+        "personalize.events e"
+    }
+}
 /// The purchase value of `e` (the function itself is hand-written SQL in sql/segments.sql).
 const EVENT_VALUE: &str = "personalize._event_value(e.properties, i.price)";
 /// The order an event belongs to (its own event when it names none).
@@ -535,7 +541,8 @@ fn total_spend() -> String {
 /// Total spend over the number of orders (NULL over no purchases: the division is strict).
 fn average_order_value() -> String {
     format!(
-        "(pg_catalog.sum({EVENT_VALUE}) OPERATOR(pg_catalog./) pg_catalog.count(DISTINCT {EVENT_ORDER}))"
+        "({} OPERATOR(pg_catalog./) pg_catalog.count(DISTINCT {EVENT_ORDER}))",
+        total_spend()
     )
 }
 
@@ -560,12 +567,10 @@ struct PredicateFunction {
 
 /// The user's events (`e`, with `i` when `items`) that meet `conds`, as FROM and WHERE.
 fn users_events(f: &str, items: bool, conds: &[String]) -> String {
-    let from = if items {
-        EVENTS_WITH_ITEMS
-    } else {
-        "personalize.events e"
-    };
-    let mut sql = format!("FROM {from}\n     WHERE e.user_id OPERATOR(pg_catalog.=) {f}.user_id");
+    let mut sql = format!(
+        "FROM {}\n     WHERE e.user_id OPERATOR(pg_catalog.=) {f}.user_id",
+        events_from(items)
+    );
     for c in conds {
         let _ = write!(sql, "\n       AND {c}");
     }
@@ -831,14 +836,7 @@ impl Compiler {
             }
             conds.insert(0, format!("e.user_id OPERATOR(pg_catalog.=) {user}"));
         }
-        let mut sql = format!(
-            "SELECT e.user_id FROM {}",
-            if join_items {
-                EVENTS_WITH_ITEMS
-            } else {
-                "personalize.events e"
-            }
-        );
+        let mut sql = format!("SELECT e.user_id FROM {}", events_from(join_items));
         if !conds.is_empty() {
             let _ = write!(sql, " WHERE {}", conds.join(" AND "));
         }
